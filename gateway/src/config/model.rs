@@ -1,0 +1,365 @@
+//! The declarative configuration as written by an operator (YAML or JSON).
+//!
+//! These types mirror the file one to one and are only checked for shape here (unknown fields are
+//! errors, so a typo never silently disables a setting). Meaning is checked by the compiler
+//! (`crate::compile`), which turns a [`Config`] into a runtime or names the offending field.
+//! `docs/config.md` documents every field; keep the two in step.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// A whole gateway configuration: one snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Free-form version label, shown in `/status` and metrics. Defaults to a content hash.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub listeners: Listeners,
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Plugins that run on every route, before service and route plugins of the same name.
+    #[serde(default)]
+    pub global_plugins: Vec<PluginRef>,
+}
+
+/// Listening addresses. Changing these needs a restart; everything else reloads hot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// Plain HTTP proxy listener.
+    pub http: Option<String>,
+    /// HTTPS proxy listener (needs `tls.certificates`).
+    pub https: Option<String>,
+    /// Status listener: `/healthz`, `/readyz`, `/status`, `/metrics`.
+    pub status: Option<String>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            http: Some("0.0.0.0:9080".into()),
+            https: None,
+            status: Some("127.0.0.1:9091".into()),
+        }
+    }
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Proxy worker threads (pingora). Needs a restart.
+    pub threads: usize,
+    /// How long SIGTERM waits for in-flight requests. Needs a restart.
+    pub shutdown_grace: HumanDuration,
+    /// Idle upstream connections kept per process. Needs a restart.
+    pub upstream_keepalive_pool_size: usize,
+    /// Node name in logs and audit records; defaults to the host name.
+    pub node: Option<String>,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            shutdown_grace: HumanDuration::from_secs(10),
+            upstream_keepalive_pool_size: 128,
+            node: None,
+            tls: TlsSettings::default(),
+        }
+    }
+}
+
+/// Certificates served on the HTTPS listener, chosen by SNI.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+}
+
+/// One certificate chain and key (PEM files). The names it serves are taken from `snis` or,
+/// when empty, from the certificate's subject alternative names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub snis: Vec<String>,
+    /// Served when the client sends no SNI or an unknown name. At most one.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// An agency backend: where requests go and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    #[serde(default)]
+    pub scheme: Scheme,
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `balance: consistent_hash`: `client_ip` or `header:<Name>`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Extra attempts on another target. Only connect failures, or any failure of an
+    /// idempotent request before a response started, are retried.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// How long an idle upstream connection stays in the keepalive pool.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_timeout: HumanDuration,
+    /// Host header sent upstream: `pass` (the client's) or `target` (the target address).
+    #[serde(default)]
+    pub host_header: HostHeader,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+fn default_keepalive() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    #[default]
+    Pass,
+    Target,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `host:port`. Host names are resolved when the config compiles.
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// Verify the target's certificate chain and name. On by default.
+    pub verify: bool,
+    /// Server name sent in SNI and checked against the certificate. Defaults to the target host.
+    pub sni: Option<String>,
+    /// PEM bundle of trusted CAs for this upstream, instead of the system roots.
+    pub ca: Option<String>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        Self {
+            verify: true,
+            sni: None,
+            ca: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP (and TLS) connection establishment to one target.
+    pub connect: HumanDuration,
+    /// Longest wait for any read from the target (including the response head).
+    pub read: HumanDuration,
+    /// Longest wait for any write to the target.
+    pub write: HumanDuration,
+    /// Budget for the whole upstream exchange, retries included.
+    pub total: HumanDuration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: HumanDuration::from_secs(2),
+            read: HumanDuration::from_secs(30),
+            write: HumanDuration::from_secs(30),
+            total: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub active: Option<ActiveHealthCheck>,
+    #[serde(default)]
+    pub passive: Option<PassiveHealthCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthCheck {
+    pub path: String,
+    #[serde(default = "default_hc_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_two")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_three")]
+    pub unhealthy_threshold: u32,
+    /// Statuses counted as healthy; default 200–399.
+    #[serde(default)]
+    pub healthy_statuses: Vec<u16>,
+    /// Host header for the probe; defaults to the target address.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthCheck {
+    /// Consecutive failures (connect errors, timeouts, or an `unhealthy_statuses` answer) that eject.
+    #[serde(default = "default_three")]
+    pub max_failures: u32,
+    /// How long an ejected target is left out before it gets traffic again.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: HumanDuration,
+    /// Upstream statuses counted as failures; default 502, 503, 504.
+    #[serde(default = "default_unhealthy_statuses")]
+    pub unhealthy_statuses: Vec<u16>,
+}
+
+fn default_hc_interval() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_hc_timeout() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_cooldown() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_two() -> u32 {
+    2
+}
+fn default_three() -> u32 {
+    3
+}
+fn default_unhealthy_statuses() -> Vec<u16> {
+    vec![502, 503, 504]
+}
+
+/// An interface: which requests go to which service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    pub service: String,
+    /// `api.example.com` or `*.example.com`; empty = any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `/exact`, `/users/{id}`, `/prefix/*`.
+    pub paths: Vec<String>,
+    /// Empty = any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Breaks ties between equally specific routes; higher wins.
+    #[serde(default)]
+    pub priority: i32,
+    /// Remove the literal prefix of a `/*` path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace the path sent upstream; `{name}` inserts a captured segment, `{*}` the rest of a
+    /// prefix match.
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+/// A plugin instance: its name and its configuration, checked by the plugin's own schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    pub name: String,
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Parses YAML (JSON is YAML too) into a [`Config`], naming the field on error.
+pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let location = inner
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        super::ConfigError::at(
+            if path == "." { String::new() } else { path },
+            format!("{}{location}", strip_location(&inner.to_string())),
+        )
+    })
+}
+
+/// serde_yaml appends "at line X column Y" to messages; we print the location once, our way.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Plugin settings keyed by name, used when merging global, service and route lists.
+pub type PluginMap = BTreeMap<String, serde_json::Value>;

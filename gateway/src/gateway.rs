@@ -1,0 +1,190 @@
+//! The running gateway's state: the live snapshot and everything that outlives snapshots.
+//!
+//! A snapshot is compiled off the request path and published with one atomic pointer swap
+//! (`ArcSwap`). Each request loads the pointer once and keeps its `Arc` until it ends, so
+//! in-flight requests finish on the snapshot they started with while new ones see the new one.
+//! A config that fails to compile changes nothing; the error is logged, counted and shown on the
+//! status listener. Every snapshot that goes live is written to `<data_dir>/last-good.yaml`
+//! (atomically: temp file, fsync, rename) and used at boot when the config file is missing or bad.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use fenfa_plugins::Registry;
+
+use crate::compile::{compile, CompileEnv, Runtime};
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::tls::SniResolver;
+use crate::upstream::health::HealthRegistry;
+
+/// File name of the persisted last good snapshot inside the data dir.
+pub const LAST_GOOD: &str = "last-good.yaml";
+
+/// Outcome of the latest load attempt, for `/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub version: Option<String>,
+    pub generation: u64,
+    pub source: Option<String>,
+    pub loaded_at: Option<u64>,
+    pub last_error: Option<ReloadError>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadError {
+    pub path: String,
+    pub message: String,
+    pub at: u64,
+}
+
+pub struct Gateway {
+    live: ArcSwapOption<Runtime>,
+    pub metrics: Metrics,
+    pub health: HealthRegistry,
+    pub plugins: Registry,
+    pub sni: Arc<SniResolver>,
+    pub data_dir: PathBuf,
+    pub node: String,
+    status: Mutex<ReloadStatus>,
+    /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending traffic.
+    pub draining: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(data_dir: PathBuf, node: String) -> Self {
+        Self {
+            live: ArcSwapOption::empty(),
+            metrics: Metrics::default(),
+            health: HealthRegistry::default(),
+            plugins: Registry::builtin(),
+            sni: Arc::new(SniResolver::default()),
+            data_dir,
+            node,
+            status: Mutex::new(ReloadStatus::default()),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The live snapshot, if any.
+    #[inline]
+    pub fn current(&self) -> Option<Arc<Runtime>> {
+        self.live.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Compiles `text` and, if it is valid, makes it live and persists it. On error nothing
+    /// changes except the recorded error.
+    pub fn apply_text(&self, text: &str, source: &str) -> Result<Arc<Runtime>, ConfigError> {
+        let result = config::parse(text).and_then(|c| self.compile(&c));
+        match result {
+            Ok(rt) => {
+                let rt = Arc::new(rt);
+                self.swap_in(rt.clone(), source);
+                if let Err(e) = self.persist(text) {
+                    tracing::error!(error = %e, dir = %self.data_dir.display(), "could not persist the last good config");
+                }
+                Ok(rt)
+            }
+            Err(e) => {
+                self.metrics.reload_failures.fetch_add(1, Relaxed);
+                tracing::error!(source, field = %e.path, error = %e.message, "config rejected; the running config stays");
+                let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                st.last_error = Some(ReloadError {
+                    path: e.path.clone(),
+                    message: e.message.clone(),
+                    at: unix_now(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Compiles without making anything live (used for checks).
+    pub fn compile(&self, config: &Config) -> Result<Runtime, ConfigError> {
+        compile(
+            config,
+            &CompileEnv {
+                plugins: &self.plugins,
+                health: &self.health,
+                metrics: &self.metrics,
+            },
+        )
+    }
+
+    fn swap_in(&self, rt: Arc<Runtime>, source: &str) {
+        if let Some(old) = self.current() {
+            if old.config.listeners != rt.config.listeners {
+                tracing::warn!("listener addresses changed; they take effect after a restart");
+            }
+        }
+        self.sni.set(rt.certificates.clone());
+        let live: Vec<_> = rt
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.pool
+                    .targets()
+                    .iter()
+                    .map(|t| (s.name.to_string(), t.addr))
+            })
+            .collect();
+        self.live.store(Some(rt.clone()));
+        self.health.retain(&live);
+        let generation = self.metrics.config_generation.fetch_add(1, Relaxed) + 1;
+        self.metrics.reloads.fetch_add(1, Relaxed);
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.version = Some(rt.version.clone());
+        st.generation = generation;
+        st.source = Some(source.to_string());
+        st.loaded_at = Some(unix_now());
+        st.last_error = None;
+        tracing::info!(version = %rt.version, generation, routes = rt.router.len(), source, "config is live");
+    }
+
+    fn persist(&self, text: &str) -> std::io::Result<()> {
+        write_atomically(&self.data_dir.join(LAST_GOOD), text.as_bytes())
+    }
+
+    /// The persisted last good config text, if any.
+    pub fn last_good(data_dir: &Path) -> Option<String> {
+        std::fs::read_to_string(data_dir.join(LAST_GOOD)).ok()
+    }
+}
+
+/// Writes a file so that a crash leaves either the old or the new content, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

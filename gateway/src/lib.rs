@@ -1,0 +1,26 @@
+//! `fenfa-gateway`: Fenfa's data plane, a reverse proxy on pingora.
+//!
+//! Mini-programs call it; it routes each request to an agency backend, running the plugin chain
+//! (from `fenfa-plugins`) on the way. It owns the config model and its compiler: a snapshot
+//! ([`config::Config`]) compiles into an immutable [`compile::Runtime`] (router, upstream pools,
+//! plugin chains) that is swapped in atomically ([`gateway::Gateway`]).
+//!
+//! Depends on pingora (proxy, TLS via rustls) and tokio. Must not: block the request path on a
+//! store, a log or the network beyond the upstream; take a lock per request; let a bad config take
+//! effect.
+#![forbid(unsafe_code)]
+
+pub mod compile;
+pub mod config;
+pub mod demo;
+pub mod errors;
+pub mod gateway;
+pub mod ids;
+pub mod metrics;
+pub mod path;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod status;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,662 @@
+//! The pingora proxy: routing, plugins, upstream selection, retries and gateway errors.
+//!
+//! Phase by phase (pingora's `ProxyHttp`):
+//! - `request_filter`: request id, framing checks, path normalisation, route lookup, plugins'
+//!   request phase. Anything the gateway answers itself (400/404/405/plugin denials) ends here.
+//! - `upstream_peer`: picks a target not yet tried, within the service's total time budget.
+//! - `upstream_request_filter`: path rewrite, identity/trace headers, plugins' upstream phase.
+//! - `upstream_response_filter` / `response_filter`: passive health, response headers, plugins.
+//! - `fail_to_connect` / `error_while_proxy`: passive health and the retry decision.
+//! - `fail_to_proxy`: renders the JSON error (502/503/504/400).
+//! - `logging`: metrics and the plugins' log phase.
+//!
+//! Nothing here takes a lock or waits on anything but the client and the upstream.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fenfa_plugins::{Flow, HeaderEdits, LogView, Reply, RequestCtx, RequestView};
+use http::{HeaderName, HeaderValue, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+
+use crate::compile::{CompiledRoute, Runtime};
+use crate::config::model::HostHeader;
+use crate::errors::{self, GatewayError};
+use crate::gateway::Gateway;
+use crate::ids;
+use crate::path;
+use crate::router::Lookup;
+use crate::upstream::{now_ms, pool::bit, HashOn};
+
+pub struct FenfaProxy {
+    gw: Arc<Gateway>,
+}
+
+impl FenfaProxy {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        Self { gw }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    rt: Option<Arc<Runtime>>,
+    route: Option<Arc<CompiledRoute>>,
+    request_id: String,
+    traceparent: String,
+    upstream_uri: Option<http::Uri>,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    tried: u64,
+    attempts: u32,
+    target: Option<usize>,
+    deadline: Option<Instant>,
+    /// The error the gateway answered (or will answer) with, if any.
+    error: Option<GatewayError>,
+    /// The latest upstream failure, answered if no other target is left.
+    last_upstream_error: Option<GatewayError>,
+    upstream_status: Option<u16>,
+    counted: bool,
+    plugin: RequestCtx,
+}
+
+#[async_trait]
+impl ProxyHttp for FenfaProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            rt: None,
+            route: None,
+            request_id: String::new(),
+            traceparent: String::new(),
+            upstream_uri: None,
+            client_ip: None,
+            tls: false,
+            tried: 0,
+            attempts: 0,
+            target: None,
+            deadline: None,
+            error: None,
+            last_upstream_error: None,
+            upstream_status: None,
+            counted: false,
+            plugin: RequestCtx::default(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.start = Instant::now();
+        ctx.counted = true;
+        self.gw.metrics.in_flight.fetch_add(1, Relaxed);
+        let req = session.req_header();
+        ctx.request_id = req
+            .headers
+            .get("x-request-id")
+            .and_then(|v| ids::accept_request_id(v.as_bytes()))
+            .map(str::to_owned)
+            .unwrap_or_else(ids::new_request_id);
+        ctx.traceparent =
+            ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()));
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+
+        if let Err(why) = check_framing(req) {
+            session.set_keepalive(None);
+            return self.answer(session, ctx, errors::BAD_REQUEST, why).await;
+        }
+        let normalized = match path::normalize(req.uri.path()) {
+            Ok(p) => p.into_owned(),
+            Err(e) => {
+                let msg = e.to_string();
+                return self.answer(session, ctx, errors::BAD_REQUEST, &msg).await;
+            }
+        };
+        let Some(rt) = self.gw.current() else {
+            return self
+                .answer(session, ctx, errors::NOT_READY, errors::NOT_READY.message)
+                .await;
+        };
+        let req = session.req_header();
+        let host = req.uri.host().or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let (route, upstream_path) = match rt.router.lookup(host, &normalized, &req.method) {
+            Lookup::Found(m) => {
+                let route = m.value.clone();
+                let upstream_path = upstream_path(&route, &normalized, &m);
+                (route, upstream_path)
+            }
+            Lookup::MethodNotAllowed => {
+                return self
+                    .answer(
+                        session,
+                        ctx,
+                        errors::METHOD_NOT_ALLOWED,
+                        errors::METHOD_NOT_ALLOWED.message,
+                    )
+                    .await
+            }
+            Lookup::NotFound => {
+                return self
+                    .answer(session, ctx, errors::NOT_FOUND, errors::NOT_FOUND.message)
+                    .await
+            }
+        };
+        if upstream_path.as_deref().unwrap_or(normalized.as_str()) != req.uri.path() {
+            let p = upstream_path.as_deref().unwrap_or(normalized.as_str());
+            let pq = match req.uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.to_string(),
+            };
+            match http::Uri::builder().path_and_query(pq).build() {
+                Ok(u) => ctx.upstream_uri = Some(u),
+                Err(_) => {
+                    return self
+                        .answer(
+                            session,
+                            ctx,
+                            errors::BAD_REQUEST,
+                            "the rewritten path is not a valid URI",
+                        )
+                        .await
+                }
+            }
+        }
+        ctx.deadline = Some(ctx.start + route.service.total_timeout);
+        ctx.plugin.request_id = ctx.request_id.clone();
+        ctx.plugin.route = route.name.clone();
+        ctx.plugin.service = route.service.name.clone();
+        ctx.route = Some(route.clone());
+        ctx.rt = Some(rt);
+
+        if !route.plugins.is_empty() {
+            let view = RequestView {
+                method: &req.method,
+                path: &normalized,
+                query: req.uri.query(),
+                headers: &req.headers,
+                client_ip: ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                tls: ctx.tls,
+            };
+            for p in route.plugins.iter() {
+                if let Flow::Respond(reply) = p.request(&view, &mut ctx.plugin) {
+                    ctx.plugin.denied_by = Some((p.name(), reply.code));
+                    return self.reply(session, ctx, reply).await;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            ctx.error = Some(errors::INTERNAL);
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route in context",
+            ));
+        };
+        let svc = &route.service;
+        let now = Instant::now();
+        let remaining = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(now))
+            .unwrap_or(svc.total_timeout);
+        if remaining.is_zero() {
+            ctx.error = Some(errors::UPSTREAM_TIMEOUT);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(504),
+                "total upstream time budget spent",
+            ));
+        }
+        let picked = match svc.pool.hash_on() {
+            None => svc.pool.select(b"", ctx.tried, now_ms()),
+            Some(on) => {
+                let header_key = match on {
+                    HashOn::Header(name) => session
+                        .req_header()
+                        .headers
+                        .get(name)
+                        .map(|v| v.as_bytes().to_vec()),
+                    HashOn::ClientIp => None,
+                };
+                let key = header_key.unwrap_or_else(|| {
+                    ctx.client_ip
+                        .map(|ip| ip.to_string().into_bytes())
+                        .unwrap_or_default()
+                });
+                svc.pool.select(&key, ctx.tried, now_ms())
+            }
+        };
+        let Some(i) = picked else {
+            let err = ctx
+                .last_upstream_error
+                .unwrap_or(errors::NO_HEALTHY_UPSTREAM);
+            ctx.error = Some(err);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(err.status.as_u16()),
+                "no upstream target available",
+            ));
+        };
+        ctx.tried |= bit(i);
+        ctx.attempts += 1;
+        ctx.target = Some(i);
+        let mut peer = svc.peer(i);
+        // Never let one attempt outlive the total budget.
+        let cap = |d: Duration| Some(d.min(remaining).max(Duration::from_millis(1)));
+        peer.options.read_timeout = cap(svc.read_timeout);
+        peer.options.write_timeout = cap(svc.write_timeout);
+        peer.options.connection_timeout = cap(svc.connect_timeout);
+        peer.options.total_connection_timeout = cap(svc.connect_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(uri) = &ctx.upstream_uri {
+            upstream.set_uri(uri.clone());
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
+        if let Some(ip) = ctx.client_ip {
+            let xff = match session
+                .req_header()
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        if let Some(route) = &ctx.route {
+            if route.service.host_header == HostHeader::Target {
+                if let Some(i) = ctx.target {
+                    upstream.insert_header(
+                        "host",
+                        route.service.pool.targets()[i].authority.as_str(),
+                    )?;
+                }
+            }
+            if !route.plugins.is_empty() {
+                let mut edits = ReqEdits(upstream);
+                for p in route.plugins.iter() {
+                    p.upstream_request(&ctx.plugin, &mut edits);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if let (Some(route), Some(i)) = (&ctx.route, ctx.target) {
+            let t = &route.service.pool.targets()[i];
+            match &route.service.pool.passive {
+                Some(p) if p.unhealthy_statuses.contains(&status) => {
+                    if t.record_failure(p, now_ms()) {
+                        tracing::warn!(service = %route.service.name, target = %t.authority, status, "target ejected (passive check)");
+                    }
+                }
+                _ => t.record_success(),
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(route) = &ctx.route {
+            if !route.plugins.is_empty() {
+                let status = resp.status.as_u16();
+                let mut edits = RespEdits(resp);
+                for p in route.plugins.iter() {
+                    p.response(&ctx.plugin, status, &mut edits);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let timeout = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
+        );
+        ctx.last_upstream_error = Some(if timeout {
+            errors::UPSTREAM_TIMEOUT
+        } else {
+            errors::BAD_GATEWAY
+        });
+        self.passive_failure(ctx);
+        if self.may_retry(ctx) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if e.esource() != &ErrorSource::Upstream {
+            e.set_retry(false);
+            return e;
+        }
+        ctx.last_upstream_error = Some(classify(&e));
+        self.passive_failure(ctx);
+        let idempotent = session.req_header().method.is_idempotent();
+        let safe = idempotent
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !safe {
+            e.set_retry(false);
+        } else if self.may_retry(ctx) {
+            e.set_retry(true);
+        } else {
+            // A stale pooled connection is always worth one more try on a fresh one.
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = match ctx.error {
+            Some(err) => Some(err),
+            None => match e.esource() {
+                ErrorSource::Upstream => Some(classify(e)),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        None
+                    }
+                    ErrorType::ReadTimedout => Some(GatewayError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the client was too slow to send the request",
+                    )),
+                    _ => Some(errors::BAD_REQUEST),
+                },
+                _ => match e.etype() {
+                    ErrorType::HTTPStatus(504) => Some(errors::UPSTREAM_TIMEOUT),
+                    ErrorType::HTTPStatus(503) => Some(errors::NO_HEALTHY_UPSTREAM),
+                    ErrorType::HTTPStatus(502) => Some(errors::BAD_GATEWAY),
+                    _ => Some(errors::INTERNAL),
+                },
+            },
+        };
+        let Some(err) = err else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.error = Some(err);
+        if session.response_written().is_none() {
+            let _ = write_json_error(
+                session,
+                err.status,
+                err.code,
+                err.message,
+                &ctx.request_id,
+                &[],
+            )
+            .await;
+        }
+        FailToProxy {
+            error_code: err.status.as_u16(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if !ctx.counted {
+            return;
+        }
+        self.gw.metrics.in_flight.fetch_sub(1, Relaxed);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.error.map(|e| e.status.as_u16()))
+            .unwrap_or(499);
+        let latency_us = ctx.start.elapsed().as_micros() as u64;
+        self.gw.metrics.latency.observe_us(latency_us);
+        match &ctx.route {
+            Some(route) => {
+                route.metrics.statuses.inc(status);
+                if !route.plugins.is_empty() {
+                    let req = session.req_header();
+                    let upstream = ctx
+                        .target
+                        .map(|i| route.service.pool.targets()[i].authority.as_str());
+                    let view = LogView {
+                        method: &req.method,
+                        path: req.uri.path(),
+                        status,
+                        upstream,
+                        upstream_status: ctx.upstream_status,
+                        latency_us,
+                        bytes_sent: session.body_bytes_sent() as u64,
+                    };
+                    for p in route.plugins.iter() {
+                        p.log(&ctx.plugin, &view);
+                    }
+                }
+            }
+            None => self.gw.metrics.unrouted.inc(status),
+        }
+    }
+}
+
+impl FenfaProxy {
+    /// Answers with a gateway error and ends the request (`request_filter` returns true).
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        err: GatewayError,
+        message: &str,
+    ) -> Result<bool> {
+        ctx.error = Some(err);
+        write_json_error(session, err.status, err.code, message, &ctx.request_id, &[]).await?;
+        Ok(true)
+    }
+
+    /// Answers with a plugin's reply.
+    async fn reply(&self, session: &mut Session, ctx: &mut Ctx, reply: Reply) -> Result<bool> {
+        ctx.error = Some(GatewayError::new(reply.status, reply.code, ""));
+        write_json_error(
+            session,
+            reply.status,
+            reply.code,
+            &reply.message,
+            &ctx.request_id,
+            &reply.headers,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        let Some(route) = &ctx.route else {
+            return false;
+        };
+        let within_budget = ctx.deadline.map(|d| Instant::now() < d).unwrap_or(true);
+        ctx.attempts <= route.service.retries && within_budget
+    }
+
+    fn passive_failure(&self, ctx: &Ctx) {
+        if let (Some(route), Some(i)) = (&ctx.route, ctx.target) {
+            if let Some(p) = &route.service.pool.passive {
+                let t = &route.service.pool.targets()[i];
+                if t.record_failure(p, now_ms()) {
+                    tracing::warn!(service = %route.service.name, target = %t.authority, "target ejected (passive check)");
+                }
+            }
+        }
+    }
+}
+
+/// Maps an upstream error to the gateway error the client sees.
+fn classify(e: &Error) -> GatewayError {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::HTTPStatus(504) => errors::UPSTREAM_TIMEOUT,
+        ErrorType::HTTPStatus(503) => errors::NO_HEALTHY_UPSTREAM,
+        _ => errors::BAD_GATEWAY,
+    }
+}
+
+/// Rejects requests whose body framing two parties could read differently (request smuggling).
+fn check_framing(req: &RequestHeader) -> std::result::Result<(), &'static str> {
+    let mut cls = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first_cl = cls.next();
+    if let Some(first) = first_cl {
+        if cls.any(|v| v != first) {
+            return Err("conflicting Content-Length headers");
+        }
+        if first.as_bytes().is_empty() || !first.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Err("invalid Content-Length");
+        }
+    }
+    let mut tes = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    if tes.peek().is_some() {
+        if first_cl.is_some() {
+            return Err("both Content-Length and Transfer-Encoding are present");
+        }
+        if req.version == http::Version::HTTP_10 {
+            return Err("Transfer-Encoding is not allowed in HTTP/1.0");
+        }
+        let all: Vec<&HeaderValue> = tes.collect();
+        if all.len() != 1 || !all[0].as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err("unsupported Transfer-Encoding; only `chunked` is accepted");
+        }
+    }
+    Ok(())
+}
+
+/// The path sent upstream, if it differs from the normalised one.
+fn upstream_path(
+    route: &CompiledRoute,
+    normalized: &str,
+    m: &crate::router::RouteMatch<'_, Arc<CompiledRoute>>,
+) -> Option<String> {
+    let rest = normalized.get(m.prefix_len..).unwrap_or("");
+    if let Some(rw) = &route.rewrite {
+        let mut out = String::with_capacity(normalized.len() + 16);
+        rw.apply(&m.params, rest, &mut out);
+        return Some(out);
+    }
+    if route.strip_prefix {
+        return Some(if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        });
+    }
+    None
+}
+
+/// Writes a gateway error in the JSON shape and ends the response.
+pub async fn write_json_error(
+    session: &mut Session,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
+    let body = errors::json_body(code, message, request_id);
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header("x-request-id", request_id)?;
+    for (k, v) in extra {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+struct ReqEdits<'a>(&'a mut RequestHeader);
+
+impl HeaderEdits for ReqEdits<'_> {
+    fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.0.headers.get(name)
+    }
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.insert_header(name, value);
+    }
+    fn remove(&mut self, name: &str) {
+        self.0.remove_header(name);
+    }
+}
+
+struct RespEdits<'a>(&'a mut ResponseHeader);
+
+impl HeaderEdits for RespEdits<'_> {
+    fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.0.headers.get(name)
+    }
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.insert_header(name, value);
+    }
+    fn remove(&mut self, name: &str) {
+        self.0.remove_header(name);
+    }
+}

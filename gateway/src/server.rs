@@ -1,0 +1,304 @@
+//! Assembles the pingora server: proxy listeners, the status listener, the background loop
+//! (config watch, SIGHUP, active health checks) and graceful draining on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::gateway::Gateway;
+use crate::proxy::FenfaProxy;
+use crate::status::StatusApp;
+use crate::upstream::health;
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    /// Extra services to run in the same server (the demo upstream).
+    pub demo_upstream: Option<String>,
+}
+
+/// Loads the first config (the file, else the last good snapshot) and runs until shut down.
+pub fn run(opts: Options) -> Result<(), String> {
+    let node = node_name();
+    let gw = Arc::new(Gateway::new(opts.data_dir.clone(), node));
+    initial_load(&gw, &opts.config)?;
+    let rt = gw.current().ok_or("no config is live")?;
+    let settings = rt.config.gateway.clone();
+    let listeners = rt.config.listeners.clone();
+    if let Some(node) = &settings.node {
+        tracing::info!(node, "node name from config");
+    }
+
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.shutdown_grace.0.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        FenfaProxy::new(gw.clone()),
+        "fenfa proxy",
+    );
+    if let Some(addr) = &listeners.http {
+        proxy.add_tcp(addr);
+    }
+    if let Some(addr) = &listeners.https {
+        let mut tls =
+            TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;
+        tls.set_cert_resolver(gw.sni.clone());
+        tls.enable_h2();
+        proxy.add_tls_with_settings(addr, None, tls);
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = &listeners.status {
+        let mut status = Service::new("fenfa status".to_string(), StatusApp::new(gw.clone()));
+        status.add_tcp(addr);
+        server.add_service(status);
+    }
+    if let Some(addr) = &opts.demo_upstream {
+        let mut echo = Service::new("demo echo upstream".to_string(), crate::demo::EchoApp);
+        echo.add_tcp(addr);
+        server.add_service(echo);
+    }
+    server.add_service(background_service(
+        "fenfa watcher",
+        Watcher {
+            gw: gw.clone(),
+            config: opts.config.clone(),
+        },
+    ));
+
+    tracing::info!(
+        http = listeners.http.as_deref().unwrap_or("-"),
+        https = listeners.https.as_deref().unwrap_or("-"),
+        status = listeners.status.as_deref().unwrap_or("-"),
+        threads = settings.threads,
+        "fenfa-gateway starting"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnTerm {
+            gw,
+            grace: settings.shutdown_grace.0,
+        }),
+    });
+    tracing::info!("fenfa-gateway stopped");
+    Ok(())
+}
+
+fn initial_load(gw: &Gateway, config: &Path) -> Result<(), String> {
+    let source = format!("file:{}", config.display());
+    let first = match std::fs::read_to_string(config) {
+        Ok(text) => gw
+            .apply_text(&text, &source)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("cannot read {}: {e}", config.display())),
+    };
+    let Err(why) = first else { return Ok(()) };
+    match Gateway::last_good(&gw.data_dir) {
+        Some(text) => {
+            tracing::warn!("!!! {why}");
+            tracing::warn!(
+                "!!! STARTING ON THE LAST GOOD CONFIG from {} — fix the config file; it is watched and will be loaded once valid",
+                gw.data_dir.join(crate::gateway::LAST_GOOD).display()
+            );
+            gw.apply_text(&text, "last-good")
+                .map(|_| ())
+                .map_err(|e| format!("{why}; and the last good config is unusable too: {e}"))
+        }
+        None => Err(format!(
+            "{why} (and no last good config in {})",
+            gw.data_dir.display()
+        )),
+    }
+}
+
+/// Watches the config and certificate files, listens for SIGHUP, and ticks health checks.
+struct Watcher {
+    gw: Arc<Gateway>,
+    config: PathBuf,
+}
+
+type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+
+impl Watcher {
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.config.clone()];
+        if let Some(rt) = self.gw.current() {
+            if let Some(c) = &rt.certificates {
+                files.extend(c.files.iter().map(PathBuf::from));
+            }
+        }
+        files
+    }
+
+    fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+        files
+            .iter()
+            .map(|f| {
+                std::fs::metadata(f)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect()
+    }
+
+    async fn reload(&self, why: &str) {
+        let path = self.config.clone();
+        let gw = self.gw.clone();
+        let why = why.to_string();
+        // Compiling can take a while for big configs: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            let source = format!("file:{} ({why})", path.display());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let _ = gw.apply_text(&text, &source);
+                }
+                Err(e) => {
+                    gw.metrics.reload_failures.fetch_add(1, Relaxed);
+                    tracing::error!(file = %path.display(), error = %e, "cannot read the config; the running config stays");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Watcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Arc::new(Connector::new(None));
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        let mut files = self.files();
+        let mut seen = Self::fingerprint(&files);
+        let mut pending: Option<Fingerprint> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading config");
+                    self.reload("SIGHUP").await;
+                    files = self.files();
+                    seen = Self::fingerprint(&files);
+                    pending = None;
+                }
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if let Some(rt) = self.gw.current() {
+                        health::tick(&connector, &rt.services);
+                    }
+                    if ticks % 2 != 0 {
+                        continue;
+                    }
+                    let now = Self::fingerprint(&files);
+                    if now == seen {
+                        pending = None;
+                        continue;
+                    }
+                    // Reload once the files have stopped changing for one check (200 ms).
+                    if pending.as_ref() == Some(&now) {
+                        self.reload("file changed").await;
+                        files = self.files();
+                        seen = Self::fingerprint(&files);
+                        pending = None;
+                    } else {
+                        pending = Some(now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM: stop being ready, stop accepting, let in-flight requests finish (up to the grace),
+/// then exit as soon as none is left. SIGINT: exit at once.
+struct DrainOnTerm {
+    gw: Arc<Gateway>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnTerm {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(grace = ?self.grace, "SIGTERM: draining");
+                self.gw.draining.store(true, Relaxed);
+                let gw = self.gw.clone();
+                let grace = self.grace;
+                std::thread::spawn(move || exit_when_drained(&gw, grace));
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping now");
+                ShutdownSignal::FastShutdown
+            }
+        }
+    }
+}
+
+/// Exits the process once no request has been in flight for a few consecutive checks, instead
+/// of always sleeping the full grace period. Pingora stops the listeners on its own.
+fn exit_when_drained(gw: &Gateway, grace: Duration) {
+    let start = Instant::now();
+    let mut idle_checks = 0;
+    std::thread::sleep(Duration::from_millis(100));
+    while start.elapsed() < grace {
+        if gw.metrics.in_flight.load(Relaxed) <= 0 {
+            idle_checks += 1;
+            if idle_checks >= 3 {
+                tracing::info!(after = ?start.elapsed(), "drained: no request in flight; exiting");
+                std::process::exit(0);
+            }
+        } else {
+            idle_checks = 0;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = gw.metrics.in_flight.load(Relaxed);
+    tracing::warn!(
+        in_flight = left,
+        "grace period over; exiting with requests still in flight"
+    );
+}
+
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "fenfa".to_string())
+}

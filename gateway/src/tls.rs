@@ -1,0 +1,154 @@
+//! Downstream TLS: certificates chosen by SNI, replaceable without a restart.
+//!
+//! The HTTPS listener is built once with a [`SniResolver`]; every config (re)load that compiles
+//! a new [`CertSet`] swaps it into the resolver, so new handshakes use the new certificates while
+//! established connections keep theirs. Certificate files are re-read on every reload and the
+//! gateway also reloads when one of them changes on disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::model::Certificate;
+use crate::config::ConfigError;
+
+/// Certificates by server name.
+#[derive(Debug, Default)]
+pub struct CertSet {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` stored as `.example.com`.
+    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    default: Option<Arc<CertifiedKey>>,
+    /// Files the set was loaded from, for change detection.
+    pub files: Vec<String>,
+}
+
+impl CertSet {
+    pub fn load(certs: &[Certificate]) -> Result<Self, ConfigError> {
+        let mut set = CertSet::default();
+        let mut defaults = 0;
+        for (i, c) in certs.iter().enumerate() {
+            let path = format!("gateway.tls.certificates[{i}]");
+            let (key, sans) =
+                load_pair(c).map_err(|(field, m)| ConfigError::at(format!("{path}.{field}"), m))?;
+            set.files.push(c.cert.clone());
+            set.files.push(c.key.clone());
+            let names = if c.snis.is_empty() {
+                sans
+            } else {
+                c.snis.clone()
+            };
+            if names.is_empty() && !c.default {
+                return Err(ConfigError::at(
+                    format!("{path}.snis"),
+                    "the certificate names no DNS host; list `snis` or mark it `default: true`",
+                ));
+            }
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                if let Some(suffix) = name.strip_prefix('*') {
+                    set.wildcard.push((suffix.to_string(), key.clone()));
+                } else {
+                    set.exact.insert(name, key.clone());
+                }
+            }
+            if c.default {
+                defaults += 1;
+                set.default = Some(key.clone());
+            }
+        }
+        if defaults > 1 {
+            return Err(ConfigError::at(
+                "gateway.tls.certificates",
+                "at most one certificate may be `default: true`",
+            ));
+        }
+        // Longest wildcard suffix first.
+        set.wildcard
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Ok(set)
+    }
+
+    /// The certificate for an SNI name: exact, then wildcard, then the default.
+    pub fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = sni {
+            let name = name.to_ascii_lowercase();
+            if let Some(k) = self.exact.get(&name) {
+                return Some(k.clone());
+            }
+            for (suffix, k) in &self.wildcard {
+                // `*.example.com` covers exactly one label before `.example.com`.
+                if let Some(label) = name.strip_suffix(suffix.as_str()) {
+                    if !label.is_empty() && !label.contains('.') {
+                        return Some(k.clone());
+                    }
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+fn load_pair(c: &Certificate) -> Result<(Arc<CertifiedKey>, Vec<String>), (&'static str, String)> {
+    let cert_pem =
+        std::fs::read(&c.cert).map_err(|e| ("cert", format!("cannot read `{}`: {e}", c.cert)))?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("cert", format!("`{}` is not valid PEM: {e}", c.cert)))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| ("cert", format!("`{}` holds no certificate", c.cert)))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
+        (
+            "cert",
+            format!("`{}` holds an unparsable certificate: {e}", c.cert),
+        )
+    })?;
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = parsed.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                sans.push(d.to_string());
+            }
+        }
+    }
+    let key_pem =
+        std::fs::read(&c.key).map_err(|e| ("key", format!("cannot read `{}`: {e}", c.key)))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ("key", format!("`{}` is not valid PEM: {e}", c.key)))?
+        .ok_or_else(|| ("key", format!("`{}` holds no private key", c.key)))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| ("key", format!("`{}`: unsupported key: {e}", c.key)))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        (
+            "key",
+            format!(
+                "`{}` does not match the certificate `{}`: {e}",
+                c.key, c.cert
+            ),
+        )
+    })?;
+    Ok((Arc::new(certified), sans))
+}
+
+/// The rustls resolver the HTTPS listener holds for its whole life.
+#[derive(Debug, Default)]
+pub struct SniResolver {
+    current: ArcSwapOption<CertSet>,
+}
+
+impl SniResolver {
+    pub fn set(&self, certs: Option<Arc<CertSet>>) {
+        self.current.store(certs);
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().as_ref()?.pick(hello.server_name())
+    }
+}
