@@ -5,4 +5,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod reload;
+mod requests;
 mod routing;
+mod shutdown;
+mod status;
+mod tls;
+mod upstreams;
