@@ -300,7 +300,7 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
                 for part in &rw.parts {
                     match part {
                         RewritePart::Param(name) => {
-                            if let Some(j) = patterns.iter().position(|p| !captures(p, name)) {
+                            if let Some(j) = patterns.iter().position(|p| !p.has_param(name)) {
                                 return Err(ConfigError::at(
                                     format!("{path}.rewrite"),
                                     format!("`{{{name}}}` is not captured by paths[{j}]"),
@@ -362,16 +362,6 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         services,
         certificates,
         config: config.clone(),
-    })
-}
-
-/// Whether a path pattern captures `{name}`.
-fn captures(p: &PathPattern, name: &str) -> bool {
-    p.as_str().split('/').any(|seg| {
-        seg.len() == name.len() + 2
-            && seg.starts_with('{')
-            && seg.ends_with('}')
-            && &seg[1..seg.len() - 1] == name
     })
 }
 

@@ -92,7 +92,11 @@ impl CertSet {
     }
 }
 
-fn load_pair(c: &Certificate) -> Result<(Arc<CertifiedKey>, Vec<String>), (&'static str, String)> {
+/// A loaded certificate with the DNS names it carries.
+type Loaded = (Arc<CertifiedKey>, Vec<String>);
+
+/// On error: the field at fault (`cert` or `key`) and the message.
+fn load_pair(c: &Certificate) -> Result<Loaded, (&'static str, String)> {
     let cert_pem =
         std::fs::read(&c.cert).map_err(|e| ("cert", format!("cannot read `{}`: {e}", c.cert)))?;
     let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())

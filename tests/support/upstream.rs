@@ -2,8 +2,8 @@
 //!
 //! Every request is answered with JSON describing it (`name`, `method`, `path`, `query`,
 //! `headers`, `body_len`) and an `x-upstream: <name>` header. Special paths:
-//! - `/__status/NNN` answers with status NNN;
-//! - `/__sleep/MS` waits MS milliseconds before answering;
+//! - a path containing `/__status/NNN` answers with status NNN;
+//! - a path containing `/__sleep/MS` waits MS milliseconds before answering;
 //! - `/healthz` answers 200, or 503 while [`Upstream::set_healthy`] is false.
 
 use std::convert::Infallible;
@@ -41,6 +41,8 @@ pub struct State {
     pub healthy: AtomicBool,
     pub hits: AtomicUsize,
     pub health_hits: AtomicUsize,
+    /// TCP connections accepted (health probes' connections included).
+    pub conns: AtomicUsize,
     pub seen: Mutex<Vec<Seen>>,
 }
 
@@ -78,6 +80,7 @@ impl Upstream {
             healthy: AtomicBool::new(true),
             hits: AtomicUsize::new(0),
             health_hits: AtomicUsize::new(0),
+            conns: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
         });
         let listener =
@@ -101,6 +104,7 @@ impl Upstream {
                         _ = &mut stop_rx => break,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            st.conns.fetch_add(1, SeqCst);
                             let st = st.clone();
                             let acceptor = acceptor.clone();
                             tokio::spawn(async move {
@@ -142,6 +146,11 @@ impl Upstream {
 
     pub fn health_hits(&self) -> usize {
         self.state.health_hits.load(SeqCst)
+    }
+
+    /// TCP connections accepted so far (health probes' connections included).
+    pub fn connections(&self) -> usize {
+        self.state.conns.load(SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -214,10 +223,10 @@ async fn handle(
     };
     st.seen.lock().unwrap().push(seen);
     let mut status = 200;
-    if let Some(code) = path.strip_prefix("/__status/") {
+    if let Some((_, code)) = path.split_once("/__status/") {
         status = code.parse().unwrap_or(500);
     }
-    if let Some(ms) = path.strip_prefix("/__sleep/") {
+    if let Some((_, ms)) = path.split_once("/__sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
     let json = serde_json::json!({

@@ -346,10 +346,14 @@ pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
             .location()
             .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
             .unwrap_or_default();
-        super::ConfigError::at(
-            if path == "." { String::new() } else { path },
-            format!("{}{location}", strip_location(&inner.to_string())),
-        )
+        let path = if path == "." { String::new() } else { path };
+        let msg = strip_location(&inner.to_string());
+        // serde_yaml may prefix its message with the (parent) path; we print the path once.
+        let msg = match msg.split_once(": ") {
+            Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => rest.to_string(),
+            _ => msg,
+        };
+        super::ConfigError::at(path, format!("{msg}{location}"))
     })
 }
 
