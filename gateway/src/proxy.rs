@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fenfa_plugins::{Flow, HeaderEdits, LogView, Reply, RequestCtx, RequestView};
+use fenfa_plugins::{Flow, HeaderEdits, LogView, Reply, RequestCtx, RequestView, UpstreamView};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -116,9 +116,36 @@ impl ProxyHttp for FenfaProxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
 
-        if let Err(why) = check_framing(req) {
+        // Pingora drops `Content-Length` when `Transfer-Encoding` is also present (RFC 9112
+        // §6.3), so whether the client sent both is only visible in the raw header.
+        let sent_content_length = req.headers.contains_key(http::header::CONTENT_LENGTH)
+            || (req.headers.contains_key(http::header::TRANSFER_ENCODING)
+                && raw_has_content_length(&session.to_h1_raw()));
+        if let Err(why) = check_framing(req, sent_content_length) {
             session.set_keepalive(None);
             return self.answer(session, ctx, errors::BAD_REQUEST, why).await;
+        }
+        if header_bytes(req) > MAX_REQUEST_HEADER_BYTES {
+            session.set_keepalive(None);
+            return self
+                .answer(
+                    session,
+                    ctx,
+                    errors::BAD_REQUEST,
+                    "the request headers are larger than 64 KiB",
+                )
+                .await;
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host must be answered with 400.
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            return self
+                .answer(
+                    session,
+                    ctx,
+                    errors::BAD_REQUEST,
+                    "an HTTP/1.1 request needs a Host header",
+                )
+                .await;
         }
         let normalized = match path::normalize(req.uri.path()) {
             Ok(p) => p.into_owned(),
@@ -281,15 +308,15 @@ impl ProxyHttp for FenfaProxy {
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
         if let Some(ip) = ctx.client_ip {
-            let xff = match session
-                .req_header()
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
+            // Several header lines are one comma-separated list; keep all of them.
+            let mut xff = String::new();
+            for prev in session.req_header().headers.get_all("x-forwarded-for") {
+                if let Ok(prev) = prev.to_str() {
+                    xff.push_str(prev);
+                    xff.push_str(", ");
+                }
+            }
+            xff.push_str(&ip.to_string());
             upstream.insert_header("x-forwarded-for", xff)?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
@@ -303,9 +330,16 @@ impl ProxyHttp for FenfaProxy {
                 }
             }
             if !route.plugins.is_empty() {
+                let uri = upstream.uri.clone();
+                let method = upstream.method.clone();
+                let view = UpstreamView {
+                    method: &method,
+                    path: uri.path(),
+                    query: uri.query(),
+                };
                 let mut edits = ReqEdits(upstream);
                 for p in route.plugins.iter() {
-                    p.upstream_request(&ctx.plugin, &mut edits);
+                    p.upstream_request(&view, &ctx.plugin, &mut edits);
                 }
             }
         }
@@ -555,8 +589,33 @@ fn classify(e: &Error) -> GatewayError {
     }
 }
 
+/// Largest request line plus header section the gateway forwards (pingora alone allows 1 MiB;
+/// upstreams commonly refuse far less, and nothing legitimate needs more).
+const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+
+/// Size of the request line and headers as sent on HTTP/1.1 (name, `: `, value, CRLF).
+fn header_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    req.headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// Whether a raw HTTP/1 header section has a `Content-Length` field.
+fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.split(|&b| b == b':')
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"content-length"))
+    })
+}
+
 /// Rejects requests whose body framing two parties could read differently (request smuggling).
-fn check_framing(req: &RequestHeader) -> std::result::Result<(), &'static str> {
+/// `sent_content_length`: whether the client sent a `Content-Length` (pingora may have removed it).
+fn check_framing(
+    req: &RequestHeader,
+    sent_content_length: bool,
+) -> std::result::Result<(), &'static str> {
     let mut cls = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
     let first_cl = cls.next();
     if let Some(first) = first_cl {
@@ -573,7 +632,7 @@ fn check_framing(req: &RequestHeader) -> std::result::Result<(), &'static str> {
         .iter()
         .peekable();
     if tes.peek().is_some() {
-        if first_cl.is_some() {
+        if first_cl.is_some() || sent_content_length {
             return Err("both Content-Length and Transfer-Encoding are present");
         }
         if req.version == http::Version::HTTP_10 {

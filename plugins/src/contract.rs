@@ -6,6 +6,7 @@
 //!    request. Returns [`Flow::Continue`] or [`Flow::Respond`]; a response ends the request there:
 //!    later plugins' `request` phase does not run and nothing reaches the upstream. Plugins run in
 //!    descending [`Plugin::priority`].
+//!    [`Plugin::request_body`] then runs per body chunk, and may still answer (e.g. 413).
 //! 2. [`Plugin::upstream_request`] — just before the request is sent upstream (once per attempt).
 //!    May add or remove headers; cannot deny.
 //! 3. [`Plugin::response`] — when the response head is ready to go to the client, whether it came
@@ -84,17 +85,60 @@ pub trait HeaderEdits {
 }
 
 /// Per-request state shared by all plugins of one request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCtx {
     pub request_id: String,
     pub route: Arc<str>,
     pub service: Arc<str>,
-    /// Verified caller identity, set by an authentication plugin.
-    pub user: Option<String>,
-    pub channel: Option<String>,
-    pub app: Option<String>,
+    /// The agency that owns the service (empty when the service names none).
+    pub agency: Arc<str>,
+    /// The client address, after trusted-proxy resolution.
+    pub client_ip: IpAddr,
+    /// Verified caller identity, set by an authentication plugin (`jwt-auth`).
+    pub identity: Option<Identity>,
     /// Which plugin denied the request and with which code, for the log phase and audit.
     pub denied_by: Option<(&'static str, &'static str)>,
+    /// Per-plugin, per-request state (e.g. CORS remembers the request's `Origin` for the
+    /// response phase; a concurrency limit remembers it holds a slot until the log phase).
+    pub vars: http::Extensions,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self {
+            request_id: String::new(),
+            route: Arc::from(""),
+            service: Arc::from(""),
+            agency: Arc::from(""),
+            client_ip: IpAddr::from([0, 0, 0, 0]),
+            identity: None,
+            denied_by: None,
+            vars: http::Extensions::new(),
+        }
+    }
+}
+
+/// Who is calling, as vouched for by the unified identity service's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `sub`: pseudonymous user id.
+    pub user: String,
+    /// `chn`: `wechat`, `alipay` or `baidu`.
+    pub channel: String,
+    /// `app`: mini-program app id.
+    pub app: String,
+    /// `jti`, if the token had one.
+    pub token_id: Option<String>,
+    /// `exp` (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+/// The request as it will be sent upstream (after rewrites), for the upstream-request phase.
+#[derive(Debug)]
+pub struct UpstreamView<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
 }
 
 /// What the log phase sees of a finished request.
@@ -109,8 +153,10 @@ pub struct LogView<'a> {
     pub bytes_sent: u64,
 }
 
-/// A configured plugin instance. Built once per snapshot by its [`PluginFactory`]; shared by all
-/// requests on the routes that list it, so it must be `Send + Sync` and must not block.
+/// A configured plugin instance. Built once per snapshot by its [`PluginFactory`] (identical
+/// configurations share one instance); shared by all requests on the routes that list it, so it
+/// must be `Send + Sync` and must not block. A new snapshot builds new instances: state that
+/// must survive reloads (rate-limit counters) lives in a store the factory owns.
 pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// The name used in config files.
     fn name(&self) -> &'static str;
@@ -120,8 +166,13 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn request(&self, _req: &RequestView<'_>, _ctx: &mut RequestCtx) -> Flow {
         Flow::Continue
     }
-    /// Upstream-request phase: edit the headers the upstream receives.
-    fn upstream_request(&self, _ctx: &RequestCtx, _headers: &mut dyn HeaderEdits) {}
+    /// Request-body phase: called for each chunk of the request body as it streams in
+    /// (`total` counts all bytes so far). May answer (e.g. 413) to stop reading.
+    fn request_body(&self, _ctx: &mut RequestCtx, _total: u64, _end: bool) -> Flow {
+        Flow::Continue
+    }
+    /// Upstream-request phase: edit the headers the upstream receives. Runs once per attempt.
+    fn upstream_request(&self, _req: &UpstreamView<'_>, _ctx: &RequestCtx, _headers: &mut dyn HeaderEdits) {}
     /// Response phase: edit the headers the client receives.
     fn response(&self, _ctx: &RequestCtx, _status: u16, _headers: &mut dyn HeaderEdits) {}
     /// Log phase: observe the finished request.

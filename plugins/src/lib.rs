@@ -14,6 +14,7 @@ pub mod contract;
 pub mod registry;
 
 pub use contract::{
-    Flow, HeaderEdits, LogView, Plugin, PluginFactory, Reply, RequestCtx, RequestView, SchemaError,
+    Flow, HeaderEdits, Identity, LogView, Plugin, PluginFactory, Reply, RequestCtx, RequestView,
+    SchemaError, UpstreamView,
 };
 pub use registry::{Chain, Registry};
