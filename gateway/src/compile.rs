@@ -54,11 +54,17 @@ pub struct CompileEnv<'a> {
 #[derive(Debug)]
 pub struct CompiledService {
     pub name: Arc<str>,
+    /// The owning agency's name, or empty.
+    pub agency: Arc<str>,
     pub pool: Pool,
     pub tls: bool,
     pub sni: Option<String>,
     pub verify: bool,
     pub ca: Option<Arc<[WrappedX509]>>,
+    /// Keeps pooled connections apart by trust store: pingora's reuse key covers the address,
+    /// SNI and verify flags but not the CA, so without this a connection verified against one
+    /// service's `ca` could be reused by another service that does not trust that CA.
+    pub trust_group: u64,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -86,6 +92,7 @@ impl CompiledService {
         if let Some(ca) = &self.ca {
             o.ca = Some(ca.clone());
         }
+        peer.group_key = self.trust_group;
         peer
     }
 }
@@ -198,12 +205,14 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         Some(Arc::new(CertSet::load(&config.gateway.tls.certificates)?))
     };
 
-    let global: Vec<(String, &PluginRef)> = config
+    let global: Vec<Entry<'_>> = config
         .global_plugins
         .iter()
         .enumerate()
-        .map(|(i, p)| (format!("global_plugins[{i}]"), p))
+        .map(|(i, p)| (format!("global_plugins[{i}].name"), format!("global_plugins[{i}].config"), p))
         .collect();
+    let generated = generated_plugins(config)?;
+    let mut instances = Instances::default();
 
     let mut services: Vec<Arc<CompiledService>> = Vec::with_capacity(config.services.len());
     let mut service_plugins = Vec::with_capacity(config.services.len());
@@ -220,13 +229,14 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         let svc = Arc::new(compile_service(s, &path, env)?);
         by_name.insert(s.name.as_str(), i);
         services.push(svc);
-        service_plugins.push(
-            s.plugins
-                .iter()
-                .enumerate()
-                .map(|(j, p)| (format!("{path}.plugins[{j}]"), p))
-                .collect::<Vec<_>>(),
-        );
+        let mut list: Vec<Entry<'_>> = s
+            .plugins
+            .iter()
+            .enumerate()
+            .map(|(j, p)| (format!("{path}.plugins[{j}].name"), format!("{path}.plugins[{j}].config"), p))
+            .collect();
+        list.extend(generated[i].iter().map(|(n, c, p)| (n.clone(), c.clone(), p)));
+        service_plugins.push(list);
     }
 
     let mut builder = RouterBuilder::new();
@@ -321,16 +331,13 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
                 Some(rw)
             }
         };
-        let route_plugins: Vec<(String, &PluginRef)> = r
+        let route_plugins: Vec<Entry<'_>> = r
             .plugins
             .iter()
             .enumerate()
-            .map(|(j, p)| (format!("{path}.plugins[{j}]"), p))
+            .map(|(j, p)| (format!("{path}.plugins[{j}].name"), format!("{path}.plugins[{j}].config"), p))
             .collect();
-        let chain = build_chain(
-            &[&global, &service_plugins[svc_idx], &route_plugins],
-            env.plugins,
-        )?;
+        let chain = build_chain(&[&global, &service_plugins[svc_idx], &route_plugins], env.plugins, &mut instances)?;
         let service = services[svc_idx].clone();
         let route = Arc::new(CompiledRoute {
             name: r.name.as_str().into(),
@@ -600,19 +607,32 @@ fn compile_service(
             "TLS settings need `scheme: https`",
         ));
     }
+    if let Some(sni) = &u.tls.sni {
+        // Caught here, not per request: pingora skips all certificate checks for an empty SNI,
+        // and a name rustls cannot send would fail every handshake.
+        rustls::pki_types::ServerName::try_from(sni.as_str()).map_err(|_| {
+            ConfigError::at(
+                format!("{path}.upstream.tls.sni"),
+                format!("`{sni}` is not a DNS name or IP address"),
+            )
+        })?;
+    }
     let ca = match &u.tls.ca {
         None => None,
         Some(file) => {
             Some(load_ca(file).map_err(|m| ConfigError::at(format!("{path}.upstream.tls.ca"), m))?)
         }
     };
+    let trust_group = ca.as_deref().map_or(0, trust_group);
     Ok(CompiledService {
         name: s.name.as_str().into(),
+        agency: s.agency.as_deref().unwrap_or("").into(),
         pool,
         tls,
         sni: u.tls.sni.clone(),
         verify: u.tls.verify,
         ca,
+        trust_group,
         connect_timeout: t.connect.0,
         read_timeout: t.read.0,
         write_timeout: t.write.0,
@@ -665,43 +685,119 @@ fn load_ca(file: &str) -> Result<Arc<[WrappedX509]>, String> {
     Ok(out.into())
 }
 
+/// A connection-pool group for a CA bundle: equal bundles share connections, others never do.
+fn trust_group(ca: &[WrappedX509]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in ca {
+        c.borrow_raw_cert().hash(&mut h);
+    }
+    // 0 is the group of services on the system roots.
+    h.finish().max(1)
+}
+
+/// Plugins a service gets from its own fields rather than its plugin list: `channel-check` from
+/// `publish`, `upstream-signature` from its agency's signing keys.
+fn generated_plugins(config: &Config) -> Result<Vec<Vec<(String, String, PluginRef)>>, ConfigError> {
+    let mut agencies = ahash::AHashMap::new();
+    for (j, a) in config.agencies.iter().enumerate() {
+        check_name(&a.name).map_err(|m| ConfigError::at(format!("agencies[{j}].name"), m))?;
+        if agencies.insert(a.name.as_str(), (j, a)).is_some() {
+            return Err(ConfigError::at(format!("agencies[{j}].name"), format!("duplicate agency name `{}`", a.name)));
+        }
+    }
+    let mut out = Vec::with_capacity(config.services.len());
+    for (i, s) in config.services.iter().enumerate() {
+        let mut list = Vec::new();
+        if let Some(p) = &s.publish {
+            list.push((
+                format!("services[{i}].publish"),
+                format!("services[{i}].publish"),
+                PluginRef {
+                    name: "channel-check".into(),
+                    config: serde_json::json!({"channels": p.channels, "apps": p.apps}),
+                    enabled: true,
+                },
+            ));
+        }
+        if let Some(name) = &s.agency {
+            let (j, agency) = agencies.get(name.as_str()).ok_or_else(|| {
+                ConfigError::at(format!("services[{i}].agency"), format!("no agency named `{name}`"))
+            })?;
+            if !agency.signing_keys.is_empty() {
+                let keys: Vec<_> = agency
+                    .signing_keys
+                    .iter()
+                    .map(|k| serde_json::json!({"id": k.id, "secret": k.secret}))
+                    .collect();
+                list.push((
+                    format!("agencies[{j}].signing_keys"),
+                    format!("agencies[{j}].signing_keys"),
+                    PluginRef {
+                        name: "upstream-signature".into(),
+                        config: serde_json::json!({ "keys": keys }),
+                        enabled: true,
+                    },
+                ));
+            }
+        }
+        out.push(list);
+    }
+    Ok(out)
+}
+
+/// One plugin list entry: where its name is in the config, where its config is, and the ref.
+type Entry<'a> = (String, String, &'a PluginRef);
+
+/// Plugin instances of one compile, by (name, config): identical configurations share one.
+type Instances = ahash::AHashMap<(String, String), Arc<dyn Plugin>>;
+
 /// Merges plugin lists (later lists override earlier ones by plugin name) and builds the chain.
 fn build_chain(
-    lists: &[&Vec<(String, &PluginRef)>],
+    lists: &[&Vec<Entry<'_>>],
     registry: &Registry,
+    instances: &mut Instances,
 ) -> Result<Chain, ConfigError> {
-    let mut merged: Vec<(&str, &PluginRef)> = Vec::new();
+    let mut merged: Vec<&Entry<'_>> = Vec::new();
     for list in lists {
         let mut seen = ahash::AHashSet::new();
-        for (path, p) in list.iter() {
+        for e in list.iter() {
+            let (name_path, _, p) = e;
             if !seen.insert(p.name.as_str()) {
                 return Err(ConfigError::at(
-                    format!("{path}.name"),
+                    name_path.clone(),
                     format!("plugin `{}` is listed twice", p.name),
                 ));
             }
-            merged.retain(|(_, q)| q.name != p.name);
-            merged.push((path.as_str(), p));
+            merged.retain(|(_, _, q)| q.name != p.name);
+            merged.push(e);
         }
     }
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::with_capacity(merged.len());
-    for (path, p) in merged {
+    for (name_path, config_path, p) in merged {
         if !p.enabled {
+            continue;
+        }
+        let key = (p.name.clone(), p.config.to_string());
+        if let Some(existing) = instances.get(&key) {
+            plugins.push(existing.clone());
             continue;
         }
         let plugin = registry.build(&p.name, &p.config).map_err(|e| match e {
             fenfa_plugins::registry::BuildError::UnknownPlugin { .. } => {
-                ConfigError::at(format!("{path}.name"), e.to_string())
+                ConfigError::at(name_path.clone(), e.to_string())
             }
-            fenfa_plugins::registry::BuildError::Schema(s) => ConfigError::at(
-                if s.path.is_empty() {
-                    format!("{path}.config")
-                } else {
-                    format!("{path}.config.{}", s.path)
-                },
-                s.message,
-            ),
+            fenfa_plugins::registry::BuildError::Schema(s) => {
+                let path = match s.path.strip_prefix("keys") {
+                    // Generated from `agencies[j].signing_keys`: the list *is* the keys.
+                    Some(rest) if config_path.ends_with(".signing_keys") => format!("{config_path}{rest}"),
+                    _ if s.path.is_empty() => config_path.clone(),
+                    _ => format!("{config_path}.{}", s.path),
+                };
+                ConfigError::at(path, s.message)
+            }
         })?;
+        instances.insert(key, plugin.clone());
         plugins.push(plugin);
     }
     Ok(Chain::new(plugins))

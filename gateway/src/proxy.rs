@@ -65,6 +65,10 @@ pub struct Ctx {
     last_upstream_error: Option<GatewayError>,
     upstream_status: Option<u16>,
     counted: bool,
+    /// Request body bytes seen so far (for the request-body phase).
+    body_bytes: u64,
+    /// A plugin's answer decided after proxying began (request-body phase).
+    pending_reply: Option<Reply>,
     plugin: RequestCtx,
 }
 
@@ -90,6 +94,8 @@ impl ProxyHttp for FenfaProxy {
             last_upstream_error: None,
             upstream_status: None,
             counted: false,
+            body_bytes: 0,
+            pending_reply: None,
             plugin: RequestCtx::default(),
         }
     }
@@ -211,6 +217,8 @@ impl ProxyHttp for FenfaProxy {
         ctx.plugin.request_id = ctx.request_id.clone();
         ctx.plugin.route = route.name.clone();
         ctx.plugin.service = route.service.name.clone();
+        ctx.plugin.agency = route.service.agency.clone();
+        ctx.plugin.client_ip = ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         ctx.route = Some(route.clone());
         ctx.rt = Some(rt);
 
@@ -231,6 +239,29 @@ impl ProxyHttp for FenfaProxy {
             }
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.clone() else { return Ok(()) };
+        if route.plugins.is_empty() {
+            return Ok(());
+        }
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        for p in route.plugins.iter() {
+            if let Flow::Respond(reply) = p.request_body(&mut ctx.plugin, ctx.body_bytes, end_of_stream) {
+                ctx.plugin.denied_by = Some((p.name(), reply.code));
+                let status = reply.status.as_u16();
+                ctx.pending_reply = Some(reply);
+                return Err(Error::explain(ErrorType::HTTPStatus(status), "denied by a plugin in the request-body phase"));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -441,6 +472,16 @@ impl ProxyHttp for FenfaProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(reply) = ctx.pending_reply.take() {
+            let code = reply.status.as_u16();
+            if session.response_written().is_none() {
+                let _ = self.reply(session, ctx, reply).await;
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
         let err = match ctx.error {
             Some(err) => Some(err),
             None => match e.esource() {
@@ -477,7 +518,7 @@ impl ProxyHttp for FenfaProxy {
                 err.status,
                 err.code,
                 err.message,
-                &ctx.request_id,
+                ctx,
                 &[],
             )
             .await;
@@ -537,7 +578,7 @@ impl FenfaProxy {
         message: &str,
     ) -> Result<bool> {
         ctx.error = Some(err);
-        write_json_error(session, err.status, err.code, message, &ctx.request_id, &[]).await?;
+        write_json_error(session, err.status, err.code, message, ctx, &[]).await?;
         Ok(true)
     }
 
@@ -549,7 +590,7 @@ impl FenfaProxy {
             reply.status,
             reply.code,
             &reply.message,
-            &ctx.request_id,
+            ctx,
             &reply.headers,
         )
         .await?;
@@ -674,9 +715,10 @@ pub async fn write_json_error(
     status: StatusCode,
     code: &str,
     message: &str,
-    request_id: &str,
+    ctx: &Ctx,
     extra: &[(HeaderName, HeaderValue)],
 ) -> Result<()> {
+    let request_id = ctx.request_id.as_str();
     let body = errors::json_body(code, message, request_id);
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -684,6 +726,15 @@ pub async fn write_json_error(
     resp.insert_header("x-request-id", request_id)?;
     for (k, v) in extra {
         resp.insert_header(k.clone(), v.clone())?;
+    }
+    // Plugins see the gateway's own answers too (CORS must decorate a 401 for a browser to read it).
+    if let Some(route) = &ctx.route {
+        if !route.plugins.is_empty() {
+            let mut edits = RespEdits(&mut resp);
+            for p in route.plugins.iter() {
+                p.response(&ctx.plugin, status.as_u16(), &mut edits);
+            }
+        }
     }
     session.write_response_header(Box::new(resp), false).await?;
     session

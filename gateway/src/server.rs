@@ -1,6 +1,7 @@
 //! Assembles the pingora server: proxy listeners, the status listener, the background loop
 //! (config watch, SIGHUP, active health checks) and graceful draining on SIGTERM.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<(), String> {
     let node = node_name();
     let gw = Arc::new(Gateway::new(opts.data_dir.clone(), node));
+    // Fingerprint the config file before reading it: a change made while the gateway starts
+    // (even before the watcher runs its first check) is then seen as a change and reloaded.
+    let config_seen = Watcher::fingerprint(std::slice::from_ref(&opts.config));
     initial_load(&gw, &opts.config)?;
     let rt = gw.current().ok_or("no config is live")?;
     let settings = rt.config.gateway.clone();
@@ -77,13 +81,17 @@ pub fn run(opts: Options) -> Result<(), String> {
         echo.add_tcp(addr);
         server.add_service(echo);
     }
-    server.add_service(background_service(
-        "fenfa watcher",
-        Watcher {
-            gw: gw.clone(),
-            config: opts.config.clone(),
-        },
-    ));
+    let mut watcher = Watcher {
+        gw: gw.clone(),
+        config: opts.config.clone(),
+        baseline: Vec::new(),
+    };
+    let files = watcher.files();
+    watcher.baseline = config_seen
+        .into_iter()
+        .chain(Watcher::fingerprint(&files[1..]))
+        .collect();
+    server.add_service(background_service("fenfa watcher", watcher));
 
     tracing::info!(
         http = listeners.http.as_deref().unwrap_or("-"),
@@ -134,11 +142,16 @@ fn initial_load(gw: &Gateway, config: &Path) -> Result<(), String> {
 struct Watcher {
     gw: Arc<Gateway>,
     config: PathBuf,
+    /// Fingerprint of [`Watcher::files`] as they were when the live config was loaded.
+    baseline: Fingerprint,
 }
 
-type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+/// Per file: modification time, length and inode (a save-by-rename always changes the inode,
+/// even when time and length happen to match).
+type Fingerprint = Vec<Option<(SystemTime, u64, u64)>>;
 
 impl Watcher {
+    /// The config file first, then the certificate files of the live config.
     fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.config.clone()];
         if let Some(rt) = self.gw.current() {
@@ -155,9 +168,28 @@ impl Watcher {
             .map(|f| {
                 std::fs::metadata(f)
                     .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+                    .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())))
             })
             .collect()
+    }
+
+    /// Reloads, then returns the files to watch and their fingerprint. For files watched before
+    /// and after, the fingerprint is the one taken *before* reading them, so a change that lands
+    /// during the reload is not taken for already loaded and triggers another reload.
+    async fn reload_and_rewatch(
+        &self,
+        files: &[PathBuf],
+        why: &str,
+    ) -> (Vec<PathBuf>, Fingerprint) {
+        let before = Self::fingerprint(files);
+        self.reload(why).await;
+        let after = self.files();
+        if after == files {
+            (after, before)
+        } else {
+            let seen = Self::fingerprint(&after);
+            (after, seen)
+        }
     }
 
     async fn reload(&self, why: &str) {
@@ -193,7 +225,11 @@ impl BackgroundService for Watcher {
             }
         };
         let mut files = self.files();
-        let mut seen = Self::fingerprint(&files);
+        let mut seen = if self.baseline.len() == files.len() {
+            self.baseline.clone()
+        } else {
+            Self::fingerprint(&files)
+        };
         let mut pending: Option<Fingerprint> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut ticks: u64 = 0;
@@ -202,9 +238,7 @@ impl BackgroundService for Watcher {
                 _ = shutdown.changed() => return,
                 _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
                     tracing::info!("SIGHUP: reloading config");
-                    self.reload("SIGHUP").await;
-                    files = self.files();
-                    seen = Self::fingerprint(&files);
+                    (files, seen) = self.reload_and_rewatch(&files, "SIGHUP").await;
                     pending = None;
                 }
                 _ = tick.tick() => {
@@ -222,9 +256,7 @@ impl BackgroundService for Watcher {
                     }
                     // Reload once the files have stopped changing for one check (200 ms).
                     if pending.as_ref() == Some(&now) {
-                        self.reload("file changed").await;
-                        files = self.files();
-                        seen = Self::fingerprint(&files);
+                        (files, seen) = self.reload_and_rewatch(&files, "file changed").await;
                         pending = None;
                     } else {
                         pending = Some(now);

@@ -47,12 +47,13 @@ impl CertSet {
                     "the certificate names no DNS host; list `snis` or mark it `default: true`",
                 ));
             }
+            // A name claimed by two certificates is served by the first one listed.
             for name in names {
                 let name = name.to_ascii_lowercase();
                 if let Some(suffix) = name.strip_prefix('*') {
                     set.wildcard.push((suffix.to_string(), key.clone()));
                 } else {
-                    set.exact.insert(name, key.clone());
+                    set.exact.entry(name).or_insert_with(|| key.clone());
                 }
             }
             if c.default {
@@ -66,7 +67,7 @@ impl CertSet {
                 "at most one certificate may be `default: true`",
             ));
         }
-        // Longest wildcard suffix first.
+        // Longest wildcard suffix first (a stable sort: equal suffixes keep the listed order).
         set.wildcard
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         Ok(set)
@@ -154,5 +155,140 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.load().as_ref()?.pick(hello.server_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a self-signed certificate for `sans` and its key; returns the config entry.
+    fn cert(
+        dir: &std::path::Path,
+        stem: &str,
+        sans: &[&str],
+        snis: &[&str],
+        default: bool,
+    ) -> Certificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let c =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+        let cert = dir.join(format!("{stem}.crt"));
+        let key_file = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, c.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        Certificate {
+            cert: cert.display().to_string(),
+            key: key_file.display().to_string(),
+            snis: snis.iter().map(|s| s.to_string()).collect(),
+            default,
+        }
+    }
+
+    /// Which of `certs` (by index) `set` serves for `sni`.
+    fn served(set: &CertSet, certs: &[Certificate], sni: Option<&str>) -> Option<usize> {
+        let k = set.pick(sni)?;
+        let der = k.cert.first()?;
+        certs.iter().position(|c| {
+            let pem = std::fs::read(&c.cert).unwrap();
+            let first = rustls_pemfile::certs(&mut pem.as_slice()).next();
+            matches!(first, Some(Ok(d)) if d == *der)
+        })
+    }
+
+    #[test]
+    fn exact_names_beat_wildcards_which_beat_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let certs = vec![
+            cert(d, "c0", &["x.test"], &["exact.test", "*.wild.test"], false),
+            cert(
+                d,
+                "c1",
+                &["x.test"],
+                &["EXACT.test", "*.wild.test", "*.deep.wild.test"],
+                false,
+            ),
+            cert(d, "c2", &["san.test"], &[], true),
+        ];
+        let set = CertSet::load(&certs).unwrap();
+        let pick = |sni| served(&set, &certs, sni);
+        assert_eq!(
+            pick(Some("Exact.Test")),
+            Some(0),
+            "case-insensitive; first listed wins"
+        );
+        assert_eq!(
+            pick(Some("a.wild.test")),
+            Some(0),
+            "first listed wins for wildcards too"
+        );
+        assert_eq!(
+            pick(Some("a.deep.wild.test")),
+            Some(1),
+            "longest wildcard suffix wins"
+        );
+        assert_eq!(
+            pick(Some("a.b.wild.test")),
+            Some(2),
+            "a wildcard covers one label only"
+        );
+        assert_eq!(
+            pick(Some("wild.test")),
+            Some(2),
+            "a wildcard does not cover its parent"
+        );
+        assert_eq!(
+            pick(Some("x.test")),
+            Some(2),
+            "`snis` replaces the certificate's names"
+        );
+        assert_eq!(
+            pick(Some("san.test")),
+            Some(2),
+            "without `snis`, the DNS SANs are the names"
+        );
+        assert_eq!(pick(None), Some(2), "no SNI gets the default");
+    }
+
+    #[test]
+    fn without_a_default_unknown_names_get_no_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = vec![cert(dir.path(), "c0", &["a.test"], &[], false)];
+        let set = CertSet::load(&certs).unwrap();
+        assert!(set.pick(Some("a.test")).is_some());
+        assert!(set.pick(Some("b.test")).is_none());
+        assert!(set.pick(None).is_none());
+    }
+
+    #[test]
+    fn bad_certificate_entries_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = cert(d, "a", &["a.test"], &[], true);
+        let b = cert(d, "b", &["b.test"], &[], true);
+        let path = |certs: &[Certificate]| CertSet::load(certs).unwrap_err().path;
+
+        assert_eq!(path(&[a.clone(), b.clone()]), "gateway.tls.certificates");
+        let missing_key = Certificate {
+            key: d.join("nope.key").display().to_string(),
+            ..a.clone()
+        };
+        assert_eq!(path(&[missing_key]), "gateway.tls.certificates[0].key");
+        let mismatched = Certificate {
+            key: b.key.clone(),
+            ..a.clone()
+        };
+        assert_eq!(path(&[mismatched]), "gateway.tls.certificates[0].key");
+        let no_names = cert(d, "ip", &["127.0.0.1"], &[], false);
+        assert_eq!(path(&[no_names]), "gateway.tls.certificates[0].snis");
+        let not_pem = Certificate {
+            cert: a.key.clone(),
+            ..a.clone()
+        };
+        assert_eq!(path(&[not_pem]), "gateway.tls.certificates[0].cert");
     }
 }

@@ -10,6 +10,7 @@
 //! path. See `docs/plugins.md` for the contract in prose.
 #![forbid(unsafe_code)]
 
+pub mod channel_check;
 pub mod contract;
 pub mod registry;
 

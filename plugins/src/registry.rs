@@ -23,6 +23,7 @@ impl Registry {
         #[allow(unused_mut)]
         let mut r = Self::empty();
         // One line per built-in plugin (keep sorted):
+        r.register(Box::new(crate::channel_check::Factory));
         r
     }
 

@@ -64,8 +64,17 @@ async fn fifty_reloads_under_steady_load_lose_no_request() {
     for c in clients {
         failures.extend(c.await.unwrap());
     }
-    assert!(failures.is_empty(), "{} failed requests during reloads: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(ok.load(SeqCst) > 200, "too little load to mean anything: {}", ok.load(SeqCst));
+    assert!(
+        failures.is_empty(),
+        "{} failed requests during reloads: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        ok.load(SeqCst) > 200,
+        "too little load to mean anything: {}",
+        ok.load(SeqCst)
+    );
     assert!(a.hits() > 0 && b.hits() > 0, "both configs served traffic");
     assert_eq!(gw.status_json()["config"]["version"], "v50");
 }
@@ -109,7 +118,9 @@ async fn invalid_config_is_rejected_with_the_field_path_and_the_running_config_s
         ),
     ];
     for (i, (text, path, needle)) in cases.iter().enumerate() {
-        let failures_before = gw.metric("fenfa_config_reload_failures_total").unwrap_or(0.0);
+        let failures_before = gw
+            .metric("fenfa_config_reload_failures_total")
+            .unwrap_or(0.0);
         gw.write_config(text);
         gw.signal(Signal::SIGHUP);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -117,17 +128,30 @@ async fn invalid_config_is_rejected_with_the_field_path_and_the_running_config_s
             let st = gw.status_json();
             let err = &st["config"]["last_error"];
             if err["path"] == *path {
-                assert!(err["message"].as_str().unwrap().contains(needle), "case {i}: {err}");
+                assert!(
+                    err["message"].as_str().unwrap().contains(needle),
+                    "case {i}: {err}"
+                );
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "case {i}: error for `{path}` never reported: {st}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "case {i}: error for `{path}` never reported: {st}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(gw.metric("fenfa_config_reload_failures_total").unwrap() > failures_before);
-        assert!(gw.logs().contains(path), "case {i}: the log names the field `{path}`");
+        assert!(
+            gw.logs().contains(path),
+            "case {i}: the log names the field `{path}`"
+        );
         assert_eq!(gw.status_json()["config"]["version"], "good");
         let resp = client().get(gw.url("/api/still")).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "case {i}: the running config still serves");
+        assert_eq!(
+            resp.status(),
+            200,
+            "case {i}: the running config still serves"
+        );
     }
 }
 
@@ -142,9 +166,21 @@ async fn last_good_config_is_used_at_boot_when_the_file_is_broken_or_missing() {
     gw.write_raw_config("listeners: [this is not a config");
     gw.spawn();
     gw.wait_ready();
-    assert!(gw.logs().contains("STARTING ON THE LAST GOOD CONFIG"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("STARTING ON THE LAST GOOD CONFIG"),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(gw.status_json()["config"]["version"], "good");
-    assert_eq!(client().get(gw.url("/api/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(gw.url("/api/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     gw.signal(Signal::SIGTERM);
     assert!(gw.wait_exit(Duration::from_secs(15)).success());
 
@@ -152,7 +188,15 @@ async fn last_good_config_is_used_at_boot_when_the_file_is_broken_or_missing() {
     std::fs::remove_file(&gw.config_path).unwrap();
     gw.spawn();
     gw.wait_ready();
-    assert_eq!(client().get(gw.url("/api/y")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(gw.url("/api/y"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -167,7 +211,10 @@ async fn without_any_config_the_gateway_refuses_to_start_and_says_why() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read") && err.contains("no last good config"), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("no last good config"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -182,5 +229,8 @@ async fn check_command_reports_the_bad_field() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("services[0].upstream.targets[0].weight: expected 1 to 65535"), "{err}");
+    assert!(
+        err.contains("services[0].upstream.targets[0].weight: expected 1 to 65535"),
+        "{err}"
+    );
 }

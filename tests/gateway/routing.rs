@@ -48,7 +48,12 @@ fn services(ups: &[&Upstream]) -> String {
 
 /// Sends `method path` with an optional `Host`; returns the status and the name of the upstream
 /// that answered (`None` when the gateway answered itself).
-async fn send(gw: &Gateway, method: Method, host: Option<&str>, path: &str) -> (u16, Option<String>) {
+async fn send(
+    gw: &Gateway,
+    method: Method,
+    host: Option<&str>,
+    path: &str,
+) -> (u16, Option<String>) {
     let mut req = client().request(method, gw.url(path));
     if let Some(h) = host {
         req = req.header("host", h);
@@ -112,8 +117,14 @@ async fn wildcard_host_beats_any_host_route() {
         Upstream::start("any"),
     );
     let gw = host_routes(&exact, &wildcard, &any);
-    assert_eq!(get(&gw, Some("www.example.com"), "/x/1").await, ok("wildcard"));
-    assert_eq!(get(&gw, Some("a.b.example.com"), "/x/1").await, ok("wildcard"));
+    assert_eq!(
+        get(&gw, Some("www.example.com"), "/x/1").await,
+        ok("wildcard")
+    );
+    assert_eq!(
+        get(&gw, Some("a.b.example.com"), "/x/1").await,
+        ok("wildcard")
+    );
     // The wildcard covers subdomains only, not the apex, and no other domain.
     assert_eq!(get(&gw, Some("example.com"), "/x/1").await, ok("any"));
     assert_eq!(get(&gw, Some("other.org"), "/x/1").await, ok("any"));
@@ -129,8 +140,14 @@ async fn host_header_with_a_port_still_matches() {
         Upstream::start("any"),
     );
     let gw = host_routes(&exact, &wildcard, &any);
-    assert_eq!(get(&gw, Some("api.example.com:9080"), "/x/1").await, ok("exact"));
-    assert_eq!(get(&gw, Some("www.example.com:443"), "/x/1").await, ok("wildcard"));
+    assert_eq!(
+        get(&gw, Some("api.example.com:9080"), "/x/1").await,
+        ok("exact")
+    );
+    assert_eq!(
+        get(&gw, Some("www.example.com:443"), "/x/1").await,
+        ok("wildcard")
+    );
     // The Host header is passed upstream as the client sent it.
     assert_eq!(exact.last().header("host"), Some("api.example.com:9080"));
 }
@@ -183,7 +200,10 @@ routes:
 "#,
         services(&[&up])
     ));
-    assert_eq!(get(&gw, None, "/users/42?fields=a,b&x=%20y").await, ok("users"));
+    assert_eq!(
+        get(&gw, None, "/users/42?fields=a,b&x=%20y").await,
+        ok("users")
+    );
     let seen = up.last();
     assert_eq!(seen.path, "/v2/users/42");
     assert_eq!(seen.query.as_deref(), Some("fields=a,b&x=%20y"));
@@ -196,7 +216,10 @@ routes:
     // `{*}` is the rest of a prefix match.
     assert_eq!(get(&gw, None, "/old/a/b?q=1").await, ok("users"));
     let seen = up.last();
-    assert_eq!((seen.path.as_str(), seen.query.as_deref()), ("/new/a/b", Some("q=1")));
+    assert_eq!(
+        (seen.path.as_str(), seen.query.as_deref()),
+        ("/new/a/b", Some("q=1"))
+    );
     assert_eq!(up.hits(), 2);
 }
 
@@ -215,7 +238,10 @@ routes:
     ));
     assert_eq!(get(&gw, None, "/svc/v1/items/7?page=2").await, ok("svc"));
     let seen = up.last();
-    assert_eq!((seen.path.as_str(), seen.query.as_deref()), ("/items/7", Some("page=2")));
+    assert_eq!(
+        (seen.path.as_str(), seen.query.as_deref()),
+        ("/items/7", Some("page=2"))
+    );
     assert_eq!(get(&gw, None, "/svc/v1").await, ok("svc"));
     assert_eq!(up.last().path, "/");
     assert_eq!(get(&gw, None, "/svc/v1/").await, ok("svc"));
@@ -285,7 +311,10 @@ routes:
     assert_eq!(reader.hits() + writer.hits(), 0);
 
     // The exact route only allows GET; the prefix route allows POST, so POST goes there.
-    assert_eq!(send(&gw, Method::POST, None, "/m/items").await, ok("writer"));
+    assert_eq!(
+        send(&gw, Method::POST, None, "/m/items").await,
+        ok("writer")
+    );
     assert_eq!(writer.last().method, "POST");
     assert_eq!(get(&gw, None, "/m/items").await, ok("reader"));
     // Neither allows DELETE.
@@ -310,8 +339,7 @@ routes:
     ));
     assert_eq!(send(&gw, Method::HEAD, None, "/doc").await, ok("getter"));
     assert_eq!(up.last().method, "HEAD");
-    let (status, code, _) =
-        error_code(client().post(gw.url("/doc")).send().await.unwrap()).await;
+    let (status, code, _) = error_code(client().post(gw.url("/doc")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
     assert_eq!(up.hits(), 1);
 }

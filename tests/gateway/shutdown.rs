@@ -30,11 +30,15 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let up = Upstream::start("slow");
     let mut gw = Gateway::start(&config("10s", up.addr));
     let url = gw.url("/__sleep/1500");
-    let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    let in_flight =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
     // Wait until the upstream has the request, then ask the gateway to stop.
     let deadline = Instant::now() + Duration::from_secs(5);
     while up.hits() == 0 {
-        assert!(Instant::now() < deadline, "request never reached the upstream");
+        assert!(
+            Instant::now() < deadline,
+            "request never reached the upstream"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     gw.signal(Signal::SIGTERM);
@@ -44,10 +48,19 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
         if std::net::TcpStream::connect(gw.http).is_err() {
             break;
         }
-        assert!(Instant::now() < deadline, "listener still accepting after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "listener still accepting after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(in_flight.await.unwrap().expect("in-flight request completed"), 200);
+    assert_eq!(
+        in_flight
+            .await
+            .unwrap()
+            .expect("in-flight request completed"),
+        200
+    );
     let status = tokio::task::spawn_blocking(move || {
         let st = gw.wait_exit(Duration::from_secs(8));
         (st, gw.logs())
@@ -62,7 +75,10 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 async fn an_idle_gateway_exits_promptly_on_sigterm_not_after_the_whole_grace() {
     let up = Upstream::start("a");
     let mut gw = Gateway::start(&config("30s", up.addr));
-    assert_eq!(client().get(gw.url("/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(gw.url("/x")).send().await.unwrap().status(),
+        200
+    );
     gw.signal(Signal::SIGTERM);
     // Far below the 30 s grace: the gateway noticed nothing was in flight.
     assert!(gw.wait_exit(Duration::from_secs(10)).success());

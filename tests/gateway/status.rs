@@ -22,10 +22,34 @@ routes:
     assert_eq!(http_get(gw.status, "/healthz").unwrap().0, 200);
     assert_eq!(http_get(gw.status, "/readyz").unwrap().0, 200);
     for _ in 0..3 {
-        assert_eq!(client().get(gw.url("/api/a")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client()
+                .get(gw.url("/api/a"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
-    assert_eq!(client().get(gw.url("/api/__status/503")).send().await.unwrap().status(), 503);
-    assert_eq!(client().get(gw.url("/nothing")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .get(gw.url("/api/__status/503"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        client()
+            .get(gw.url("/nothing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     let st = gw.status_json();
     assert_eq!(st["ready"], true);
@@ -34,12 +58,33 @@ routes:
     assert_eq!(st["upstreams"][0]["targets"][0]["healthy"], true);
 
     let m = gw.metrics();
-    assert!(m.contains(r#"fenfa_http_requests_total{route="r",service="s",status="200"} 3"#), "{m}");
-    assert!(m.contains(r#"fenfa_http_requests_total{route="r",service="s",status="503"} 1"#), "{m}");
-    assert!(m.contains(r#"fenfa_http_requests_total{route="",service="",status="404"} 1"#), "{m}");
-    assert!(m.contains("fenfa_http_request_duration_seconds_count 5"), "{m}");
-    assert!(m.contains(&format!(r#"fenfa_upstream_target_healthy{{service="s",target="{}"}} 1"#, up.addr)), "{m}");
+    assert!(
+        m.contains(r#"fenfa_http_requests_total{route="r",service="s",status="200"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"fenfa_http_requests_total{route="r",service="s",status="503"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"fenfa_http_requests_total{route="",service="",status="404"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("fenfa_http_request_duration_seconds_count 5"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            r#"fenfa_upstream_target_healthy{{service="s",target="{}"}} 1"#,
+            up.addr
+        )),
+        "{m}"
+    );
     assert!(m.contains("fenfa_config_generation 1"), "{m}");
     assert!(m.contains("fenfa_config_reload_failures_total 0"), "{m}");
-    assert!(m.contains(r#"fenfa_config_info{version="release-7"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"fenfa_config_info{version="release-7"} 1"#),
+        "{m}"
+    );
 }

@@ -118,8 +118,12 @@ impl Gateway {
                     );
                 }
             }
+            // Ready means a config is live; the proxy port may still be binding (pingora retries a
+            // busy port), so also wait until it accepts connections.
             if let Ok((200, _)) = http_get(self.status, "/readyz") {
-                return;
+                if TcpStream::connect(self.http).is_ok() {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(25));
         }

@@ -5,8 +5,6 @@
 //! (`crate::compile`), which turns a [`Config`] into a runtime or names the offending field.
 //! `docs/config.md` documents every field; keep the two in step.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
@@ -29,6 +27,45 @@ pub struct Config {
     /// Plugins that run on every route, before service and route plugins of the same name.
     #[serde(default)]
     pub global_plugins: Vec<PluginRef>,
+    /// The agencies that own services; each may have keys to sign what its backends receive.
+    #[serde(default)]
+    pub agencies: Vec<Agency>,
+}
+
+/// An agency (委办局) that owns services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agency {
+    pub name: String,
+    /// Keys for the gateway signature its backends receive; the first one signs, the others stay
+    /// listed during a rotation. See `docs/upstream-signature.md`.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKey>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub id: String,
+    /// Base64 of at least 32 random bytes.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("id", &self.id).field("secret", &"<redacted>").finish()
+    }
+}
+
+/// Where a service is published: channels, and optionally which apps may call it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// `wechat`, `alipay`, `baidu`.
+    pub channels: Vec<String>,
+    /// Mini-program app ids allowed to call; empty = any app on a published channel.
+    #[serde(default)]
+    pub apps: Vec<String>,
 }
 
 /// Listening addresses. Changing these needs a restart; everything else reloads hot.
@@ -65,6 +102,9 @@ pub struct GatewaySettings {
     pub upstream_keepalive_pool_size: usize,
     /// Node name in logs and audit records; defaults to the host name.
     pub node: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs). The client IP is the right-most
+    /// address in that header not in this list; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub tls: TlsSettings,
 }
@@ -76,6 +116,7 @@ impl Default for GatewaySettings {
             shutdown_grace: HumanDuration::from_secs(10),
             upstream_keepalive_pool_size: 128,
             node: None,
+            trusted_proxies: Vec::new(),
             tls: TlsSettings::default(),
         }
     }
@@ -108,6 +149,13 @@ pub struct Certificate {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
+    /// The owning agency (a name from `agencies`); its signing keys sign upstream requests.
+    #[serde(default)]
+    pub agency: Option<String>,
+    /// Channel publication. When present, only verified callers (jwt-auth) from these channels
+    /// (and apps) reach the service; others get 403 `channel_not_published`.
+    #[serde(default)]
+    pub publish: Option<Publish>,
     pub upstream: Upstream,
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
@@ -350,7 +398,9 @@ pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
         let msg = strip_location(&inner.to_string());
         // serde_yaml may prefix its message with the (parent) path; we print the path once.
         let msg = match msg.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => rest.to_string(),
+            Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => {
+                rest.to_string()
+            }
             _ => msg,
         };
         super::ConfigError::at(path, format!("{msg}{location}"))
@@ -364,6 +414,3 @@ fn strip_location(msg: &str) -> String {
         None => msg.to_string(),
     }
 }
-
-/// Plugin settings keyed by name, used when merging global, service and route lists.
-pub type PluginMap = BTreeMap<String, serde_json::Value>;
