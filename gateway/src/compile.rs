@@ -148,6 +148,9 @@ impl Rewrite {
         if !s.starts_with('/') {
             return Err(format!("`{s}` must start with `/`"));
         }
+        if s.contains(['?', '#']) || s.chars().any(|c| c.is_ascii_control() || c == ' ') {
+            return Err(format!("`{s}` must be a path only: no `?`, `#`, spaces or control characters (the query string is passed through unchanged)"));
+        }
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('{') {
@@ -237,6 +240,13 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
             .collect();
         list.extend(generated[i].iter().map(|(n, c, p)| (n.clone(), c.clone(), p)));
         service_plugins.push(list);
+    }
+
+    // Check every plugin list once, even those no route uses yet (instances are shared, so this
+    // costs nothing later).
+    build_chain(&[&global], env.plugins, &mut instances)?;
+    for list in &service_plugins {
+        build_chain(&[list], env.plugins, &mut instances)?;
     }
 
     let mut builder = RouterBuilder::new();
@@ -557,6 +567,13 @@ fn compile_service(
             Pool::round_robin(targets, passive)
         }
         Balance::ConsistentHash => {
+            let total: u64 = u.targets.iter().map(|t| t.weight as u64).sum();
+            if total > 10_000 {
+                return Err(ConfigError::at(
+                    format!("{path}.upstream.targets"),
+                    format!("consistent hashing allows a total weight of at most 10000 (the ring has 160 points per unit); these targets weigh {total}"),
+                ));
+            }
             let on = match u.hash_on.as_deref() {
                 None | Some("client_ip") => HashOn::ClientIp,
                 Some(h) => match h.strip_prefix("header:") {
@@ -698,7 +715,7 @@ fn trust_group(ca: &[WrappedX509]) -> u64 {
 
 /// Plugins a service gets from its own fields rather than its plugin list: `channel-check` from
 /// `publish`, `upstream-signature` from its agency's signing keys.
-fn generated_plugins(config: &Config) -> Result<Vec<Vec<(String, String, PluginRef)>>, ConfigError> {
+fn generated_plugins(config: &Config) -> Result<Vec<Vec<Generated>>, ConfigError> {
     let mut agencies = ahash::AHashMap::new();
     for (j, a) in config.agencies.iter().enumerate() {
         check_name(&a.name).map_err(|m| ConfigError::at(format!("agencies[{j}].name"), m))?;
@@ -745,6 +762,9 @@ fn generated_plugins(config: &Config) -> Result<Vec<Vec<(String, String, PluginR
     }
     Ok(out)
 }
+
+/// A generated plugin entry: name path, config path, and the plugin reference.
+type Generated = (String, String, PluginRef);
 
 /// One plugin list entry: where its name is in the config, where its config is, and the ref.
 type Entry<'a> = (String, String, &'a PluginRef);

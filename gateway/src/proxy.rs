@@ -65,6 +65,8 @@ pub struct Ctx {
     last_upstream_error: Option<GatewayError>,
     upstream_status: Option<u16>,
     counted: bool,
+    /// The next attempt retries a stale pooled connection: the same target is allowed again.
+    stale_retry: bool,
     /// Request body bytes seen so far (for the request-body phase).
     body_bytes: u64,
     /// A plugin's answer decided after proxying began (request-body phase).
@@ -95,6 +97,7 @@ impl ProxyHttp for FenfaProxy {
             upstream_status: None,
             counted: false,
             body_bytes: 0,
+            stale_retry: false,
             pending_reply: None,
             plugin: RequestCtx::default(),
         }
@@ -285,8 +288,13 @@ impl ProxyHttp for FenfaProxy {
                 "total upstream time budget spent",
             ));
         }
+        let exclude = if std::mem::take(&mut ctx.stale_retry) {
+            ctx.target.map_or(ctx.tried, |i| ctx.tried & !bit(i))
+        } else {
+            ctx.tried
+        };
         let picked = match svc.pool.hash_on() {
-            None => svc.pool.select(b"", ctx.tried, now_ms()),
+            None => svc.pool.select(b"", exclude, now_ms()),
             Some(on) => {
                 let header_key = match on {
                     HashOn::Header(name) => session
@@ -301,7 +309,7 @@ impl ProxyHttp for FenfaProxy {
                         .map(|ip| ip.to_string().into_bytes())
                         .unwrap_or_default()
                 });
-                svc.pool.select(&key, ctx.tried, now_ms())
+                svc.pool.select(&key, exclude, now_ms())
             }
         };
         let Some(i) = picked else {
@@ -465,8 +473,12 @@ impl ProxyHttp for FenfaProxy {
         } else if self.may_retry(ctx) {
             e.set_retry(true);
         } else {
-            // A stale pooled connection is always worth one more try on a fresh one.
+            // A stale pooled connection is always worth one more try on a fresh one, even on
+            // the same target (pingora opens a new connection for the retry).
             e.retry.decide_reuse(client_reused);
+            if e.retry() {
+                ctx.stale_retry = true;
+            }
         }
         e
     }
@@ -475,6 +487,7 @@ impl ProxyHttp for FenfaProxy {
         if let Some(reply) = ctx.pending_reply.take() {
             let code = reply.status.as_u16();
             if session.response_written().is_none() {
+                session.set_keepalive(None);
                 let _ = self.reply(session, ctx, reply).await;
             }
             return FailToProxy {
@@ -513,6 +526,9 @@ impl ProxyHttp for FenfaProxy {
         };
         ctx.error = Some(err);
         if session.response_written().is_none() {
+            // The downstream connection is not reused after a proxy failure; say so in the
+            // response, or a keepalive client sends its next request into a closed socket.
+            session.set_keepalive(None);
             let _ = write_json_error(
                 session,
                 err.status,

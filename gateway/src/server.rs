@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +32,9 @@ pub struct Options {
 /// Loads the first config (the file, else the last good snapshot) and runs until shut down.
 pub fn run(opts: Options) -> Result<(), String> {
     let node = node_name();
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let gw = Arc::new(Gateway::new(opts.data_dir.clone(), node));
     // Fingerprint the config file before reading it: a change made while the gateway starts
     // (even before the watcher runs its first check) is then seen as a change and reloaded.
@@ -85,6 +88,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         gw: gw.clone(),
         config: opts.config.clone(),
         baseline: Vec::new(),
+        hup: hup.clone(),
     };
     let files = watcher.files();
     watcher.baseline = config_seen
@@ -144,6 +148,9 @@ struct Watcher {
     config: PathBuf,
     /// Fingerprint of [`Watcher::files`] as they were when the live config was loaded.
     baseline: Fingerprint,
+    /// Set by the SIGHUP handler (installed before any service starts, so an early SIGHUP
+    /// never hits the default action, which would kill the process).
+    hup: Arc<AtomicBool>,
 }
 
 /// Per file: modification time, length and inode (a save-by-rename always changes the inode,
@@ -217,13 +224,6 @@ impl Watcher {
 impl BackgroundService for Watcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let connector = Arc::new(Connector::new(None));
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP");
-                None
-            }
-        };
         let mut files = self.files();
         let mut seen = if self.baseline.len() == files.len() {
             self.baseline.clone()
@@ -236,13 +236,13 @@ impl BackgroundService for Watcher {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading config");
-                    (files, seen) = self.reload_and_rewatch(&files, "SIGHUP").await;
-                    pending = None;
-                }
                 _ = tick.tick() => {
                     ticks += 1;
+                    if self.hup.swap(false, Relaxed) {
+                        tracing::info!("SIGHUP: reloading config");
+                        (files, seen) = self.reload_and_rewatch(&files, "SIGHUP").await;
+                        pending = None;
+                    }
                     if let Some(rt) = self.gw.current() {
                         health::tick(&connector, &rt.services);
                     }

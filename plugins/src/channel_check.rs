@@ -48,14 +48,14 @@ impl Plugin for ChannelCheck {
                     .with_header(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"fenfa\"")),
             );
         };
-        if !self.channels.iter().any(|c| *c == id.channel) {
+        if !self.channels.contains(&id.channel) {
             return Flow::Respond(Reply::new(
                 StatusCode::FORBIDDEN,
                 "channel_not_published",
                 "the service is not published on the caller's channel",
             ));
         }
-        if !self.apps.is_empty() && !self.apps.iter().any(|a| *a == id.app) {
+        if !self.apps.is_empty() && !self.apps.contains(&id.app) {
             return Flow::Respond(Reply::new(
                 StatusCode::FORBIDDEN,
                 "app_not_allowed",

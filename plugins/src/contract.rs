@@ -28,20 +28,38 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub enum Flow {
     /// Go on with the next plugin, then the upstream.
     Continue,
-    /// Answer the client now with this error; nothing is sent upstream.
+    /// Answer the client now with this reply (an error, or a bodiless answer such as a CORS
+    /// preflight's 204; see [`ReplyBody`]); nothing is sent upstream.
     Respond(Reply),
 }
 
-/// An answer produced by a plugin (always an error in the JSON shape, e.g. 401, 403, 429).
+/// An answer produced by a plugin: an error in the JSON shape (e.g. 401, 403, 429), or — for the
+/// rare plugin that answers a request itself, such as a CORS preflight — a bodiless response.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
-    /// Machine-readable code, e.g. `rate_limited`.
+    /// Machine-readable code, e.g. `rate_limited`. For a [`ReplyBody::Empty`] reply it is not
+    /// sent; it only names the answer in the log and audit record (e.g. `cors_preflight`).
     pub code: &'static str,
     /// Human-readable message. Must not contain secrets, tokens or personal data.
     pub message: Cow<'static, str>,
     /// Extra response headers (e.g. `Retry-After`, `WWW-Authenticate`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What the gateway writes as the body.
+    pub body: ReplyBody,
+}
+
+/// The body of a [`Reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyBody {
+    /// The JSON error shape, `{"error":{"code","message","request_id"}}`, with
+    /// `content-type: application/json`. What [`Reply::new`] makes.
+    #[default]
+    JsonError,
+    /// No body and no `content-type`: the status and [`Reply::headers`] only (plus the gateway's
+    /// own `x-request-id`), with `content-length: 0` where the status allows one. What
+    /// [`Reply::empty`] makes. It is an answer, not a denial.
+    Empty,
 }
 
 impl Reply {
@@ -55,6 +73,19 @@ impl Reply {
             code,
             message: message.into(),
             headers: Vec::new(),
+            body: ReplyBody::JsonError,
+        }
+    }
+
+    /// A bodiless answer (e.g. `204 No Content` to a CORS preflight). `code` names it in the
+    /// log and audit record only.
+    pub fn empty(status: StatusCode, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            message: Cow::Borrowed(""),
+            headers: Vec::new(),
+            body: ReplyBody::Empty,
         }
     }
 

@@ -11,11 +11,21 @@
 #![forbid(unsafe_code)]
 
 pub mod channel_check;
+pub mod cidr;
+pub mod concurrency_limit;
 pub mod contract;
+pub mod cors;
+pub mod gcra;
+pub mod ip_restriction;
+pub mod jwt_auth;
+pub mod rate_limit;
 pub mod registry;
+pub mod request_size_limit;
+pub mod upstream_signature;
 
+pub use cidr::{Cidr, CidrError, CidrSet};
 pub use contract::{
-    Flow, HeaderEdits, Identity, LogView, Plugin, PluginFactory, Reply, RequestCtx, RequestView,
-    SchemaError, UpstreamView,
+    Flow, HeaderEdits, Identity, LogView, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
+    RequestView, SchemaError, UpstreamView,
 };
 pub use registry::{Chain, Registry};

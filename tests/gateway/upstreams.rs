@@ -357,6 +357,57 @@ async fn dead_target_without_retries_answers_502_upstream_error() {
 }
 
 #[tokio::test]
+async fn a_keepalive_client_can_go_on_after_an_upstream_error() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = gateway(json!({ "retries": 0, "targets": [{ "addr": dead.to_string() }] }));
+    let mut conn = TcpStream::connect(gw.http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    conn.write_all(request).unwrap();
+    let first = read_response(&mut conn);
+    assert!(first.starts_with("HTTP/1.1 502 "), "{first}");
+    if first
+        .to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n")
+    {
+        return;
+    }
+    // The gateway said the connection stays open, so it must serve the next request on it.
+    conn.write_all(request).unwrap();
+    let second = read_response(&mut conn);
+    assert!(
+        second.starts_with("HTTP/1.1 502 "),
+        "a connection announced as keep-alive was dropped; first answer:\n{first}"
+    );
+}
+
+/// Reads one response with a `content-length` body; an empty string if the peer closed first.
+fn read_response(conn: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
 async fn read_timeout_answers_504_upstream_timeout() {
     let up = Upstream::start("slow");
     let gw = gateway(json!({

@@ -26,9 +26,11 @@ enum Strategy {
         seq: Box<[u16]>,
         cursor: AtomicUsize,
     },
+    /// `points`: ring size (160 per unit of weight): the longest walk that can find a target.
     Hash {
         ring: Continuum,
         on: HashOn,
+        points: usize,
     },
 }
 
@@ -76,11 +78,13 @@ impl Pool {
             .iter()
             .map(|(t, w)| Bucket::new(t.addr, *w))
             .collect();
+        let points = targets.iter().map(|(_, w)| *w as usize).sum::<usize>() * 160 + 1;
         Self {
             targets: targets.into_iter().map(|(t, _)| t).collect(),
             strategy: Strategy::Hash {
                 ring: Continuum::new(&buckets),
                 on,
+                points,
             },
             passive,
         }
@@ -108,9 +112,9 @@ impl Pool {
                     .map(|k| seq[(start + k) % seq.len()] as usize)
                     .find(|&i| usable(i))
             }
-            Strategy::Hash { ring, .. } => ring
+            Strategy::Hash { ring, points, .. } => ring
                 .node_iter(key)
-                .take(self.targets.len() * 160 + 1)
+                .take(*points)
                 .filter_map(|addr| self.index_of(addr))
                 .find(|&i| usable(i)),
         }

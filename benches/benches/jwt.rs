@@ -1,0 +1,168 @@
+//! Cost of the `jwt-auth` request phase per algorithm: uncached (`cache_size: 0`, every request
+//! pays for the signature, header and claims parsing) and cached (the same token again: a
+//! thread-local hit that re-checks `exp`/`nbf` and `jti` revocation only).
+//!
+//! Tokens are minted with ring at start-up: ES256, EdDSA and HS256 keys are generated per run; the
+//! RSA key is the fixed 2048-bit test key in `plugins/src/jwt/testdata/`.
+//!
+//! Run: `cargo bench -p fenfa-benches --bench jwt -- --warm-up-time 1 --measurement-time 3`
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
+use base64::Engine;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use fenfa_plugins::contract::{Flow, RequestCtx, RequestView};
+use fenfa_plugins::jwt_auth::JwtAuthFactory;
+use fenfa_plugins::{Plugin, PluginFactory};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, Method};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{self as sig, KeyPair};
+use serde_json::{json, Value};
+
+const RSA_PEM: &str = include_str!("../../plugins/src/jwt/testdata/rsa-2048.pkcs8.pem");
+
+struct Keys {
+    rng: SystemRandom,
+    es: sig::EcdsaKeyPair,
+    ed: sig::Ed25519KeyPair,
+    rsa: sig::RsaKeyPair,
+    hs: Vec<u8>,
+}
+
+impl Keys {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        let alg = &sig::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("p256 keygen");
+        let es = sig::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("p256");
+        let pkcs8 = sig::Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519 keygen");
+        let ed = sig::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("ed25519");
+        let body: String = RSA_PEM
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let rsa = sig::RsaKeyPair::from_pkcs8(&STANDARD.decode(body).expect("pem")).expect("rsa");
+        let mut hs = vec![0u8; 32];
+        rng.fill(&mut hs).expect("random");
+        Self {
+            rng,
+            es,
+            ed,
+            rsa,
+            hs,
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        let point = self.es.public_key().as_ref();
+        let rsa: sig::RsaPublicKeyComponents<Vec<u8>> = self.rsa.public().into();
+        let (n, e) = (B64.encode(&rsa.n), B64.encode(&rsa.e));
+        json!({"keys": [
+            {"kid": "es", "alg": "ES256", "kty": "EC", "crv": "P-256",
+             "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])},
+            {"kid": "rs", "alg": "RS256", "kty": "RSA", "n": n, "e": e},
+            {"kid": "ps", "alg": "PS256", "kty": "RSA", "n": n, "e": e},
+            {"kid": "ed", "alg": "EdDSA", "kty": "OKP", "crv": "Ed25519",
+             "x": B64.encode(self.ed.public_key().as_ref())},
+            {"kid": "hs", "alg": "HS256", "kty": "oct", "k": B64.encode(&self.hs)},
+        ]})
+    }
+
+    /// A realistic unified-identity token (about 400–700 bytes) for `alg`.
+    fn mint(&self, alg: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let kid = match alg {
+            "ES256" => "es",
+            "RS256" => "rs",
+            "PS256" => "ps",
+            "EdDSA" => "ed",
+            _ => "hs",
+        };
+        let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
+        let claims = json!({
+            "iss": "https://id.city.example", "aud": "fenfa",
+            "sub": "u-3f9a7c21e0b84d5f", "chn": "wechat", "app": "wx0123456789abcdef",
+            "iat": now, "nbf": now, "exp": now + 86_400, "jti": "8d3c1f0e-6a2b-4c59-9f0e-2b7d1a4c6e88",
+        });
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let m = input.as_bytes();
+        let signature = match alg {
+            "ES256" => self.es.sign(&self.rng, m).expect("sign").as_ref().to_vec(),
+            "RS256" | "PS256" => {
+                let pad: &dyn sig::RsaEncoding = if alg == "RS256" {
+                    &sig::RSA_PKCS1_SHA256
+                } else {
+                    &sig::RSA_PSS_SHA256
+                };
+                let mut out = vec![0u8; self.rsa.public().modulus_len()];
+                self.rsa.sign(pad, &self.rng, m, &mut out).expect("sign");
+                out
+            }
+            "EdDSA" => self.ed.sign(m).as_ref().to_vec(),
+            _ => hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.hs), m)
+                .as_ref()
+                .to_vec(),
+        };
+        format!("{input}.{}", B64.encode(signature))
+    }
+}
+
+fn plugin(keys: &Keys, cache_size: usize) -> Arc<dyn Plugin> {
+    JwtAuthFactory
+        .build(&json!({
+            "issuer": "https://id.city.example",
+            "audience": "fenfa",
+            "keys": keys.jwks(),
+            "cache_size": cache_size,
+        }))
+        .expect("config")
+}
+
+fn run(p: &dyn Plugin, headers: &HeaderMap) -> bool {
+    let req = RequestView {
+        method: &Method::GET,
+        path: "/permits/42",
+        query: None,
+        headers,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: true,
+    };
+    let mut ctx = RequestCtx::default();
+    matches!(p.request(&req, &mut ctx), Flow::Continue) && ctx.identity.is_some()
+}
+
+const ALGS: [&str; 5] = ["ES256", "RS256", "PS256", "EdDSA", "HS256"];
+
+fn verify(c: &mut Criterion) {
+    let keys = Keys::new();
+    for (group, cache_size) in [("jwt_uncached", 0usize), ("jwt_cached", 10_000)] {
+        let p = plugin(&keys, cache_size);
+        let mut g = c.benchmark_group(group);
+        for alg in ALGS {
+            let token = keys.mint(alg);
+            let mut headers = HeaderMap::new();
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+            headers.insert(AUTHORIZATION, value);
+            assert!(run(p.as_ref(), &headers), "{alg} token must verify");
+            g.bench_with_input(BenchmarkId::from_parameter(alg), &headers, |b, h| {
+                b.iter(|| black_box(run(p.as_ref(), h)))
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, verify);
+criterion_main!(benches);

@@ -1,0 +1,715 @@
+//! `rate-limit` (priority 1000): GCRA request-rate limits per app, user, channel, client IP,
+//! route or whole service.
+//!
+//! Why it exists: to keep one caller from starving the others and to cap what a fragile agency
+//! backend receives. The counters live in the [`GcraStore`] owned by [`RateLimitFactory`], which
+//! lives as long as the process, so a config reload (which rebuilds every plugin instance) keeps
+//! every bucket where it was. This plugin only hashes the request's key and asks the store: no
+//! lock, no allocation, no I/O on the request path. See `docs/plugins/rate-limit.md`.
+//!
+//! # Bucket identity
+//!
+//! A bucket is identified by a hash of the limit's definition (key kind, rate, per, burst) and:
+//!
+//! | `key` | bucket per |
+//! |---|---|
+//! | `service` | service — shared by every route of the service that declares the same limit |
+//! | `route` | route |
+//! | `ip` | route × client IP |
+//! | `app` / `user` / `channel` | route × identity's `app` / `sub` / `chn` (client IP without identity) |
+//!
+//! Changing a limit's definition therefore starts it with a full bucket; an unchanged limit keeps
+//! its state across reloads. Two identical limits in one list are rejected.
+//!
+//! # Several limits
+//!
+//! All limits of the list apply. They are first checked without recording anything; if one
+//! denies, the request is denied and no limit is charged. Otherwise each is charged in turn; if a
+//! concurrent request took the last token in between, the limits already charged are refunded
+//! (best effort) and the request is denied.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+
+use crate::contract::{
+    Flow, HeaderEdits, Plugin, PluginFactory, Reply, RequestCtx, RequestView, SchemaError,
+};
+use crate::gcra::{Decision, GcraStore, Quota, QuotaError, DEFAULT_CAPACITY};
+
+pub const NAME: &str = "rate-limit";
+pub const PRIORITY: i32 = 1000;
+/// The most limits one plugin configuration may list.
+pub const MAX_LIMITS: usize = 8;
+
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// What a limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    App,
+    User,
+    Channel,
+    Ip,
+    Route,
+    Service,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    limits: Vec<LimitConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitConfig {
+    key: KeyKind,
+    rate: u32,
+    per: Period,
+    #[serde(default)]
+    burst: u32,
+}
+
+/// A `per` value: `1s`, `1m`, `1h`, `500ms`, `30s`, …
+#[derive(Debug, Clone, Copy)]
+struct Period(Duration);
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_period(&s).map(Period).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration; expected e.g. `1s`, `1m`, `1h` or `500ms`");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("`{s}`: must be longer than 0"));
+    }
+    Ok(d)
+}
+
+/// One configured limit, ready to check.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    kind: KeyKind,
+    quota: Quota,
+    /// Hash of the limit's definition: the part of the bucket key fixed at build time.
+    seed: u64,
+}
+
+/// Who a per-caller bucket belongs to (the variant keeps identity values and IPs apart).
+#[derive(Hash)]
+enum Caller<'a> {
+    Id(&'a str),
+    Ip(IpAddr),
+}
+
+/// The numbers for the `RateLimit-*` headers, stashed in `ctx.vars` at the request phase and
+/// written at the response phase: those of the most restrictive limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset: u64,
+}
+
+impl RateLimitStatus {
+    fn from_decision(d: &Decision) -> Self {
+        Self {
+            limit: d.limit,
+            remaining: d.remaining,
+            reset: d.reset_secs(),
+        }
+    }
+
+    /// Fewer remaining is tighter; on a tie, the longer reset.
+    fn tighter(self, other: Self) -> Self {
+        if (other.remaining, std::cmp::Reverse(other.reset))
+            < (self.remaining, std::cmp::Reverse(self.reset))
+        {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// A configured `rate-limit` instance.
+#[derive(Debug)]
+pub struct RateLimit {
+    limits: Vec<Limit>,
+    store: Arc<GcraStore>,
+}
+
+impl RateLimit {
+    fn bucket<'a>(&self, limit: &Limit, ctx: &'a RequestCtx) -> u64 {
+        let s = &self.store;
+        let (seed, agency, service, route) =
+            (limit.seed, &*ctx.agency, &*ctx.service, &*ctx.route);
+        let ip = ctx.client_ip;
+        let caller = |value: Option<&'a str>| match value {
+            Some(v) => Caller::Id(v),
+            None => Caller::Ip(ip),
+        };
+        let id = ctx.identity.as_ref();
+        match limit.kind {
+            KeyKind::Service => s.key((seed, agency, service)),
+            KeyKind::Route => s.key((seed, agency, service, route)),
+            KeyKind::Ip => s.key((seed, agency, service, route, Caller::Ip(ctx.client_ip))),
+            KeyKind::App => s.key((seed, agency, service, route, caller(id.map(|i| &*i.app)))),
+            KeyKind::User => s.key((seed, agency, service, route, caller(id.map(|i| &*i.user)))),
+            KeyKind::Channel => s.key((
+                seed,
+                agency,
+                service,
+                route,
+                caller(id.map(|i| &*i.channel)),
+            )),
+        }
+    }
+
+    /// Checks every limit, then charges them all (see the module docs).
+    fn check(&self, ctx: &RequestCtx) -> Decision {
+        let store = &*self.store;
+        let now = store.now();
+        if let [only] = self.limits.as_slice() {
+            return store.acquire(self.bucket(only, ctx), &only.quota, now);
+        }
+        let mut keys = [0u64; MAX_LIMITS];
+        let mut denied: Option<Decision> = None;
+        for (key, limit) in keys.iter_mut().zip(&self.limits) {
+            *key = self.bucket(limit, ctx);
+            let d = store.peek(*key, &limit.quota, now);
+            if !d.allowed && denied.is_none_or(|w| d.retry_after_us > w.retry_after_us) {
+                denied = Some(d);
+            }
+        }
+        if let Some(d) = denied {
+            return d;
+        }
+        let mut tightest: Option<Decision> = None;
+        for (i, (key, limit)) in keys.iter().zip(&self.limits).enumerate() {
+            let d = store.acquire(*key, &limit.quota, now);
+            if !d.allowed {
+                for (k, l) in keys.iter().zip(&self.limits).take(i) {
+                    store.refund(*k, &l.quota, now);
+                }
+                return d;
+            }
+            tightest = Some(match tightest {
+                Some(t) if (t.remaining, std::cmp::Reverse(t.reset_us))
+                    <= (d.remaining, std::cmp::Reverse(d.reset_us)) =>
+                {
+                    t
+                }
+                _ => d,
+            });
+        }
+        tightest.unwrap_or_default()
+    }
+}
+
+fn header_value(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+impl Plugin for RateLimit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        PRIORITY
+    }
+
+    fn request(&self, _req: &RequestView<'_>, ctx: &mut RequestCtx) -> Flow {
+        let d = self.check(ctx);
+        let status = RateLimitStatus::from_decision(&d);
+        let merged = match ctx.vars.get::<RateLimitStatus>() {
+            Some(prev) => prev.tighter(status),
+            None => status,
+        };
+        ctx.vars.insert(merged);
+        if d.allowed {
+            return Flow::Continue;
+        }
+        let retry = d.retry_after_secs();
+        Flow::Respond(
+            Reply::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded; retry after the time in Retry-After",
+            )
+            .with_header(http::header::RETRY_AFTER, header_value(retry))
+            .with_header(RATELIMIT_LIMIT, header_value(u64::from(status.limit)))
+            .with_header(RATELIMIT_REMAINING, header_value(u64::from(status.remaining)))
+            .with_header(RATELIMIT_RESET, header_value(status.reset)),
+        )
+    }
+
+    fn response(&self, ctx: &RequestCtx, _status: u16, headers: &mut dyn HeaderEdits) {
+        if let Some(s) = ctx.vars.get::<RateLimitStatus>() {
+            headers.insert(RATELIMIT_LIMIT, header_value(u64::from(s.limit)));
+            headers.insert(RATELIMIT_REMAINING, header_value(u64::from(s.remaining)));
+            headers.insert(RATELIMIT_RESET, header_value(s.reset));
+        }
+    }
+}
+
+/// Builds `rate-limit` instances; owns the process-wide [`GcraStore`] (made on first use).
+#[derive(Debug, Default)]
+pub struct RateLimitFactory {
+    store: OnceLock<Arc<GcraStore>>,
+}
+
+impl RateLimitFactory {
+    /// A factory whose store (of [`DEFAULT_CAPACITY`] entries, 8 MiB) is allocated on first build.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A factory sharing a given store (tests, benchmarks, embedders choosing the size or clock).
+    pub fn with_store(store: Arc<GcraStore>) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(store);
+        Self { store: cell }
+    }
+
+    /// The store shared by every instance this factory builds.
+    pub fn store(&self) -> &Arc<GcraStore> {
+        self.store
+            .get_or_init(|| Arc::new(GcraStore::new(DEFAULT_CAPACITY)))
+    }
+}
+
+impl PluginFactory for RateLimitFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, SchemaError> {
+        let cfg: Config = SchemaError::parse(config)?;
+        if cfg.limits.is_empty() {
+            return Err(SchemaError::new("limits", "at least one limit is required"));
+        }
+        if cfg.limits.len() > MAX_LIMITS {
+            return Err(SchemaError::new(
+                "limits",
+                format!("at most {MAX_LIMITS} limits are allowed"),
+            ));
+        }
+        let store = self.store().clone();
+        let mut limits: Vec<Limit> = Vec::with_capacity(cfg.limits.len());
+        for (i, l) in cfg.limits.iter().enumerate() {
+            let quota = Quota::new(l.rate, l.per.0, l.burst).map_err(|e| {
+                let field = match e {
+                    QuotaError::ZeroRate | QuotaError::TooFast => "rate",
+                    QuotaError::ZeroPeriod => "per",
+                    QuotaError::WindowTooLong if l.burst == 0 => "per",
+                    QuotaError::WindowTooLong => "burst",
+                };
+                SchemaError::new(format!("limits[{i}].{field}"), e.to_string())
+            })?;
+            if let Some(j) = limits
+                .iter()
+                .position(|o| o.kind == l.key && o.quota == quota)
+            {
+                return Err(SchemaError::new(
+                    format!("limits[{i}]"),
+                    format!("duplicates limits[{j}]"),
+                ));
+            }
+            limits.push(Limit {
+                kind: l.key,
+                quota,
+                seed: store.key((NAME, l.key, quota)),
+            });
+        }
+        Ok(Arc::new(RateLimit { limits, store }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Identity;
+    use crate::gcra::ManualClock;
+    use http::{HeaderMap, Method};
+    use serde_json::json;
+
+    struct Edits(HeaderMap);
+
+    impl HeaderEdits for Edits {
+        fn get(&self, name: &str) -> Option<&HeaderValue> {
+            self.0.get(name)
+        }
+        fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+            self.0.insert(name, value);
+        }
+        fn remove(&mut self, name: &str) {
+            self.0.remove(name);
+        }
+    }
+
+    struct Harness {
+        factory: RateLimitFactory,
+        clock: ManualClock,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let clock = ManualClock::new();
+            let store = GcraStore::with_clock(1 << 12, clock.clone().into());
+            Self {
+                factory: RateLimitFactory::with_store(Arc::new(store)),
+                clock,
+            }
+        }
+
+        fn plugin(&self, config: serde_json::Value) -> Arc<dyn Plugin> {
+            self.factory.build(&config).unwrap()
+        }
+
+        fn advance_ms(&self, ms: u64) {
+            self.clock.advance(Duration::from_millis(ms));
+        }
+    }
+
+    fn ctx(service: &str, route: &str, ip: [u8; 4], app: Option<&str>) -> RequestCtx {
+        RequestCtx {
+            service: Arc::from(service),
+            route: Arc::from(route),
+            client_ip: IpAddr::from(ip),
+            identity: app.map(|a| Identity {
+                user: format!("user-of-{a}"),
+                channel: "wechat".into(),
+                app: a.into(),
+                token_id: None,
+                expires_at: 0,
+            }),
+            ..RequestCtx::default()
+        }
+    }
+
+    fn run(p: &dyn Plugin, ctx: &mut RequestCtx) -> Flow {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: &headers,
+            client_ip: ctx.client_ip,
+            tls: false,
+        };
+        p.request(&req, ctx)
+    }
+
+    fn allowed(p: &dyn Plugin, c: &mut RequestCtx) -> bool {
+        matches!(run(p, c), Flow::Continue)
+    }
+
+    fn fresh(c: &RequestCtx) -> RequestCtx {
+        RequestCtx {
+            service: c.service.clone(),
+            route: c.route.clone(),
+            agency: c.agency.clone(),
+            client_ip: c.client_ip,
+            identity: c.identity.clone(),
+            ..RequestCtx::default()
+        }
+    }
+
+    /// Sends one request with a fresh per-request context.
+    fn send(p: &dyn Plugin, template: &RequestCtx) -> bool {
+        allowed(p, &mut fresh(template))
+    }
+
+    fn header(reply: &Reply, name: &str) -> String {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+
+    fn denial(p: &dyn Plugin, template: &RequestCtx) -> Reply {
+        match run(p, &mut fresh(template)) {
+            Flow::Respond(r) => r,
+            Flow::Continue => panic!("expected a denial"),
+        }
+    }
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "ip", "rate": 10, "per": "1s", "burst": 2}]}));
+        let c = ctx("svc", "r1", [10, 0, 0, 1], None);
+        for i in 0..3 {
+            assert!(send(&*p, &c), "burst request {i}");
+        }
+        assert!(!send(&*p, &c), "burst is 2 beyond 1");
+        for step in 0..10 {
+            h.advance_ms(100);
+            assert!(send(&*p, &c), "steady request {step}");
+            assert!(!send(&*p, &c), "over the rate at step {step}");
+        }
+    }
+
+    #[test]
+    fn denial_is_429_rate_limited_with_retry_after_rounded_up() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "ip", "rate": 1, "per": "10s"}]}));
+        let c = ctx("svc", "r1", [10, 0, 0, 1], None);
+        assert!(send(&*p, &c));
+        h.advance_ms(2_500);
+        let r = denial(&*p, &c);
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.code, "rate_limited");
+        assert_eq!(header(&r, "retry-after"), "8"); // 7.5 s rounded up
+        assert_eq!(header(&r, "ratelimit-limit"), "1");
+        assert_eq!(header(&r, "ratelimit-remaining"), "0");
+        assert_eq!(header(&r, "ratelimit-reset"), "8");
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one_second() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "ip", "rate": 100, "per": "1s"}]}));
+        let c = ctx("svc", "r1", [10, 0, 0, 1], None);
+        assert!(send(&*p, &c));
+        assert_eq!(header(&denial(&*p, &c), "retry-after"), "1");
+    }
+
+    #[test]
+    fn allowed_response_carries_ratelimit_headers() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "ip", "rate": 60, "per": "1m", "burst": 9}]}));
+        let mut c = ctx("svc", "r1", [10, 0, 0, 1], None);
+        assert!(allowed(&*p, &mut c));
+        let mut edits = Edits(HeaderMap::new());
+        p.response(&c, 200, &mut edits);
+        assert_eq!(edits.0["ratelimit-limit"], "10");
+        assert_eq!(edits.0["ratelimit-remaining"], "9");
+        assert_eq!(edits.0["ratelimit-reset"], "1"); // one token spent: full again in 1 s
+    }
+
+    #[test]
+    fn headers_report_the_most_restrictive_limit() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [
+            {"key": "ip", "rate": 100, "per": "1s", "burst": 99},
+            {"key": "app", "rate": 10, "per": "1m", "burst": 4}
+        ]}));
+        let mut c = ctx("svc", "r1", [10, 0, 0, 1], Some("app-a"));
+        assert!(allowed(&*p, &mut c));
+        assert_eq!(
+            c.vars.get::<RateLimitStatus>(),
+            Some(&RateLimitStatus { limit: 5, remaining: 4, reset: 6 })
+        );
+    }
+
+    #[test]
+    fn several_limits_on_one_route_all_apply() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [
+            {"key": "ip", "rate": 1, "per": "1s", "burst": 4},
+            {"key": "route", "rate": 3, "per": "1h", "burst": 2}
+        ]}));
+        let a = ctx("svc", "r1", [10, 0, 0, 1], None);
+        let b = ctx("svc", "r1", [10, 0, 0, 2], None);
+        // Per-IP burst is 5, but the route allows only 3 in total.
+        assert!(send(&*p, &a));
+        assert!(send(&*p, &a));
+        assert!(send(&*p, &b));
+        assert!(!send(&*p, &a));
+        assert!(!send(&*p, &b));
+    }
+
+    #[test]
+    fn request_denied_by_one_limit_does_not_consume_the_others() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [
+            {"key": "route", "rate": 2, "per": "1h", "burst": 1},
+            {"key": "ip", "rate": 1, "per": "1h"}
+        ]}));
+        let a = ctx("svc", "r1", [10, 0, 0, 1], None);
+        let b = ctx("svc", "r1", [10, 0, 0, 2], None);
+        assert!(send(&*p, &a));
+        for _ in 0..10 {
+            assert!(!send(&*p, &a), "IP a is over its own limit");
+        }
+        // a's denials did not spend the route's second token.
+        assert!(send(&*p, &b));
+        assert!(!send(&*p, &b));
+    }
+
+    #[test]
+    fn service_wide_cap_is_shared_by_routes() {
+        let h = Harness::new();
+        let conf = json!({"limits": [{"key": "service", "rate": 3, "per": "1h", "burst": 2}]});
+        // Built separately, as for two routes with their own plugin lists.
+        let p1 = h.plugin(conf.clone());
+        let p2 = h.plugin(conf);
+        let r1 = ctx("fragile", "r1", [10, 0, 0, 1], Some("app-a"));
+        let r2 = ctx("fragile", "r2", [10, 0, 0, 2], Some("app-b"));
+        assert!(send(&*p1, &r1));
+        assert!(send(&*p2, &r2));
+        assert!(send(&*p1, &r2));
+        assert!(!send(&*p2, &r1));
+        assert!(!send(&*p1, &r1));
+        // Another service has its own cap.
+        assert!(send(&*p1, &ctx("other", "r1", [10, 0, 0, 1], None)));
+    }
+
+    #[test]
+    fn ip_limits_of_two_routes_are_separate() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "ip", "rate": 1, "per": "1h"}]}));
+        let r1 = ctx("svc", "r1", [10, 0, 0, 1], None);
+        let r2 = ctx("svc", "r2", [10, 0, 0, 1], None);
+        assert!(send(&*p, &r1));
+        assert!(!send(&*p, &r1));
+        assert!(send(&*p, &r2));
+    }
+
+    #[test]
+    fn two_apps_have_separate_buckets() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "app", "rate": 1, "per": "1m"}]}));
+        let a = ctx("svc", "r1", [10, 0, 0, 1], Some("app-a"));
+        let b = ctx("svc", "r1", [10, 0, 0, 1], Some("app-b"));
+        assert!(send(&*p, &a));
+        assert!(!send(&*p, &a));
+        assert!(send(&*p, &b));
+        assert!(!send(&*p, &b));
+    }
+
+    #[test]
+    fn user_and_channel_keys_come_from_the_identity() {
+        let h = Harness::new();
+        let users = h.plugin(json!({"limits": [{"key": "user", "rate": 1, "per": "1m"}]}));
+        let channels = h.plugin(json!({"limits": [{"key": "channel", "rate": 1, "per": "1m"}]}));
+        let a = ctx("svc", "r1", [10, 0, 0, 1], Some("app-a"));
+        let b = ctx("svc", "r1", [10, 0, 0, 1], Some("app-b"));
+        assert!(send(&*users, &a));
+        assert!(send(&*users, &b), "different users");
+        assert!(send(&*channels, &a));
+        assert!(!send(&*channels, &b), "same channel");
+    }
+
+    #[test]
+    fn identity_keys_fall_back_to_client_ip_without_identity() {
+        let h = Harness::new();
+        let p = h.plugin(json!({"limits": [{"key": "user", "rate": 1, "per": "1m"}]}));
+        let anon1 = ctx("svc", "r1", [10, 0, 0, 1], None);
+        let anon2 = ctx("svc", "r1", [10, 0, 0, 2], None);
+        let known = ctx("svc", "r1", [10, 0, 0, 1], Some("app-a"));
+        assert!(send(&*p, &anon1));
+        assert!(!send(&*p, &anon1), "same IP, no identity");
+        assert!(send(&*p, &anon2), "another IP");
+        assert!(send(&*p, &known), "identified caller from the same IP");
+    }
+
+    #[test]
+    fn store_survives_reload() {
+        let h = Harness::new();
+        let conf = json!({"limits": [{"key": "app", "rate": 2, "per": "1h", "burst": 1}]});
+        let before = h.plugin(conf.clone());
+        let c = ctx("svc", "r1", [10, 0, 0, 1], Some("app-a"));
+        assert!(send(&*before, &c));
+        assert!(send(&*before, &c));
+        drop(before);
+        // A reload builds a new instance from the same factory.
+        let after = h.plugin(conf);
+        assert!(!send(&*after, &c));
+    }
+
+    #[test]
+    fn factory_allocates_its_default_store_once() {
+        let f = RateLimitFactory::new();
+        let conf = json!({"limits": [{"key": "ip", "rate": 1, "per": "1s"}]});
+        let _a = f.build(&conf).unwrap();
+        let _b = f.build(&conf).unwrap();
+        assert_eq!(f.store().capacity(), DEFAULT_CAPACITY);
+        assert_eq!(Arc::strong_count(f.store()), 3);
+    }
+
+    fn schema_error(config: serde_json::Value) -> SchemaError {
+        RateLimitFactory::with_store(Arc::new(GcraStore::new(16)))
+            .build(&config)
+            .unwrap_err()
+    }
+
+    #[test]
+    fn config_errors_name_the_field_path() {
+        let e = schema_error(json!({"limits": [
+            {"key": "ip", "rate": 1, "per": "1s"},
+            {"key": "ip", "rate": 0, "per": "1s"}
+        ]}));
+        assert_eq!(e.path, "limits[1].rate");
+
+        let e = schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "soon"}]}));
+        assert_eq!(e.path, "limits[0].per");
+        assert!(e.message.contains("500ms"), "{e}");
+
+        let e = schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "1s", "brust": 1}]}));
+        assert_eq!(e.path, "limits[0].brust");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = schema_error(json!({"limits": [{"key": "tenant", "rate": 1, "per": "1s"}]}));
+        assert_eq!(e.path, "limits[0].key");
+
+        let e = schema_error(json!({"limits": [{"key": "ip", "rate": 2000000, "per": "1s"}]}));
+        assert_eq!(e.path, "limits[0].rate");
+
+        let e = schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "1h", "burst": 1000}]}));
+        assert_eq!(e.path, "limits[0].burst");
+
+        let e = schema_error(json!({"limits": []}));
+        assert_eq!(e.path, "limits");
+
+        let e = schema_error(json!({}));
+        assert!(e.message.contains("limits"), "{e}");
+
+        let e = schema_error(json!({"limits": [
+            {"key": "ip", "rate": 1, "per": "1s"},
+            {"key": "ip", "rate": 60, "per": "1m"}
+        ]}));
+        assert_eq!(e.path, "limits[1]");
+        assert!(e.message.contains("limits[0]"), "{e}");
+    }
+
+    #[test]
+    fn periods_parse() {
+        assert_eq!(parse_period("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_period("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_period("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_period("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_period("0s").is_err());
+        assert!(parse_period("s").is_err());
+        assert!(parse_period("1").is_err());
+        assert!(parse_period("1 s").is_err());
+        assert!(parse_period("-1s").is_err());
+    }
+}
