@@ -29,6 +29,8 @@ pub struct Runtime {
     pub services: Vec<Arc<CompiledService>>,
     /// Certificates for the HTTPS listener, if configured.
     pub certificates: Option<Arc<CertSet>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: fenfa_plugins::cidr::CidrSet,
     /// The source config, kept for `/status` and listener checks.
     pub config: Config,
 }
@@ -373,7 +375,10 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         .version
         .clone()
         .unwrap_or_else(|| content_hash(config));
+    let trusted_proxies = fenfa_plugins::cidr::CidrSet::parse(&config.gateway.trusted_proxies)
+        .map_err(|(i, e)| ConfigError::at(format!("gateway.trusted_proxies[{i}]"), e.to_string()))?;
     Ok(Runtime {
+        trusted_proxies,
         version,
         router: builder.build(),
         services,

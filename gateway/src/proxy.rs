@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fenfa_plugins::{Flow, HeaderEdits, LogView, Reply, RequestCtx, RequestView, UpstreamView};
+use fenfa_plugins::{ReplyBody, Flow, HeaderEdits, LogView, Reply, RequestCtx, RequestView, UpstreamView};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -53,6 +53,9 @@ pub struct Ctx {
     request_id: String,
     traceparent: String,
     upstream_uri: Option<http::Uri>,
+    /// The TCP peer (what `X-Forwarded-For` gets appended).
+    peer_ip: Option<IpAddr>,
+    /// The client: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy.
     client_ip: Option<IpAddr>,
     tls: bool,
     tried: u64,
@@ -86,6 +89,7 @@ impl ProxyHttp for FenfaProxy {
             request_id: String::new(),
             traceparent: String::new(),
             upstream_uri: None,
+            peer_ip: None,
             client_ip: None,
             tls: false,
             tried: 0,
@@ -116,10 +120,11 @@ impl ProxyHttp for FenfaProxy {
             .unwrap_or_else(ids::new_request_id);
         ctx.traceparent =
             ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()));
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip = ctx.peer_ip;
         ctx.tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -169,6 +174,10 @@ impl ProxyHttp for FenfaProxy {
                 .await;
         };
         let req = session.req_header();
+        if let (Some(peer), false) = (ctx.peer_ip, rt.trusted_proxies.is_empty()) {
+            let xff = req.headers.get_all("x-forwarded-for");
+            ctx.client_ip = Some(rt.trusted_proxies.resolve_client_ip(peer, xff.iter().map(|v| v.as_bytes())));
+        }
         let host = req.uri.host().or_else(|| {
             req.headers
                 .get(http::header::HOST)
@@ -236,7 +245,9 @@ impl ProxyHttp for FenfaProxy {
             };
             for p in route.plugins.iter() {
                 if let Flow::Respond(reply) = p.request(&view, &mut ctx.plugin) {
-                    ctx.plugin.denied_by = Some((p.name(), reply.code));
+                    if reply.body == ReplyBody::JsonError {
+                        ctx.plugin.denied_by = Some((p.name(), reply.code));
+                    }
                     return self.reply(session, ctx, reply).await;
                 }
             }
@@ -344,9 +355,13 @@ impl ProxyHttp for FenfaProxy {
         if let Some(uri) = &ctx.upstream_uri {
             upstream.set_uri(uri.clone());
         }
+        // Identity and signature headers are the gateway's to set: never pass a client's on.
+        for h in FENFA_HEADERS {
+            upstream.remove_header(h);
+        }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
-        if let Some(ip) = ctx.client_ip {
+        if let Some(ip) = ctx.peer_ip {
             // Several header lines are one comma-separated list; keep all of them.
             let mut xff = String::new();
             for prev in session.req_header().headers.get_all("x-forwarded-for") {
@@ -600,6 +615,10 @@ impl FenfaProxy {
 
     /// Answers with a plugin's reply.
     async fn reply(&self, session: &mut Session, ctx: &mut Ctx, reply: Reply) -> Result<bool> {
+        if reply.body == ReplyBody::Empty {
+            write_empty(session, reply.status, ctx, &reply.headers).await?;
+            return Ok(true);
+        }
         ctx.error = Some(GatewayError::new(reply.status, reply.code, ""));
         write_json_error(
             session,
@@ -723,6 +742,36 @@ fn upstream_path(
         });
     }
     None
+}
+
+/// Headers only the gateway may set on an upstream request.
+const FENFA_HEADERS: [&str; 6] = [
+    "x-fenfa-user",
+    "x-fenfa-channel",
+    "x-fenfa-app",
+    "x-fenfa-timestamp",
+    "x-fenfa-key-id",
+    "x-fenfa-signature",
+];
+
+/// Writes a bodiless answer from a plugin (e.g. a CORS preflight's 204).
+async fn write_empty(session: &mut Session, status: StatusCode, ctx: &Ctx, extra: &[(HeaderName, HeaderValue)]) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(2 + extra.len()))?;
+    if !(status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED) {
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    }
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (k, v) in extra {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    if let Some(route) = &ctx.route {
+        let mut edits = RespEdits(&mut resp);
+        for p in route.plugins.iter() {
+            p.response(&ctx.plugin, status.as_u16(), &mut edits);
+        }
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
 }
 
 /// Writes a gateway error in the JSON shape and ends the response.

@@ -141,7 +141,7 @@ impl Queue {
 
     fn dropped(&self, n: u64) {
         self.counters.dropped.fetch_add(n, Relaxed);
-        let pending = self.unreported.fetch_add(n, Relaxed) + n;
+        self.unreported.fetch_add(n, Relaxed);
         let now = super::time::unix_ms(std::time::SystemTime::now()) as u64;
         let last = self.last_warned.load(Relaxed);
         if now.saturating_sub(last) >= 1000
@@ -150,7 +150,7 @@ impl Queue {
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
-            let n = self.unreported.swap(0, Relaxed).max(pending.min(1));
+            let n = self.unreported.swap(0, Relaxed);
             tracing::warn!(
                 dropped = n,
                 total = self.counters.dropped.load(Relaxed),

@@ -107,7 +107,14 @@ impl Pool {
         let usable = |i: usize| tried & bit(i) == 0 && self.targets[i].is_available(now_ms);
         match &self.strategy {
             Strategy::RoundRobin { seq, cursor } => {
-                let start = cursor.fetch_add(1, Relaxed);
+                // Only a request's first pick advances the cursor: if retries did too, the
+                // request after a failed one would start on the failing target again, and a
+                // slow or dead target would get every first attempt instead of its share.
+                let start = if tried == 0 {
+                    cursor.fetch_add(1, Relaxed)
+                } else {
+                    cursor.load(Relaxed)
+                };
                 (0..seq.len())
                     .map(|k| seq[(start + k) % seq.len()] as usize)
                     .find(|&i| usable(i))

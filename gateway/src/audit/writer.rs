@@ -1,0 +1,531 @@
+//! The writer thread: takes records off the queue, chains them and appends them to the active
+//! segment; rotates, seals, keeps `head.json` current and applies retention.
+//!
+//! Flush policy (what a crash can lose): the writer drains whatever is queued, writes it with one
+//! `write` call, and goes back to waiting, so under light load each record reaches the file within
+//! microseconds and under heavy load in batches. The file is fsynced every `fsync_interval`
+//! (default 1 s), when a segment is sealed, and at shutdown. `head.json` is rewritten at most every
+//! `flush_interval` (default 100 ms). So a SIGKILL loses what is still in the queue; a power loss
+//! can also lose what was written since the last fsync. Both are documented in `docs/audit.md`.
+//!
+//! Lines are appended whole (a record is far smaller than the 1 MiB buffer, and the buffer is only
+//! ever written out at line boundaries), so a killed process leaves no torn line; one left by a
+//! power loss is cut off (and logged) at the next start, and the segment is sealed as `recovered`.
+//!
+//! A write that fails (disk full, directory gone) is retried with backoff, holding the record;
+//! meanwhile the queue fills and further records are dropped and counted, or in strict mode
+//! requests are answered 503. Nothing is skipped silently.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::chain::{self, Key, Mac};
+use super::queue::{Msg, Queue};
+use super::segment::{self, Checkpoint, Head};
+use crate::metrics::AuditCounters;
+
+/// Largest batch taken off the queue before writing it out.
+const MAX_BATCH: usize = 4096;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Writer settings (from `audit:` in the config).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub retention: Duration,
+    pub flush_interval: Duration,
+    pub fsync_interval: Duration,
+}
+
+/// The chain state and the active segment.
+pub struct Trail {
+    dir: PathBuf,
+    key: Arc<Key>,
+    node: String,
+    prev: Mac,
+    seq: u64,
+    next_index: u64,
+    active: Option<Active>,
+    head: Head,
+    line: Vec<u8>,
+}
+
+struct Active {
+    index: u64,
+    file: BufWriter<File>,
+    bytes: u64,
+    lines: u64,
+    records: u64,
+    first_seq: u64,
+    opened: Instant,
+    opened_at: String,
+    /// The checkpoint is written (into the buffer at least); only flush and close remain.
+    sealed: bool,
+    /// Data written since the last fsync.
+    unsynced: bool,
+}
+
+impl Trail {
+    /// Opens the trail in `dir`: continues the chain after the newest segment, sealing it first
+    /// if the last run did not (a crash).
+    pub fn open(dir: &Path, key: Arc<Key>, node: &str) -> Result<Self, String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create the audit dir {}: {e}", dir.display()))?;
+        let (first, prev, seq) =
+            segment::start(dir, &key).map_err(|e| format!("{}: {e}", dir.join(segment::RETENTION_FILE).display()))?;
+        let mut trail = Self {
+            dir: dir.to_path_buf(),
+            key,
+            node: node.to_string(),
+            prev,
+            seq,
+            next_index: first,
+            active: None,
+            head: Head {
+                segment: first.saturating_sub(1),
+                lines: 0,
+                last_mac: chain::hex(&prev),
+                seq,
+            },
+            line: Vec::with_capacity(4096),
+        };
+        let io = |e: std::io::Error| format!("audit dir {}: {e}", dir.display());
+        loop {
+            let segments = segment::list(dir).map_err(io)?;
+            let Some((index, path)) = segments.last().cloned() else { break };
+            let tail = segment::scan(&path).map_err(io)?;
+            if tail.torn > 0 {
+                tracing::warn!(file = %path.display(), bytes = tail.torn, "audit: cutting off a torn final line (incomplete write before a crash)");
+                segment::cut_torn_tail(&path, tail.good_len).map_err(io)?;
+            }
+            if tail.lines == 0 {
+                // Created, then the process died before the first line: nothing to keep.
+                std::fs::remove_file(&path).map_err(io)?;
+                continue;
+            }
+            trail.next_index = index + 1;
+            trail.seq = tail.last_seq.unwrap_or(trail.seq);
+            trail.prev = match tail.last_mac {
+                Some(m) => m,
+                None => {
+                    tracing::error!(file = %path.display(), "audit: the last line of the newest segment is not a chained line; `fenfa-gateway audit verify` will report it. Continuing the chain from scratch");
+                    chain::GENESIS
+                }
+            };
+            trail.head = Head {
+                segment: index,
+                lines: tail.lines,
+                last_mac: chain::hex(&trail.prev),
+                seq: trail.seq,
+            };
+            if !tail.sealed && tail.last_mac.is_some() {
+                let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
+                trail.active = Some(Active {
+                    index,
+                    file: BufWriter::with_capacity(1 << 20, file),
+                    bytes: tail.good_len,
+                    lines: tail.lines,
+                    records: tail.records,
+                    first_seq: tail.first_seq.unwrap_or(trail.seq + 1),
+                    opened: Instant::now(),
+                    opened_at: tail.opened_at.unwrap_or_default(),
+                    sealed: false,
+                    unsynced: false,
+                });
+                tracing::info!(file = %path.display(), records = tail.records, "audit: sealing the segment a previous run left open");
+                trail.seal("recovered").map_err(io)?;
+            }
+            break;
+        }
+        match segment::read_head(dir, &trail.key) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(file = %dir.join(segment::HEAD_FILE).display(), error = %e, "audit: head.json does not verify; rewriting it from the segments"),
+        }
+        trail.write_head(true).map_err(io)?;
+        Ok(trail)
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The segment being written, or the next one.
+    pub fn active_index(&self) -> u64 {
+        self.active.as_ref().map_or(self.next_index, |a| a.index)
+    }
+
+    /// Chains and appends one record (a JSON object without `seq`).
+    pub fn append(&mut self, body: &[u8], policy: &Policy) -> std::io::Result<()> {
+        if self.active.as_ref().is_some_and(|a| a.sealed) {
+            self.seal("size")?;
+        }
+        if self.active.is_none() {
+            self.open_next()?;
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Err(std::io::Error::other("no active segment"));
+        };
+        let seq = self.seq + 1;
+        self.line.clear();
+        let extra = format!(",\"seq\":{seq}");
+        let mac = self.key.seal(&self.prev, body, extra.as_bytes(), &mut self.line);
+        a.file.write_all(&self.line)?;
+        // Committed: the line is in the buffer, in order.
+        self.prev = mac;
+        self.seq = seq;
+        if a.records == 0 {
+            a.first_seq = seq;
+        }
+        a.records += 1;
+        a.lines += 1;
+        a.bytes += self.line.len() as u64;
+        a.unsynced = true;
+        self.head = Head {
+            segment: a.index,
+            lines: a.lines,
+            last_mac: chain::hex(&mac),
+            seq,
+        };
+        if a.bytes >= policy.max_bytes {
+            self.seal("size")?;
+        }
+        Ok(())
+    }
+
+    fn open_next(&mut self) -> std::io::Result<()> {
+        let index = self.next_index;
+        let path = self.dir.join(segment::name(index));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        self.next_index = index + 1;
+        self.active = Some(Active {
+            index,
+            file: BufWriter::with_capacity(1 << 20, file),
+            bytes: 0,
+            lines: 0,
+            records: 0,
+            first_seq: self.seq + 1,
+            opened: Instant::now(),
+            opened_at: super::time::format(SystemTime::now()),
+            sealed: false,
+            unsynced: false,
+        });
+        Ok(())
+    }
+
+    /// Appends the checkpoint, flushes, fsyncs and closes the active segment (if it has records).
+    /// Safe to call again after an error: the checkpoint is written once.
+    pub fn seal(&mut self, reason: &str) -> std::io::Result<()> {
+        let Some(a) = self.active.as_mut() else { return Ok(()) };
+        if a.records == 0 && !a.sealed {
+            // Never written to: remove the empty file so no segment is only a checkpoint.
+            let index = a.index;
+            self.active = None;
+            let _ = std::fs::remove_file(self.dir.join(segment::name(index)));
+            self.next_index = index;
+            return Ok(());
+        }
+        if !a.sealed {
+            let cp = Checkpoint {
+                segment: a.index,
+                node: self.node.clone(),
+                records: a.records,
+                first_seq: a.first_seq,
+                last_seq: self.seq,
+                opened_at: a.opened_at.clone(),
+                sealed_at: super::time::format(SystemTime::now()),
+                reason: reason.to_string(),
+            };
+            #[derive(serde::Serialize)]
+            struct Doc<'a> {
+                checkpoint: &'a Checkpoint,
+            }
+            let body = serde_json::to_vec(&Doc { checkpoint: &cp }).map_err(std::io::Error::other)?;
+            self.line.clear();
+            let mac = self.key.seal(&self.prev, &body, b"", &mut self.line);
+            a.file.write_all(&self.line)?;
+            self.prev = mac;
+            a.sealed = true;
+            a.lines += 1;
+            a.bytes += self.line.len() as u64;
+            self.head = Head {
+                segment: a.index,
+                lines: a.lines,
+                last_mac: chain::hex(&mac),
+                seq: self.seq,
+            };
+        }
+        a.file.flush()?;
+        a.file.get_ref().sync_all()?;
+        self.active = None;
+        segment::fsync_dir(&self.dir);
+        self.write_head(true)
+    }
+
+    /// Writes buffered lines to the file (no fsync).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match self.active.as_mut() {
+            Some(a) => a.file.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// fsyncs the active segment if it has unsynced data.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(a) = self.active.as_mut() {
+            if a.unsynced {
+                a.file.flush()?;
+                a.file.get_ref().sync_data()?;
+                a.unsynced = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites `head.json` for what has been flushed. Call after [`Trail::flush`].
+    pub fn write_head(&self, durable: bool) -> std::io::Result<()> {
+        segment::write_head(&self.dir, &self.key, &self.head, durable)
+    }
+
+    fn due_for_age(&self, max_age: Duration) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.records > 0 && a.opened.elapsed() >= max_age)
+    }
+
+    fn retention(&self, policy: &Policy, shipped_through: u64) {
+        if let Err(e) = segment::apply_retention(
+            &self.dir,
+            &self.key,
+            policy.retention,
+            self.active_index(),
+            shipped_through,
+        ) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "audit retention failed; will retry");
+        }
+    }
+}
+
+/// Runs the writer until a `Shutdown` message or until every sender is gone.
+pub fn run(
+    mut trail: Trail,
+    rx: Receiver<Msg>,
+    policy: Policy,
+    counters: Arc<AuditCounters>,
+    shipped_through: Arc<AtomicU64>,
+) {
+    let mut last_head = Instant::now();
+    let mut last_sync = Instant::now();
+    let mut last_retention = Instant::now();
+    let mut head_dirty = false;
+    let mut errors = ErrorLog::default();
+    trail.retention(&policy, shipped_through.load(Relaxed));
+    loop {
+        let wait = if head_dirty {
+            policy.flush_interval.saturating_sub(last_head.elapsed())
+        } else {
+            Duration::from_millis(500)
+        };
+        let mut acks = Vec::new();
+        let mut stop = None;
+        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(msg) => {
+                let mut next = Some(msg);
+                let mut n = 0;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Record(body) => {
+                            Queue::taken(&counters);
+                            write_with_retry(&mut trail, &body, &policy, &counters, &mut errors);
+                            head_dirty = true;
+                        }
+                        Msg::Flush(ack) => acks.push(ack),
+                        Msg::Shutdown(ack) => {
+                            stop = Some(ack);
+                        }
+                    }
+                    n += 1;
+                    // After a shutdown request, keep draining what is already queued.
+                    if n < MAX_BATCH || stop.is_some() {
+                        match rx.try_recv() {
+                            Ok(m) => next = Some(m),
+                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {}
+                        }
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                finish(&mut trail, &mut errors);
+                return;
+            }
+        }
+        if let Err(e) = trail.flush() {
+            counters.write_errors.fetch_add(1, Relaxed);
+            errors.log("cannot write audit records; retrying", &e);
+        }
+        if let Some(ack) = stop {
+            finish(&mut trail, &mut errors);
+            let _ = ack.send(());
+            return;
+        }
+        if (head_dirty && last_head.elapsed() >= policy.flush_interval) || !acks.is_empty() {
+            match trail.write_head(false) {
+                Ok(()) => head_dirty = false,
+                Err(e) => errors.log("cannot write audit head.json", &e),
+            }
+            last_head = Instant::now();
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+        if last_sync.elapsed() >= policy.fsync_interval {
+            if let Err(e) = trail.sync() {
+                errors.log("cannot fsync the audit segment", &e);
+            }
+            last_sync = Instant::now();
+        }
+        if trail.due_for_age(policy.max_age) {
+            if let Err(e) = trail.seal("age") {
+                errors.log("cannot seal the audit segment; retrying", &e);
+            }
+        }
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            trail.retention(&policy, shipped_through.load(Relaxed));
+            last_retention = Instant::now();
+        }
+    }
+}
+
+fn write_with_retry(
+    trail: &mut Trail,
+    body: &[u8],
+    policy: &Policy,
+    counters: &AuditCounters,
+    errors: &mut ErrorLog,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match trail.append(body, policy) {
+            Ok(()) => {
+                counters.written.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(e) => {
+                counters.write_errors.fetch_add(1, Relaxed);
+                errors.log("cannot write an audit record; holding it and retrying (the queue fills meanwhile)", &e);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn finish(trail: &mut Trail, errors: &mut ErrorLog) {
+    for attempt in 0..3 {
+        match trail.seal("shutdown") {
+            Ok(()) => {
+                tracing::info!(seq = trail.seq(), "audit trail flushed and sealed");
+                return;
+            }
+            Err(e) => {
+                errors.log("cannot seal the audit segment at shutdown", &e);
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+        }
+    }
+}
+
+/// Logs write errors at most once every 5 seconds.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    fn log(&mut self, what: &str, e: &std::io::Error) {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::error!(error = %e, suppressed = self.suppressed, "{what}");
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn policy(max_bytes: u64) -> Policy {
+        Policy {
+            max_bytes,
+            max_age: Duration::from_secs(3600),
+            retention: Duration::from_secs(3600),
+            flush_interval: Duration::from_millis(10),
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn key() -> Arc<Key> {
+        Arc::new(Key::from_bytes(&[9u8; 32]).unwrap())
+    }
+
+    #[test]
+    fn records_rotate_by_size_and_every_sealed_segment_ends_in_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Trail::open(dir.path(), key(), "n").unwrap();
+        let p = policy(400);
+        for i in 0..10 {
+            t.append(format!(r#"{{"i":{i}}}"#).as_bytes(), &p).unwrap();
+        }
+        t.seal("shutdown").unwrap();
+        let segs = segment::list(dir.path()).unwrap();
+        assert!(segs.len() >= 3, "{segs:?}");
+        for (_, path) in &segs {
+            let tail = segment::scan(path).unwrap();
+            assert!(tail.sealed, "{}", path.display());
+        }
+        assert_eq!(t.seq(), 10);
+    }
+
+    #[test]
+    fn reopening_continues_the_chain_and_seals_a_segment_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy(1 << 20);
+        {
+            let mut t = Trail::open(dir.path(), key(), "n").unwrap();
+            for i in 0..3 {
+                t.append(format!(r#"{{"i":{i}}}"#).as_bytes(), &p).unwrap();
+            }
+            t.flush().unwrap();
+            // Dropped without sealing: a crash.
+        }
+        let path = dir.path().join(segment::name(1));
+        // A torn line, as a power loss could leave.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"i":3,"se"#).unwrap();
+        let mut t = Trail::open(dir.path(), key(), "n").unwrap();
+        let tail = segment::scan(&path).unwrap();
+        assert!(tail.sealed && tail.torn == 0 && tail.records == 3);
+        t.append(br#"{"i":4}"#, &p).unwrap();
+        assert_eq!(t.seq(), 4);
+        assert_eq!(t.active_index(), 2);
+    }
+}
