@@ -167,7 +167,7 @@ impl Trail {
 
     /// Chains and appends one record (a JSON object without `seq`).
     pub fn append(&mut self, body: &[u8], policy: &Policy) -> std::io::Result<()> {
-        if self.active.as_ref().is_some_and(|a| a.sealed) {
+        if self.due_for_size(policy) {
             self.seal("size")?;
         }
         if self.active.is_none() {
@@ -198,9 +198,18 @@ impl Trail {
             seq,
         };
         if a.bytes >= policy.max_bytes {
-            self.seal("size")?;
+            // The record is committed whatever happens here; a failed seal is retried before
+            // the next record and by the writer loop.
+            let _ = self.seal("size");
         }
         Ok(())
+    }
+
+    /// The active segment is full (or its seal was interrupted).
+    fn due_for_size(&self, policy: &Policy) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.sealed || (a.records > 0 && a.bytes >= policy.max_bytes))
     }
 
     fn open_next(&mut self) -> std::io::Result<()> {
@@ -399,8 +408,9 @@ pub fn run(
             }
             last_sync = Instant::now();
         }
-        if trail.due_for_age(policy.max_age) {
-            if let Err(e) = trail.seal("age") {
+        if trail.due_for_size(&policy) || trail.due_for_age(policy.max_age) {
+            let reason = if trail.due_for_size(&policy) { "size" } else { "age" };
+            if let Err(e) = trail.seal(reason) {
                 errors.log("cannot seal the audit segment; retrying", &e);
             }
         }
