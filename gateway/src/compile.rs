@@ -214,7 +214,13 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         .global_plugins
         .iter()
         .enumerate()
-        .map(|(i, p)| (format!("global_plugins[{i}].name"), format!("global_plugins[{i}].config"), p))
+        .map(|(i, p)| {
+            (
+                format!("global_plugins[{i}].name"),
+                format!("global_plugins[{i}].config"),
+                p,
+            )
+        })
         .collect();
     let generated = generated_plugins(config)?;
     let mut instances = Instances::default();
@@ -238,9 +244,19 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
             .plugins
             .iter()
             .enumerate()
-            .map(|(j, p)| (format!("{path}.plugins[{j}].name"), format!("{path}.plugins[{j}].config"), p))
+            .map(|(j, p)| {
+                (
+                    format!("{path}.plugins[{j}].name"),
+                    format!("{path}.plugins[{j}].config"),
+                    p,
+                )
+            })
             .collect();
-        list.extend(generated[i].iter().map(|(n, c, p)| (n.clone(), c.clone(), p)));
+        list.extend(
+            generated[i]
+                .iter()
+                .map(|(n, c, p)| (n.clone(), c.clone(), p)),
+        );
         service_plugins.push(list);
     }
 
@@ -347,9 +363,19 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
             .plugins
             .iter()
             .enumerate()
-            .map(|(j, p)| (format!("{path}.plugins[{j}].name"), format!("{path}.plugins[{j}].config"), p))
+            .map(|(j, p)| {
+                (
+                    format!("{path}.plugins[{j}].name"),
+                    format!("{path}.plugins[{j}].config"),
+                    p,
+                )
+            })
             .collect();
-        let chain = build_chain(&[&global, &service_plugins[svc_idx], &route_plugins], env.plugins, &mut instances)?;
+        let chain = build_chain(
+            &[&global, &service_plugins[svc_idx], &route_plugins],
+            env.plugins,
+            &mut instances,
+        )?;
         let service = services[svc_idx].clone();
         let route = Arc::new(CompiledRoute {
             name: r.name.as_str().into(),
@@ -376,7 +402,9 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         .clone()
         .unwrap_or_else(|| content_hash(config));
     let trusted_proxies = fenfa_plugins::cidr::CidrSet::parse(&config.gateway.trusted_proxies)
-        .map_err(|(i, e)| ConfigError::at(format!("gateway.trusted_proxies[{i}]"), e.to_string()))?;
+        .map_err(|(i, e)| {
+            ConfigError::at(format!("gateway.trusted_proxies[{i}]"), e.to_string())
+        })?;
     Ok(Runtime {
         trusted_proxies,
         version,
@@ -725,7 +753,10 @@ fn generated_plugins(config: &Config) -> Result<Vec<Vec<Generated>>, ConfigError
     for (j, a) in config.agencies.iter().enumerate() {
         check_name(&a.name).map_err(|m| ConfigError::at(format!("agencies[{j}].name"), m))?;
         if agencies.insert(a.name.as_str(), (j, a)).is_some() {
-            return Err(ConfigError::at(format!("agencies[{j}].name"), format!("duplicate agency name `{}`", a.name)));
+            return Err(ConfigError::at(
+                format!("agencies[{j}].name"),
+                format!("duplicate agency name `{}`", a.name),
+            ));
         }
     }
     let mut out = Vec::with_capacity(config.services.len());
@@ -744,7 +775,10 @@ fn generated_plugins(config: &Config) -> Result<Vec<Vec<Generated>>, ConfigError
         }
         if let Some(name) = &s.agency {
             let (j, agency) = agencies.get(name.as_str()).ok_or_else(|| {
-                ConfigError::at(format!("services[{i}].agency"), format!("no agency named `{name}`"))
+                ConfigError::at(
+                    format!("services[{i}].agency"),
+                    format!("no agency named `{name}`"),
+                )
             })?;
             if !agency.signing_keys.is_empty() {
                 let keys: Vec<_> = agency
@@ -815,7 +849,9 @@ fn build_chain(
             fenfa_plugins::registry::BuildError::Schema(s) => {
                 let path = match s.path.strip_prefix("keys") {
                     // Generated from `agencies[j].signing_keys`: the list *is* the keys.
-                    Some(rest) if config_path.ends_with(".signing_keys") => format!("{config_path}{rest}"),
+                    Some(rest) if config_path.ends_with(".signing_keys") => {
+                        format!("{config_path}{rest}")
+                    }
                     _ if s.path.is_empty() => config_path.clone(),
                     _ => format!("{config_path}.{}", s.path),
                 };

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fenfa_plugins::{ReplyBody, Flow, HeaderEdits, LogView, Reply, RequestCtx, RequestView, UpstreamView};
+use fenfa_plugins::{
+    Flow, HeaderEdits, LogView, Reply, ReplyBody, RequestCtx, RequestView, UpstreamView,
+};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -176,7 +178,10 @@ impl ProxyHttp for FenfaProxy {
         let req = session.req_header();
         if let (Some(peer), false) = (ctx.peer_ip, rt.trusted_proxies.is_empty()) {
             let xff = req.headers.get_all("x-forwarded-for");
-            ctx.client_ip = Some(rt.trusted_proxies.resolve_client_ip(peer, xff.iter().map(|v| v.as_bytes())));
+            ctx.client_ip = Some(
+                rt.trusted_proxies
+                    .resolve_client_ip(peer, xff.iter().map(|v| v.as_bytes())),
+            );
         }
         let host = req.uri.host().or_else(|| {
             req.headers
@@ -262,17 +267,24 @@ impl ProxyHttp for FenfaProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(route) = ctx.route.clone() else { return Ok(()) };
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
         if route.plugins.is_empty() {
             return Ok(());
         }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         for p in route.plugins.iter() {
-            if let Flow::Respond(reply) = p.request_body(&mut ctx.plugin, ctx.body_bytes, end_of_stream) {
+            if let Flow::Respond(reply) =
+                p.request_body(&mut ctx.plugin, ctx.body_bytes, end_of_stream)
+            {
                 ctx.plugin.denied_by = Some((p.name(), reply.code));
                 let status = reply.status.as_u16();
                 ctx.pending_reply = Some(reply);
-                return Err(Error::explain(ErrorType::HTTPStatus(status), "denied by a plugin in the request-body phase"));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "denied by a plugin in the request-body phase",
+                ));
             }
         }
         Ok(())
@@ -544,15 +556,7 @@ impl ProxyHttp for FenfaProxy {
             // The downstream connection is not reused after a proxy failure; say so in the
             // response, or a keepalive client sends its next request into a closed socket.
             session.set_keepalive(None);
-            let _ = write_json_error(
-                session,
-                err.status,
-                err.code,
-                err.message,
-                ctx,
-                &[],
-            )
-            .await;
+            let _ = write_json_error(session, err.status, err.code, err.message, ctx, &[]).await;
         }
         FailToProxy {
             error_code: err.status.as_u16(),
@@ -755,9 +759,17 @@ const FENFA_HEADERS: [&str; 6] = [
 ];
 
 /// Writes a bodiless answer from a plugin (e.g. a CORS preflight's 204).
-async fn write_empty(session: &mut Session, status: StatusCode, ctx: &Ctx, extra: &[(HeaderName, HeaderValue)]) -> Result<()> {
+async fn write_empty(
+    session: &mut Session,
+    status: StatusCode,
+    ctx: &Ctx,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(2 + extra.len()))?;
-    if !(status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED) {
+    if !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+    {
         resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;

@@ -6,6 +6,7 @@
 mod support;
 
 mod examples;
+mod plugins;
 mod reload;
 mod requests;
 mod routing;

@@ -197,6 +197,8 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
             let info = LineInfo::of(&line).unwrap_or_default();
             if line.prev != prev {
                 let (kind, detail) = match (info.seq, &info.checkpoint) {
+                    (Some(seq), _) if seq > expect_seq && has_seq(rest, expect_seq) => (Kind::Reordered, format!(
+                        "does not link to the line before it: seq {seq} comes before seq {expect_seq}, which is further down (lines moved)")),
                     (Some(seq), _) if seq > expect_seq => (Kind::Deleted, format!(
                         "does not link to the line before it: record(s) with seq {expect_seq}..{} are missing (deleted)", seq - 1)),
                     (Some(seq), _) if seq < expect_seq => (Kind::Reordered, format!(
@@ -270,6 +272,12 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
             "head.json is missing: the end of the trail cannot be vouched for (deleted?)"));
     }
     Ok(None)
+}
+
+/// Whether a record with `seq` is somewhere in `rest` (the lines after the current one).
+fn has_seq(rest: &[u8], seq: u64) -> bool {
+    let needle = format!(",\"seq\":{seq},\"prev\":\"");
+    rest.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 #[cfg(test)]
@@ -357,7 +365,7 @@ mod tests {
         l.swap(0, 1);
         write(dir.path(), 1, &l);
         let p = broken(dir.path());
-        assert_eq!((p.file.as_str(), p.line, p.kind), ("audit-0000000001.jsonl", 1, Kind::Deleted), "{p}");
+        assert_eq!((p.file.as_str(), p.line, p.kind), ("audit-0000000001.jsonl", 1, Kind::Reordered), "{p}");
     }
 
     #[test]
