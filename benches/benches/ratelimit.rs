@@ -28,9 +28,10 @@ fn store(c: &mut Criterion) {
     let mut g = c.benchmark_group("gcra_store_acquire");
     let store = GcraStore::new(DEFAULT_CAPACITY);
     let quota = Quota::new(1_000_000, Duration::from_secs(1), 0).expect("quota");
+    // Time must only move forward, across criterion's repeated calls of the routine too.
+    let mut i: u64 = 0;
     for keys in SPREADS {
         g.bench_with_input(BenchmarkId::new("keys", keys), &keys, |b, &keys| {
-            let mut i: u64 = 0;
             b.iter(|| {
                 i += 1;
                 let k = store.key(nth(i, keys));

@@ -58,7 +58,10 @@ impl InFlight {
                 return c.clone();
             }
         }
-        let mut map = self.services.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         map.entry(service.clone()).or_default().clone()
     }
 
@@ -155,6 +158,9 @@ impl Plugin for ConcurrencyLimit {
     }
 }
 
+/// The registry's name for [`ConcurrencyLimitFactory`].
+pub type Factory = ConcurrencyLimitFactory;
+
 /// Builds `concurrency-limit` instances; owns the process-wide [`InFlight`] counters.
 #[derive(Debug, Default)]
 pub struct ConcurrencyLimitFactory {
@@ -246,7 +252,10 @@ mod tests {
         let r = denial(request(&*p, &mut c));
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.code, "upstream_busy");
-        assert_eq!(r.headers, vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]);
+        assert_eq!(
+            r.headers,
+            vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
+        );
         assert_eq!(f.store().in_flight("svc"), 2);
     }
 

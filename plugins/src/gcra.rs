@@ -20,7 +20,8 @@
 //! # Layout and trade-offs
 //!
 //! The table is a power-of-two number of `AtomicU64` entries grouped in sets of [`WAYS`] (4)
-//! consecutive entries (one 32-byte slice: two sets per cache line). The low bits of a key's
+//! consecutive entries (32 bytes; the table is aligned so that two sets share a cache line and
+//! none straddles two). The low bits of a key's
 //! 64-bit hash choose the set; its top [`TAG_BITS`] (16) bits are the entry's tag; the low
 //! [`TIME_BITS`] (48) bits of an entry hold the TAT in microseconds since the store's clock started.
 //!
@@ -39,7 +40,8 @@
 //!   [`MAX_WINDOW_US`] ahead of `now` can only be an entry idle for ~8.9 years and is treated as
 //!   expired.
 //!
-//! Memory: `capacity × 8` bytes (8 MiB for the default 2²⁰ entries), allocated once.
+//! Memory: `capacity × 8` bytes plus 64 bytes of alignment padding (8 MiB for the default 2²⁰
+//! entries), allocated once.
 
 use std::fmt;
 use std::hash::Hash;
@@ -59,6 +61,9 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 pub const MAX_WINDOW_US: u64 = 1 << 40;
 
 const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+const CACHE_LINE: usize = 64;
+/// Extra entries so that the table can start on a cache-line boundary.
+const PAD_ENTRIES: usize = CACHE_LINE / std::mem::size_of::<AtomicU64>();
 
 /// Where the store's time comes from. Microseconds since the clock was made.
 #[derive(Clone, Debug)]
@@ -225,7 +230,10 @@ impl Decision {
 
 /// The fixed-size GCRA table. See the module docs for layout and trade-offs.
 pub struct GcraStore {
+    /// `capacity` entries from `base`, plus up to one cache line of padding before them.
     slots: Box<[AtomicU64]>,
+    /// First entry of set 0: chosen so that no set straddles two cache lines.
+    base: usize,
     set_mask: u64,
     clock: Clock,
     hasher: ahash::RandomState,
@@ -234,7 +242,7 @@ pub struct GcraStore {
 impl fmt::Debug for GcraStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GcraStore")
-            .field("capacity", &self.slots.len())
+            .field("capacity", &self.capacity())
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -255,9 +263,15 @@ impl GcraStore {
 
     pub fn with_clock(capacity: usize, clock: Clock) -> Self {
         let capacity = capacity.max(WAYS).next_power_of_two();
-        let slots: Box<[AtomicU64]> = (0..capacity).map(|_| AtomicU64::new(0)).collect();
+        let slots: Box<[AtomicU64]> = (0..capacity + PAD_ENTRIES)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        // Align set 0 (and so every set: 32 bytes each) to a cache line.
+        let misalign = (slots.as_ptr() as usize) % CACHE_LINE;
+        let base = ((CACHE_LINE - misalign) % CACHE_LINE) / std::mem::size_of::<AtomicU64>();
         Self {
             set_mask: (capacity / WAYS) as u64 - 1,
+            base,
             slots,
             clock,
             hasher: ahash::RandomState::new(),
@@ -266,7 +280,7 @@ impl GcraStore {
 
     /// Number of entries (fixed for the store's life).
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - PAD_ENTRIES
     }
 
     /// Bytes held by the table (fixed for the store's life).
@@ -327,14 +341,14 @@ impl GcraStore {
     /// Entries whose TAT is still ahead of `now` (O(capacity); for tests and diagnostics).
     pub fn live_entries(&self, now: u64) -> usize {
         let now = now & TIME_MASK;
-        self.slots
+        self.slots[self.base..self.base + self.capacity()]
             .iter()
             .filter(|s| ahead_of(s.load(Ordering::Relaxed), now) > 0)
             .count()
     }
 
     fn set(&self, key: u64) -> &[AtomicU64] {
-        let start = ((key & self.set_mask) as usize) * WAYS;
+        let start = self.base + ((key & self.set_mask) as usize) * WAYS;
         &self.slots[start..start + WAYS]
     }
 
@@ -417,7 +431,10 @@ mod tests {
         for step in 1..=20u64 {
             let now = step * 100_000;
             assert!(store.acquire(k, &q, now).allowed, "steady request {step}");
-            assert!(!store.acquire(k, &q, now).allowed, "second in the same slot {step}");
+            assert!(
+                !store.acquire(k, &q, now).allowed,
+                "second in the same slot {step}"
+            );
         }
     }
 
@@ -485,7 +502,11 @@ mod tests {
     fn memory_is_bounded_under_two_million_distinct_keys() {
         let store = GcraStore::new(DEFAULT_CAPACITY);
         let bytes = store.memory_bytes();
-        assert_eq!(bytes, 8 << 20);
+        assert_eq!(
+            bytes,
+            (8 << 20) + 64,
+            "8 MiB and one cache line of alignment padding"
+        );
         let q = quota(1, 3600, 0); // every key stays live for an hour
         let n: u64 = 2_000_000;
         for i in 0..n {
@@ -517,13 +538,22 @@ mod tests {
         for i in 0..1000u64 {
             store.acquire(store.key(("churn", i)), &short, i * 2_000);
         }
-        assert!(!store.acquire(live, &long, 2 * SEC).allowed, "the live key kept its entry");
+        assert!(
+            !store.acquire(live, &long, 2 * SEC).allowed,
+            "the live key kept its entry"
+        );
     }
 
     #[test]
     fn quota_rejects_impossible_parameters() {
-        assert_eq!(Quota::new(0, Duration::from_secs(1), 0), Err(QuotaError::ZeroRate));
-        assert_eq!(Quota::new(1, Duration::ZERO, 0), Err(QuotaError::ZeroPeriod));
+        assert_eq!(
+            Quota::new(0, Duration::from_secs(1), 0),
+            Err(QuotaError::ZeroRate)
+        );
+        assert_eq!(
+            Quota::new(1, Duration::ZERO, 0),
+            Err(QuotaError::ZeroPeriod)
+        );
         assert_eq!(
             Quota::new(2_000_000, Duration::from_secs(1), 0),
             Err(QuotaError::TooFast)
@@ -532,7 +562,12 @@ mod tests {
             Quota::new(1, Duration::from_secs(3600), 1000),
             Err(QuotaError::WindowTooLong)
         );
-        assert_eq!(Quota::new(3, Duration::from_secs(1), 0).unwrap().interval_us(), 333_333);
+        assert_eq!(
+            Quota::new(3, Duration::from_secs(1), 0)
+                .unwrap()
+                .interval_us(),
+            333_333
+        );
     }
 
     #[test]

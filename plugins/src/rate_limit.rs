@@ -84,7 +84,9 @@ struct Period(Duration);
 impl<'de> Deserialize<'de> for Period {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_period(&s).map(Period).map_err(serde::de::Error::custom)
+        parse_period(&s)
+            .map(Period)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -164,8 +166,7 @@ pub struct RateLimit {
 impl RateLimit {
     fn bucket<'a>(&self, limit: &Limit, ctx: &'a RequestCtx) -> u64 {
         let s = &self.store;
-        let (seed, agency, service, route) =
-            (limit.seed, &*ctx.agency, &*ctx.service, &*ctx.route);
+        let (seed, agency, service, route) = (limit.seed, &*ctx.agency, &*ctx.service, &*ctx.route);
         let ip = ctx.client_ip;
         let caller = |value: Option<&'a str>| match value {
             Some(v) => Caller::Id(v),
@@ -217,8 +218,9 @@ impl RateLimit {
                 return d;
             }
             tightest = Some(match tightest {
-                Some(t) if (t.remaining, std::cmp::Reverse(t.reset_us))
-                    <= (d.remaining, std::cmp::Reverse(d.reset_us)) =>
+                Some(t)
+                    if (t.remaining, std::cmp::Reverse(t.reset_us))
+                        <= (d.remaining, std::cmp::Reverse(d.reset_us)) =>
                 {
                     t
                 }
@@ -262,7 +264,10 @@ impl Plugin for RateLimit {
             )
             .with_header(http::header::RETRY_AFTER, header_value(retry))
             .with_header(RATELIMIT_LIMIT, header_value(u64::from(status.limit)))
-            .with_header(RATELIMIT_REMAINING, header_value(u64::from(status.remaining)))
+            .with_header(
+                RATELIMIT_REMAINING,
+                header_value(u64::from(status.remaining)),
+            )
             .with_header(RATELIMIT_RESET, header_value(status.reset)),
         )
     }
@@ -275,6 +280,9 @@ impl Plugin for RateLimit {
         }
     }
 }
+
+/// The registry's name for [`RateLimitFactory`].
+pub type Factory = RateLimitFactory;
 
 /// Builds `rate-limit` instances; owns the process-wide [`GcraStore`] (made on first use).
 #[derive(Debug, Default)]
@@ -525,7 +533,11 @@ mod tests {
         assert!(allowed(&*p, &mut c));
         assert_eq!(
             c.vars.get::<RateLimitStatus>(),
-            Some(&RateLimitStatus { limit: 5, remaining: 4, reset: 6 })
+            Some(&RateLimitStatus {
+                limit: 5,
+                remaining: 4,
+                reset: 6
+            })
         );
     }
 
@@ -673,7 +685,8 @@ mod tests {
         assert_eq!(e.path, "limits[0].per");
         assert!(e.message.contains("500ms"), "{e}");
 
-        let e = schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "1s", "brust": 1}]}));
+        let e =
+            schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "1s", "brust": 1}]}));
         assert_eq!(e.path, "limits[0].brust");
         assert!(e.message.contains("unknown field"), "{e}");
 
@@ -683,7 +696,8 @@ mod tests {
         let e = schema_error(json!({"limits": [{"key": "ip", "rate": 2000000, "per": "1s"}]}));
         assert_eq!(e.path, "limits[0].rate");
 
-        let e = schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "1h", "burst": 1000}]}));
+        let e =
+            schema_error(json!({"limits": [{"key": "ip", "rate": 1, "per": "1h", "burst": 1000}]}));
         assert_eq!(e.path, "limits[0].burst");
 
         let e = schema_error(json!({"limits": []}));

@@ -24,11 +24,11 @@ impl Registry {
         let mut r = Self::empty();
         // One line per built-in plugin (keep sorted):
         r.register(Box::new(crate::channel_check::Factory));
-        r.register(Box::new(crate::concurrency_limit::ConcurrencyLimitFactory::new()));
+        r.register(Box::new(crate::concurrency_limit::Factory::new()));
         r.register(Box::new(crate::cors::Factory));
         r.register(Box::new(crate::ip_restriction::Factory));
         r.register(Box::new(crate::jwt_auth::JwtAuthFactory));
-        r.register(Box::new(crate::rate_limit::RateLimitFactory::new()));
+        r.register(Box::new(crate::rate_limit::Factory::new()));
         r.register(Box::new(crate::request_size_limit::Factory));
         r.register(Box::new(crate::upstream_signature::Factory));
         r
