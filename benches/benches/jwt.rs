@@ -73,7 +73,7 @@ impl Keys {
         ]})
     }
 
-    /// A realistic unified-identity token (about 400–700 bytes) for `alg`.
+    /// A realistic unified-identity token (380–680 bytes) for `alg`.
     fn mint(&self, alg: &str) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
