@@ -52,6 +52,8 @@ pub struct Gateway {
     status: Mutex<ReloadStatus>,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending traffic.
     pub draining: AtomicBool,
+    /// The audit trail (started by `server::run`; a no-op until then).
+    pub audit: crate::audit::Audit,
 }
 
 impl Gateway {
@@ -66,6 +68,7 @@ impl Gateway {
             node,
             status: Mutex::new(ReloadStatus::default()),
             draining: AtomicBool::new(false),
+            audit: crate::audit::Audit::default(),
         }
     }
 
@@ -125,6 +128,9 @@ impl Gateway {
         if let Some(old) = self.current() {
             if old.config.listeners != rt.config.listeners {
                 tracing::warn!("listener addresses changed; they take effect after a restart");
+            }
+            if old.config.audit != rt.config.audit {
+                tracing::warn!("audit settings changed; they take effect after a restart");
             }
         }
         self.sni.set(rt.certificates.clone());

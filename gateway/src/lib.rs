@@ -10,8 +10,10 @@
 //! effect.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod compile;
 pub mod config;
+pub mod control_plane;
 pub mod demo;
 pub mod errors;
 pub mod gateway;

@@ -107,7 +107,74 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Failed calls to the control plane (unreachable, refused).
+    pub control_plane_errors: AtomicU64,
     pub config_generation: AtomicU64,
+    /// The audit trail's counters (shared with its writer and shipper threads).
+    pub audit: Arc<AuditCounters>,
+}
+
+/// Audit trail counters (`crate::audit`).
+#[derive(Debug, Default)]
+pub struct AuditCounters {
+    /// Records appended to a segment.
+    pub written: AtomicU64,
+    /// Records lost because the queue was full or the writer had stopped.
+    pub dropped: AtomicU64,
+    /// Requests answered 503 in strict mode because the queue was full.
+    pub rejected: AtomicU64,
+    /// Failed segment writes (each retried).
+    pub write_errors: AtomicU64,
+    /// Records delivered to the shipping sink.
+    pub shipped: AtomicU64,
+    /// Failed shipping attempts (each retried).
+    pub ship_failures: AtomicU64,
+    /// Records queued or reserved, not yet taken by the writer.
+    pub queued: AtomicU64,
+}
+
+impl AuditCounters {
+    fn render(&self, out: &mut String) {
+        let counters = [
+            (
+                "fenfa_audit_records_written_total",
+                "Audit records written to a segment.",
+                &self.written,
+            ),
+            (
+                "fenfa_audit_records_dropped_total",
+                "Audit records dropped: queue full or writer stopped.",
+                &self.dropped,
+            ),
+            (
+                "fenfa_audit_rejected_total",
+                "Requests answered 503 because the audit queue was full (strict mode).",
+                &self.rejected,
+            ),
+            (
+                "fenfa_audit_write_errors_total",
+                "Failed audit segment writes (retried).",
+                &self.write_errors,
+            ),
+            (
+                "fenfa_audit_records_shipped_total",
+                "Audit records delivered to the shipping sink.",
+                &self.shipped,
+            ),
+            (
+                "fenfa_audit_ship_failures_total",
+                "Failed audit shipping attempts (retried).",
+                &self.ship_failures,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        }
+        let _ = writeln!(out, "# TYPE fenfa_audit_queue_depth gauge");
+        let _ = writeln!(out, "fenfa_audit_queue_depth {}", self.queued.load(Relaxed));
+    }
 }
 
 impl Metrics {
@@ -171,12 +238,15 @@ impl Metrics {
             "fenfa_config_reload_failures_total {}",
             self.reload_failures.load(Relaxed)
         );
+        let _ = writeln!(out, "# TYPE fenfa_control_plane_errors_total counter");
+        let _ = writeln!(out, "fenfa_control_plane_errors_total {}", self.control_plane_errors.load(Relaxed));
         let _ = writeln!(out, "# TYPE fenfa_config_generation gauge");
         let _ = writeln!(
             out,
             "fenfa_config_generation {}",
             self.config_generation.load(Relaxed)
         );
+        self.audit.render(out);
     }
 }
 

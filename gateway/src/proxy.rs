@@ -77,6 +77,8 @@ pub struct Ctx {
     /// A plugin's answer decided after proxying began (request-body phase).
     pending_reply: Option<Reply>,
     plugin: RequestCtx,
+    /// Strict audit mode: the queue place reserved for this request's record.
+    audit_slot: Option<crate::audit::Slot>,
 }
 
 #[async_trait]
@@ -106,6 +108,7 @@ impl ProxyHttp for FenfaProxy {
             stale_retry: false,
             pending_reply: None,
             plugin: RequestCtx::default(),
+            audit_slot: None,
         }
     }
 
@@ -131,6 +134,11 @@ impl ProxyHttp for FenfaProxy {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
+        // Strict audit mode: refuse a request whose record would have no room in the queue.
+        match self.gw.audit.admit() {
+            Ok(slot) => ctx.audit_slot = slot,
+            Err(err) => return self.answer(session, ctx, err, err.message).await,
+        }
 
         // Pingora drops `Content-Length` when `Transfer-Encoding` is also present (RFC 9112
         // §6.3), so whether the client sent both is only visible in the raw header.
@@ -568,7 +576,6 @@ impl ProxyHttp for FenfaProxy {
         if !ctx.counted {
             return;
         }
-        self.gw.metrics.in_flight.fetch_sub(1, Relaxed);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -600,6 +607,38 @@ impl ProxyHttp for FenfaProxy {
             }
             None => self.gw.metrics.unrouted.inc(status),
         }
+        // The audit record (never blocks). Before `in_flight` drops, so that shutdown, which
+        // waits for `in_flight` to reach 0, cannot flush the trail ahead of this record.
+        let req = session.req_header();
+        self.gw.audit.record(
+            ctx.audit_slot.take(),
+            &crate::audit::Parts {
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip,
+                identity: ctx.plugin.identity.as_ref(),
+                agency: &ctx.plugin.agency,
+                service: &ctx.plugin.service,
+                route: &ctx.plugin.route,
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                headers: &req.headers,
+                status,
+                upstream: ctx.route.as_ref().zip(ctx.target).and_then(|(r, i)| {
+                    r.service
+                        .pool
+                        .targets()
+                        .get(i)
+                        .map(|t| t.authority.as_str())
+                }),
+                upstream_status: ctx.upstream_status,
+                latency_us,
+                bytes_sent: session.body_bytes_sent() as u64,
+                denied_by: ctx.plugin.denied_by,
+                error: ctx.error.map(|e| e.code),
+            },
+        );
+        self.gw.metrics.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

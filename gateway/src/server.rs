@@ -23,7 +23,10 @@ use crate::upstream::health;
 /// Where the config comes from.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The config file; with a control plane, the node's base file (listeners, process settings).
     pub config: PathBuf,
+    /// Follow this control plane instead of watching `config` for routes and services.
+    pub control_plane: Option<crate::control_plane::ControlPlane>,
     pub data_dir: PathBuf,
     /// Extra services to run in the same server (the demo upstream).
     pub demo_upstream: Option<String>,
@@ -39,13 +42,34 @@ pub fn run(opts: Options) -> Result<(), String> {
     // Fingerprint the config file before reading it: a change made while the gateway starts
     // (even before the watcher runs its first check) is then seen as a change and reloaded.
     let config_seen = Watcher::fingerprint(std::slice::from_ref(&opts.config));
-    initial_load(&gw, &opts.config)?;
+    let follow = match &opts.control_plane {
+        None => {
+            initial_load(&gw, &opts.config)?;
+            None
+        }
+        Some(cp) => {
+            // The base file is optional: without it, default listeners and settings.
+            let base = match std::fs::read_to_string(&opts.config) {
+                Ok(text) => crate::config::parse(&text).map_err(|e| format!("{}: {e}", opts.config.display()))?,
+                Err(_) => crate::config::Config::default(),
+            };
+            let version = crate::control_plane::initial_load(&gw, cp, &base)?;
+            Some((cp.clone(), base, version))
+        }
+    };
     let rt = gw.current().ok_or("no config is live")?;
     let settings = rt.config.gateway.clone();
     let listeners = rt.config.listeners.clone();
     if let Some(node) = &settings.node {
         tracing::info!(node, "node name from config");
     }
+    // The audit trail starts before any listener: no request goes unrecorded.
+    gw.audit.start(
+        &rt.config.audit,
+        &opts.data_dir,
+        settings.node.as_deref().unwrap_or(&gw.node),
+        gw.metrics.audit.clone(),
+    )?;
 
     let conf = ServerConf {
         threads: settings.threads,
@@ -89,7 +113,11 @@ pub fn run(opts: Options) -> Result<(), String> {
         config: opts.config.clone(),
         baseline: Vec::new(),
         hup: hup.clone(),
+        file_reloads: follow.is_none(),
     };
+    if let Some((cp, base, version)) = follow {
+        crate::control_plane::follow(gw.clone(), cp, base, version);
+    }
     let files = watcher.files();
     watcher.baseline = config_seen
         .into_iter()
@@ -106,10 +134,12 @@ pub fn run(opts: Options) -> Result<(), String> {
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainOnTerm {
-            gw,
+            gw: gw.clone(),
             grace: settings.shutdown_grace.0,
         }),
     });
+    // Grace period over, or SIGINT: whatever was recorded is written and sealed before exit.
+    gw.audit.shutdown(AUDIT_FLUSH_TIMEOUT);
     tracing::info!("fenfa-gateway stopped");
     Ok(())
 }
@@ -148,6 +178,9 @@ struct Watcher {
     config: PathBuf,
     /// Fingerprint of [`Watcher::files`] as they were when the live config was loaded.
     baseline: Fingerprint,
+    /// Whether the config file is the source of routes (false when following a control plane:
+    /// then the watcher only runs health checks).
+    file_reloads: bool,
     /// Set by the SIGHUP handler (installed before any service starts, so an early SIGHUP
     /// never hits the default action, which would kill the process).
     hup: Arc<AtomicBool>,
@@ -238,13 +271,16 @@ impl BackgroundService for Watcher {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {
                     ticks += 1;
+                    if let Some(rt) = self.gw.current() {
+                        health::tick(&connector, &rt.services);
+                    }
+                    if !self.file_reloads {
+                        continue;
+                    }
                     if self.hup.swap(false, Relaxed) {
                         tracing::info!("SIGHUP: reloading config");
                         (files, seen) = self.reload_and_rewatch(&files, "SIGHUP").await;
                         pending = None;
-                    }
-                    if let Some(rt) = self.gw.current() {
-                        health::tick(&connector, &rt.services);
                     }
                     if ticks % 2 != 0 {
                         continue;
@@ -302,6 +338,9 @@ impl ShutdownSignalWatch for DrainOnTerm {
     }
 }
 
+/// Longest wait at shutdown for the audit writer to write and seal what is queued.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Exits the process once no request has been in flight for a few consecutive checks, instead
 /// of always sleeping the full grace period. Pingora stops the listeners on its own.
 fn exit_when_drained(gw: &Gateway, grace: Duration) {
@@ -313,6 +352,7 @@ fn exit_when_drained(gw: &Gateway, grace: Duration) {
             idle_checks += 1;
             if idle_checks >= 3 {
                 tracing::info!(after = ?start.elapsed(), "drained: no request in flight; exiting");
+                gw.audit.shutdown(AUDIT_FLUSH_TIMEOUT);
                 std::process::exit(0);
             }
         } else {

@@ -87,10 +87,13 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         fn eq(want: &Option<String>, have: &Option<String>) -> bool {
-            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+            want.as_ref()
+                .is_none_or(|w| have.as_deref() == Some(w.as_str()))
         }
         if self.from_ms.is_some() || self.to_ms.is_some() {
-            let Ok(t) = super::time::parse(&r.time) else { return false };
+            let Ok(t) = super::time::parse(&r.time) else {
+                return false;
+            };
             if self.from_ms.is_some_and(|f| t < f) || self.to_ms.is_some_and(|to| t >= to) {
                 return false;
             }
@@ -101,14 +104,22 @@ impl Filter {
             && eq(&self.service, &r.service)
             && eq(&self.agency, &r.agency)
             && eq(&self.route, &r.route)
-            && self.request_id.as_ref().is_none_or(|id| *id == r.request_id)
+            && self
+                .request_id
+                .as_ref()
+                .is_none_or(|id| *id == r.request_id)
             && self.status.is_none_or(|s| s.matches(r.status))
             && self.decision.is_none_or(|d| r.decision == Some(d))
     }
 }
 
 /// Prints the matching records of the trail in `dir` to `out`; returns how many matched.
-pub fn run(dir: &Path, filter: &Filter, format: Format, out: &mut dyn Write) -> std::io::Result<usize> {
+pub fn run(
+    dir: &Path,
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> std::io::Result<usize> {
     let mut table = Table::default();
     let mut matched = 0;
     'segments: for (_, path) in segment::list(dir)? {
@@ -118,11 +129,15 @@ pub fn run(dir: &Path, filter: &Filter, format: Format, out: &mut dyn Write) -> 
                 break 'segments;
             }
             // Only whole chained record lines; checkpoints and damaged lines are skipped.
-            let Some(line) = Line::split(raw) else { continue };
-            if line.head.starts_with(b"{\"checkpoint\"") {
+            let Some(line) = Line::split(raw) else {
+                continue;
+            };
+            if line.head.starts_with(b"{\"checkpoint\"") || line.head.starts_with(b"{\"incident\"") {
                 continue;
             }
-            let Ok(record) = serde_json::from_slice::<Record>(raw) else { continue };
+            let Ok(record) = serde_json::from_slice::<Record>(raw) else {
+                continue;
+            };
             if !filter.matches(&record) {
                 continue;
             }
@@ -143,8 +158,18 @@ pub fn run(dir: &Path, filter: &Filter, format: Format, out: &mut dyn Write) -> 
 }
 
 const COLUMNS: [&str; 12] = [
-    "time", "request_id", "channel", "app", "user", "service", "method", "path", "status",
-    "decision", "code", "ms",
+    "time",
+    "request_id",
+    "channel",
+    "app",
+    "user",
+    "service",
+    "method",
+    "path",
+    "status",
+    "decision",
+    "code",
+    "ms",
 ];
 /// Widest a table cell gets before it is cut with `…`.
 const MAX_CELL: usize = 48;

@@ -63,7 +63,11 @@ impl std::fmt::Debug for Slot {
 
 impl Queue {
     /// A queue for `capacity` records and the receiving end for the writer.
-    pub fn new(capacity: usize, strict: bool, counters: Arc<AuditCounters>) -> (Arc<Self>, Receiver<Msg>) {
+    pub fn new(
+        capacity: usize,
+        strict: bool,
+        counters: Arc<AuditCounters>,
+    ) -> (Arc<Self>, Receiver<Msg>) {
         let capacity = capacity.max(1);
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity + CONTROL_ROOM);
         counters.queued.store(0, Relaxed);
@@ -116,10 +120,12 @@ impl Queue {
                 s.queue = None;
                 true
             }
-            _ => self.take_place() || {
-                self.dropped(1);
-                false
-            },
+            _ => {
+                self.take_place() || {
+                    self.dropped(1);
+                    false
+                }
+            }
         }
     }
 

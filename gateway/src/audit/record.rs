@@ -235,7 +235,9 @@ impl Recorder {
             };
             headers.insert(name.as_str(), value);
         }
-        let non_empty = |s: &'_ str| (!s.is_empty()).then_some(s);
+        fn non_empty(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
         let (denied_by, code) = match (p.denied_by, p.error) {
             (Some((plugin, code)), _) => (Some(plugin), Some(code)),
             (None, Some(code)) => (None, Some(code)),
@@ -362,7 +364,10 @@ mod tests {
         let r = Recorder::new("node-a", &settings()).unwrap();
         let mut h = HeaderMap::new();
         h.insert("user-agent", "MiniProgram/1.0".parse().unwrap());
-        h.insert("authorization", "Bearer eyJhbGciOi.secret.sig".parse().unwrap());
+        h.insert(
+            "authorization",
+            "Bearer eyJhbGciOi.secret.sig".parse().unwrap(),
+        );
         let id = Identity {
             user: "u-42".into(),
             channel: "wechat".into(),
@@ -370,7 +375,10 @@ mod tests {
             token_id: Some("jti-1".into()),
             expires_at: 0,
         };
-        let bytes = r.encode(&parts(&h, Some(&id)), super::super::time::from_ms(1_717_230_605_123));
+        let bytes = r.encode(
+            &parts(&h, Some(&id)),
+            super::super::time::from_ms(1_717_230_605_123),
+        );
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(!text.contains("eyJ"), "{text}");
         assert!(!text.contains("110101199001011234"), "{text}");

@@ -76,6 +76,7 @@ pub struct Checkpoint {
 pub struct LineInfo {
     pub seq: Option<u64>,
     pub checkpoint: Option<Checkpoint>,
+    pub incident: Option<super::writer::Incident>,
 }
 
 impl LineInfo {
@@ -116,7 +117,8 @@ struct RetentionDoc {
 
 /// Writes the signed head (temp file + rename; `durable` adds fsyncs).
 pub fn write_head(dir: &Path, key: &Key, head: &Head, durable: bool) -> std::io::Result<()> {
-    let body = serde_json::to_vec(&HeadDoc { head: head.clone() }).map_err(std::io::Error::other)?;
+    let body =
+        serde_json::to_vec(&HeadDoc { head: head.clone() }).map_err(std::io::Error::other)?;
     write_file(&dir.join(HEAD_FILE), &key.sign_doc("head", &body), durable)
 }
 
@@ -126,9 +128,15 @@ pub fn read_head(dir: &Path, key: &Key) -> Result<Option<Head>, String> {
 }
 
 pub fn write_retention(dir: &Path, key: &Key, r: &Retention) -> std::io::Result<()> {
-    let body =
-        serde_json::to_vec(&RetentionDoc { retention: r.clone() }).map_err(std::io::Error::other)?;
-    write_file(&dir.join(RETENTION_FILE), &key.sign_doc("retention", &body), true)
+    let body = serde_json::to_vec(&RetentionDoc {
+        retention: r.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    write_file(
+        &dir.join(RETENTION_FILE),
+        &key.sign_doc("retention", &body),
+        true,
+    )
 }
 
 pub fn read_retention(dir: &Path, key: &Key) -> Result<Option<Retention>, String> {
@@ -190,10 +198,7 @@ pub struct Tail {
 pub fn scan(path: &Path) -> std::io::Result<Tail> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let good_len = bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let good_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut t = Tail {
         good_len: good_len as u64,
         torn: (bytes.len() - good_len) as u64,
@@ -341,7 +346,11 @@ mod tests {
         write_head(dir.path(), &key, &head, false).unwrap();
         assert_eq!(read_head(dir.path(), &key).unwrap(), Some(head));
         let text = std::fs::read_to_string(dir.path().join(HEAD_FILE)).unwrap();
-        std::fs::write(dir.path().join(HEAD_FILE), text.replace("\"lines\":5", "\"lines\":4")).unwrap();
+        std::fs::write(
+            dir.path().join(HEAD_FILE),
+            text.replace("\"lines\":5", "\"lines\":4"),
+        )
+        .unwrap();
         assert!(read_head(dir.path(), &key).is_err());
     }
 }

@@ -179,7 +179,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_a_useful_message() {
-        for s in ["", "yesterday", "2024-13-01", "2024-06-01T25:00Z", "2024-06-01T08:30", "2024-06-01T08:30:00+8"] {
+        for s in [
+            "",
+            "yesterday",
+            "2024-13-01",
+            "2024-06-01T25:00Z",
+            "2024-06-01T08:30",
+            "2024-06-01T08:30:00+8",
+        ] {
             let e = parse(s).unwrap_err();
             assert!(e.contains("expected"), "{s}: {e}");
         }

@@ -67,7 +67,14 @@ impl Kind {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file, self.line, self.kind.as_str(), self.detail)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file,
+            self.line,
+            self.kind.as_str(),
+            self.detail
+        )
     }
 }
 
@@ -146,7 +153,11 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
             let missing = if *index == expect_index + 1 {
                 segment::name(expect_index)
             } else {
-                format!("{} … {}", segment::name(expect_index), segment::name(index - 1))
+                format!(
+                    "{} … {}",
+                    segment::name(expect_index),
+                    segment::name(index - 1)
+                )
             };
             return Ok(problem(
                 &file,
@@ -188,7 +199,12 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                 )));
             }
             let Some(line) = Line::split(raw) else {
-                return Ok(problem(&file, n, Kind::Malformed, "not an audit line (no `prev`/`mac` tail): inserted or damaged"));
+                return Ok(problem(
+                    &file,
+                    n,
+                    Kind::Malformed,
+                    "not an audit line (no `prev`/`mac` tail): inserted or damaged",
+                ));
             };
             if !key.check(&line) {
                 return Ok(problem(&file, n, Kind::Modified,
@@ -199,10 +215,13 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                 let (kind, detail) = match (info.seq, &info.checkpoint) {
                     (Some(seq), _) if seq > expect_seq && has_seq(rest, expect_seq) => (Kind::Reordered, format!(
                         "does not link to the line before it: seq {seq} comes before seq {expect_seq}, which is further down (lines moved)")),
-                    (Some(seq), _) if seq > expect_seq => (Kind::Deleted, format!(
-                        "does not link to the line before it: record(s) with seq {expect_seq}..{} are missing (deleted)", seq - 1)),
-                    (Some(seq), _) if seq < expect_seq => (Kind::Reordered, format!(
-                        "does not link to the line before it: seq {seq} where {expect_seq} was expected (lines moved, or a copy inserted)")),
+                    (Some(seq), _) if seq > expect_seq => (Kind::Deleted, if seq == expect_seq + 1 {
+                        format!("does not link to the line before it: the record with seq {expect_seq} is missing (deleted)")
+                    } else {
+                        format!("does not link to the line before it: the records with seq {expect_seq}..{} are missing (deleted)", seq - 1)
+                    }),
+                    (Some(seq), _) if seq < expect_seq => (Kind::Inserted, format!(
+                        "does not link to the line before it: a copy of the earlier record with seq {seq} (seq {expect_seq} was expected)")),
                     (Some(_), _) if n == 1 => (Kind::Reordered,
                         "does not link to the last line of the previous segment (segments replaced or renamed)".to_string()),
                     (_, Some(_)) => (Kind::Deleted,
@@ -211,10 +230,24 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                 };
                 return Ok(problem(&file, n, kind, detail));
             }
+            if let Some(inc) = info.incident {
+                let noted = format!("noted by the gateway at {} in {file}:{n}", inc.at);
+                return Ok(match inc.kind.as_str() {
+                    "shorter_than_head" => problem(&segment::name(inc.segment), inc.found_lines + 1, Kind::Truncated, format!(
+                        "when the gateway started, {}; the tail was cut or the segment deleted while it was stopped ({noted})", inc.detail)),
+                    _ => problem(segment::HEAD_FILE, 1, Kind::BadStateFile, format!(
+                        "when the gateway started, {} ({noted})", inc.detail)),
+                });
+            }
             match (info.seq, info.checkpoint) {
                 (Some(seq), None) => {
                     if seq != expect_seq {
-                        return Ok(problem(&file, n, Kind::Reordered, format!("seq {seq} where {expect_seq} was expected")));
+                        return Ok(problem(
+                            &file,
+                            n,
+                            Kind::Reordered,
+                            format!("seq {seq} where {expect_seq} was expected"),
+                        ));
                     }
                     report.first_seq.get_or_insert(seq);
                     report.last_seq = Some(seq);
@@ -227,12 +260,26 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                             "the checkpoint seals segment {} but this file is segment {index} (renamed)", cp.segment)));
                     }
                     if cp.records != records {
-                        return Ok(problem(&file, n, Kind::Deleted, format!(
-                            "the checkpoint counts {} records, the segment has {records}", cp.records)));
+                        return Ok(problem(
+                            &file,
+                            n,
+                            Kind::Deleted,
+                            format!(
+                                "the checkpoint counts {} records, the segment has {records}",
+                                cp.records
+                            ),
+                        ));
                     }
                     checkpoint_at = Some(n);
                 }
-                _ => return Ok(problem(&file, n, Kind::Malformed, "neither a record (`seq`) nor a checkpoint")),
+                _ => {
+                    return Ok(problem(
+                        &file,
+                        n,
+                        Kind::Malformed,
+                        "neither a record (`seq`) nor a checkpoint",
+                    ))
+                }
             }
             prev = line.mac;
             if head_here.is_some_and(|h| h.lines == n) {
@@ -264,12 +311,21 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                     "head.json says the writer wrote {} lines here; only {lines} remain (the tail was cut)", h.lines)));
             }
             if h.lines > 0 && mac.map(|m| chain::hex(&m)) != Some(h.last_mac.clone()) {
-                return Ok(problem(&file, h.lines, Kind::Modified, "does not match the mac head.json recorded for it"));
+                return Ok(problem(
+                    &file,
+                    h.lines,
+                    Kind::Modified,
+                    "does not match the mac head.json recorded for it",
+                ));
             }
         }
     } else if !segments.is_empty() {
-        return Ok(problem(segment::HEAD_FILE, 1, Kind::BadStateFile,
-            "head.json is missing: the end of the trail cannot be vouched for (deleted?)"));
+        return Ok(problem(
+            segment::HEAD_FILE,
+            1,
+            Kind::BadStateFile,
+            "head.json is missing: the end of the trail cannot be vouched for (deleted?)",
+        ));
     }
     Ok(None)
 }
@@ -303,7 +359,12 @@ mod tests {
             fsync_interval: std::time::Duration::from_secs(1),
         };
         for i in 0..n {
-            t.append(format!(r#"{{"time":"t","i":{i},"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#).as_bytes(), &p).unwrap();
+            t.append(
+                format!(r#"{{"time":"t","i":{i},"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#)
+                    .as_bytes(),
+                &p,
+            )
+            .unwrap();
         }
         t.seal("shutdown").unwrap();
         dir
@@ -325,7 +386,9 @@ mod tests {
 
     fn broken(dir: &Path) -> Problem {
         let r = verify(dir, &key()).unwrap();
-        r.problem.unwrap_or_else(|| panic!("expected a problem, got {r}"))
+        r.problem
+            .clone()
+            .unwrap_or_else(|| panic!("expected a problem, got {r}"))
     }
 
     #[test]
@@ -345,7 +408,11 @@ mod tests {
         l[1] = l[1].replace("\"i\":", "\"i\":1");
         write(dir.path(), 2, &l);
         let p = broken(dir.path());
-        assert_eq!((p.file.as_str(), p.line, p.kind), ("audit-0000000002.jsonl", 2, Kind::Modified), "{p}");
+        assert_eq!(
+            (p.file.as_str(), p.line, p.kind),
+            ("audit-0000000002.jsonl", 2, Kind::Modified),
+            "{p}"
+        );
     }
 
     #[test]
@@ -365,7 +432,11 @@ mod tests {
         l.swap(0, 1);
         write(dir.path(), 1, &l);
         let p = broken(dir.path());
-        assert_eq!((p.file.as_str(), p.line, p.kind), ("audit-0000000001.jsonl", 1, Kind::Reordered), "{p}");
+        assert_eq!(
+            (p.file.as_str(), p.line, p.kind),
+            ("audit-0000000001.jsonl", 1, Kind::Reordered),
+            "{p}"
+        );
     }
 
     #[test]
@@ -376,7 +447,7 @@ mod tests {
         l.insert(2, copy);
         write(dir.path(), 1, &l);
         let p = broken(dir.path());
-        assert_eq!((p.line, p.kind), (3, Kind::Reordered), "{p}");
+        assert_eq!((p.line, p.kind), (3, Kind::Inserted), "{p}");
     }
 
     #[test]
@@ -386,7 +457,11 @@ mod tests {
         let l = lines(dir.path(), last);
         write(dir.path(), last, &l[..1]);
         let p = broken(dir.path());
-        assert_eq!((p.file, p.line, p.kind), (segment::name(last), 2, Kind::Truncated), "{p}");
+        assert_eq!(
+            (p.file.clone(), p.line, p.kind),
+            (segment::name(last), 2, Kind::Truncated),
+            "{p}"
+        );
     }
 
     #[test]
@@ -394,7 +469,11 @@ mod tests {
         let dir = trail(10);
         std::fs::remove_file(dir.path().join(segment::name(2))).unwrap();
         let p = broken(dir.path());
-        assert_eq!((p.file.as_str(), p.line, p.kind), ("audit-0000000003.jsonl", 1, Kind::MissingSegment), "{p}");
+        assert_eq!(
+            (p.file.as_str(), p.line, p.kind),
+            ("audit-0000000003.jsonl", 1, Kind::MissingSegment),
+            "{p}"
+        );
         assert!(p.detail.contains("audit-0000000002.jsonl"), "{p}");
     }
 
@@ -404,7 +483,26 @@ mod tests {
         let last = segment::list(dir.path()).unwrap().last().unwrap().0;
         std::fs::remove_file(dir.path().join(segment::name(last))).unwrap();
         let p = broken(dir.path());
-        assert_eq!((p.file, p.kind), (segment::name(last), Kind::MissingSegment), "{p}");
+        assert_eq!(
+            (p.file.clone(), p.kind),
+            (segment::name(last), Kind::MissingSegment),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_tail_cut_while_stopped_stays_visible_after_the_next_start() {
+        let dir = trail(10);
+        let last = segment::list(dir.path()).unwrap().last().unwrap().0;
+        let l = lines(dir.path(), last);
+        write(dir.path(), last, &l[..1]);
+        // The gateway starts again on the cut trail, seals it and writes on.
+        let mut t = Trail::open(dir.path(), key(), "n").unwrap();
+        t.append(br#"{"i":99}"#, &crate::audit::writer::tests::policy(1 << 20)).unwrap();
+        t.seal("shutdown").unwrap();
+        let p = broken(dir.path());
+        assert_eq!((p.file, p.line, p.kind), (segment::name(last), 2, Kind::Truncated));
+        assert!(p.detail.contains("while it was stopped"), "{}", p.detail);
     }
 
     #[test]
@@ -419,7 +517,8 @@ mod tests {
     fn retention_moves_the_start_and_the_rest_still_verifies() {
         let dir = trail(10);
         let k = key();
-        let n = segment::apply_retention(dir.path(), &k, std::time::Duration::ZERO, 3, u64::MAX).unwrap();
+        let n = segment::apply_retention(dir.path(), &k, std::time::Duration::ZERO, 3, u64::MAX)
+            .unwrap();
         assert_eq!(n, 2);
         let r = verify(dir.path(), &k).unwrap();
         assert!(r.problem.is_none(), "{r}");

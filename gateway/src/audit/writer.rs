@@ -82,8 +82,8 @@ impl Trail {
             .mode(0o700)
             .create(dir)
             .map_err(|e| format!("cannot create the audit dir {}: {e}", dir.display()))?;
-        let (first, prev, seq) =
-            segment::start(dir, &key).map_err(|e| format!("{}: {e}", dir.join(segment::RETENTION_FILE).display()))?;
+        let (first, prev, seq) = segment::start(dir, &key)
+            .map_err(|e| format!("{}: {e}", dir.join(segment::RETENTION_FILE).display()))?;
         let mut trail = Self {
             dir: dir.to_path_buf(),
             key,
@@ -101,9 +101,15 @@ impl Trail {
             line: Vec::with_capacity(4096),
         };
         let io = |e: std::io::Error| format!("audit dir {}: {e}", dir.display());
+        // What the last run vouched for, read before anything is rewritten.
+        let previous_head = segment::read_head(dir, &trail.key);
+        let had_segments = !segment::list(dir).map_err(io)?.is_empty();
+        let mut newest: Option<(u64, u64)> = None;
         loop {
             let segments = segment::list(dir).map_err(io)?;
-            let Some((index, path)) = segments.last().cloned() else { break };
+            let Some((index, path)) = segments.last().cloned() else {
+                break;
+            };
             let tail = segment::scan(&path).map_err(io)?;
             if tail.torn > 0 {
                 tracing::warn!(file = %path.display(), bytes = tail.torn, "audit: cutting off a torn final line (incomplete write before a crash)");
@@ -114,6 +120,7 @@ impl Trail {
                 std::fs::remove_file(&path).map_err(io)?;
                 continue;
             }
+            newest = Some((index, tail.lines));
             trail.next_index = index + 1;
             trail.seq = tail.last_seq.unwrap_or(trail.seq);
             trail.prev = match tail.last_mac {
@@ -148,12 +155,44 @@ impl Trail {
             }
             break;
         }
-        match segment::read_head(dir, &trail.key) {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(file = %dir.join(segment::HEAD_FILE).display(), error = %e, "audit: head.json does not verify; rewriting it from the segments"),
+        if let Some(incident) = incident(previous_head, had_segments, newest, first) {
+            tracing::error!(kind = %incident.kind, segment = incident.segment, head_lines = incident.head_lines,
+                found_lines = incident.found_lines, detail = %incident.detail,
+                "audit: the trail is not as the last run left it (cut, deleted or edited while the gateway was stopped); recording an incident in the chain");
+            trail.note(&incident).map_err(io)?;
         }
         trail.write_head(true).map_err(io)?;
         Ok(trail)
+    }
+
+    /// Chains an incident line (no `seq`) into the active segment and makes it durable.
+    fn note(&mut self, incident: &Incident) -> std::io::Result<()> {
+        if self.active.is_none() {
+            self.open_next()?;
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Err(std::io::Error::other("no active segment"));
+        };
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            incident: &'a Incident,
+        }
+        let body = serde_json::to_vec(&Doc { incident }).map_err(std::io::Error::other)?;
+        self.line.clear();
+        let mac = self.key.seal(&self.prev, &body, b"", &mut self.line);
+        a.file.write_all(&self.line)?;
+        a.file.flush()?;
+        a.file.get_ref().sync_all()?;
+        self.prev = mac;
+        a.lines += 1;
+        a.bytes += self.line.len() as u64;
+        self.head = Head {
+            segment: a.index,
+            lines: a.lines,
+            last_mac: chain::hex(&mac),
+            seq: self.seq,
+        };
+        Ok(())
     }
 
     pub fn seq(&self) -> u64 {
@@ -179,7 +218,9 @@ impl Trail {
         let seq = self.seq + 1;
         self.line.clear();
         let extra = format!(",\"seq\":{seq}");
-        let mac = self.key.seal(&self.prev, body, extra.as_bytes(), &mut self.line);
+        let mac = self
+            .key
+            .seal(&self.prev, body, extra.as_bytes(), &mut self.line);
         a.file.write_all(&self.line)?;
         // Committed: the line is in the buffer, in order.
         self.prev = mac;
@@ -239,8 +280,10 @@ impl Trail {
     /// Appends the checkpoint, flushes, fsyncs and closes the active segment (if it has records).
     /// Safe to call again after an error: the checkpoint is written once.
     pub fn seal(&mut self, reason: &str) -> std::io::Result<()> {
-        let Some(a) = self.active.as_mut() else { return Ok(()) };
-        if a.records == 0 && !a.sealed {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if a.lines == 0 && !a.sealed {
             // Never written to: remove the empty file so no segment is only a checkpoint.
             let index = a.index;
             self.active = None;
@@ -263,7 +306,8 @@ impl Trail {
             struct Doc<'a> {
                 checkpoint: &'a Checkpoint,
             }
-            let body = serde_json::to_vec(&Doc { checkpoint: &cp }).map_err(std::io::Error::other)?;
+            let body =
+                serde_json::to_vec(&Doc { checkpoint: &cp }).map_err(std::io::Error::other)?;
             self.line.clear();
             let mac = self.key.seal(&self.prev, &body, b"", &mut self.line);
             a.file.write_all(&self.line)?;
@@ -327,6 +371,74 @@ impl Trail {
             tracing::error!(dir = %self.dir.display(), error = %e, "audit retention failed; will retry");
         }
     }
+}
+
+/// Compares what the last run's `head.json` vouched for with what is on disk at startup.
+/// `newest` is the newest segment and its complete lines; `first` where the trail starts.
+fn incident(
+    previous: Result<Option<Head>, String>,
+    had_segments: bool,
+    newest: Option<(u64, u64)>,
+    first: u64,
+) -> Option<Incident> {
+    let at = super::time::format(SystemTime::now());
+    let head = match previous {
+        Err(e) => {
+            return Some(Incident {
+                kind: "head_invalid".into(),
+                segment: 0,
+                head_lines: 0,
+                found_lines: 0,
+                detail: format!("head.json: {e}"),
+                at,
+            })
+        }
+        Ok(None) if had_segments => {
+            return Some(Incident {
+                kind: "head_missing".into(),
+                segment: 0,
+                head_lines: 0,
+                found_lines: 0,
+                detail: "head.json was missing".into(),
+                at,
+            })
+        }
+        Ok(None) => return None,
+        Ok(Some(h)) => h,
+    };
+    if head.lines == 0 || head.segment < first {
+        return None;
+    }
+    let found = match newest {
+        // A newer segment than the head names: the head was just not updated yet.
+        Some((i, _)) if i > head.segment => return None,
+        Some((i, lines)) if i == head.segment => lines,
+        _ => 0,
+    };
+    (found < head.lines).then(|| Incident {
+        kind: "shorter_than_head".into(),
+        segment: head.segment,
+        head_lines: head.lines,
+        found_lines: found,
+        detail: format!(
+            "{} had {found} of the {} lines head.json vouched for",
+            segment::name(head.segment),
+            head.lines
+        ),
+        at,
+    })
+}
+
+/// A chained note that the trail was found damaged at startup; `verify` reports it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Incident {
+    /// `shorter_than_head`, `head_invalid` or `head_missing`.
+    pub kind: String,
+    pub segment: u64,
+    pub head_lines: u64,
+    pub found_lines: u64,
+    pub detail: String,
+    pub at: String,
 }
 
 /// Runs the writer until a `Shutdown` message or until every sender is gone.
@@ -409,7 +521,11 @@ pub fn run(
             last_sync = Instant::now();
         }
         if trail.due_for_size(&policy) || trail.due_for_age(policy.max_age) {
-            let reason = if trail.due_for_size(&policy) { "size" } else { "age" };
+            let reason = if trail.due_for_size(&policy) {
+                "size"
+            } else {
+                "age"
+            };
             if let Err(e) = trail.seal(reason) {
                 errors.log("cannot seal the audit segment; retrying", &e);
             }
@@ -469,7 +585,10 @@ struct ErrorLog {
 
 impl ErrorLog {
     fn log(&mut self, what: &str, e: &std::io::Error) {
-        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
             self.suppressed += 1;
             return;
         }
@@ -480,7 +599,7 @@ impl ErrorLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn policy(max_bytes: u64) -> Policy {

@@ -30,6 +30,9 @@ pub struct Config {
     /// The agencies that own services; each may have keys to sign what its backends receive.
     #[serde(default)]
     pub agencies: Vec<Agency>,
+    /// The audit trail (`docs/audit.md`). Read at startup; changes need a restart.
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 /// An agency (委办局) that owns services.
@@ -58,6 +61,120 @@ impl std::fmt::Debug for SigningKey {
             .field("secret", &"<redacted>")
             .finish()
     }
+}
+
+/// `audit:` — one record per request, hash-chained, in segment files; see `docs/audit.md`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Off only to measure what auditing costs; a production node keeps it on.
+    pub enabled: bool,
+    /// Segment directory; default `<data-dir>/audit`.
+    pub dir: Option<String>,
+    /// Chain key file (hex); default `<data-dir>/audit.key`, generated on first start (0600).
+    pub key_file: Option<String>,
+    /// A segment is sealed once it reaches this many bytes…
+    pub segment_max_bytes: u64,
+    /// …or this age.
+    pub segment_max_age: HumanDuration,
+    /// Sealed segments older than this are deleted (once shipped, when shipping is on).
+    pub retention_days: u32,
+    /// Records waiting for the writer; beyond this they are dropped (or 503 when `strict`).
+    pub queue_capacity: usize,
+    /// Answer 503 `audit_unavailable` rather than serve a request whose record has no room.
+    pub strict: bool,
+    /// How often `head.json` (the signed end of the trail) is brought up to date.
+    pub flush_interval: HumanDuration,
+    /// How often the active segment is fsynced (also on seal and shutdown).
+    pub fsync_interval: HumanDuration,
+    /// Request headers copied into each record (by name). Empty by default.
+    pub headers: Vec<String>,
+    /// Headers whose values are recorded as `***` even when listed in `headers`.
+    pub mask_headers: Vec<String>,
+    /// Query keys whose values are recorded verbatim; every other query value is `***`.
+    pub keep_query_values: Vec<String>,
+    /// Ship records to the control plane.
+    pub ship: Option<AuditShip>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            key_file: None,
+            segment_max_bytes: 64 << 20,
+            segment_max_age: HumanDuration::from_secs(3600),
+            retention_days: 180,
+            queue_capacity: 65_536,
+            strict: false,
+            flush_interval: HumanDuration::from_millis(100),
+            fsync_interval: HumanDuration::from_secs(1),
+            headers: Vec::new(),
+            mask_headers: [
+                "authorization",
+                "proxy-authorization",
+                "cookie",
+                "x-api-key",
+            ]
+            .map(String::from)
+            .to_vec(),
+            keep_query_values: Vec::new(),
+            ship: None,
+        }
+    }
+}
+
+/// `audit.ship`: the control plane's ingest endpoint.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditShip {
+    /// `http://host:port/path`; batches are POSTed here.
+    pub url: String,
+    /// The node token, inline. Prefer `token_file`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the node token.
+    #[serde(default)]
+    pub token_file: Option<String>,
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// How often to look for new records when everything is shipped.
+    #[serde(default = "default_ship_interval")]
+    pub interval: HumanDuration,
+    /// Connect, send and answer timeout per batch.
+    #[serde(default = "default_ship_timeout")]
+    pub timeout: HumanDuration,
+    /// Longest pause between retries while the endpoint fails.
+    #[serde(default = "default_ship_backoff_max")]
+    pub backoff_max: HumanDuration,
+}
+
+impl std::fmt::Debug for AuditShip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditShip")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("batch_records", &self.batch_records)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("backoff_max", &self.backoff_max)
+            .finish()
+    }
+}
+
+fn default_batch_records() -> usize {
+    500
+}
+fn default_ship_interval() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_ship_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_ship_backoff_max() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 /// Where a service is published: channels, and optionally which apps may call it.

@@ -1,0 +1,318 @@
+//! `fenfa-admin serve`: the single-node platform — the control plane, an in-process gateway, and
+//! (with `--demo`) a seeded demo agency with an echo upstream.
+//!
+//! The in-process gateway is the real `fenfa_gateway::server::run` in a thread of its own,
+//! reading `<data-dir>/gateway.yaml`; every commit rewrites that file (atomically, mode 0600)
+//! and the gateway's file watcher reloads it within a fraction of a second. This keeps one
+//! propagation path (a rendered config) for the local gateway and remote ones, at the cost of a
+//! short file-watch delay.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use fenfa_gateway::config::model::{Listeners, Upstream};
+use ring::hmac;
+use serde_json::{json, Value};
+
+use crate::app::{App, Options};
+use crate::clock::SystemClock;
+use crate::commit::{commit, Actor, Touched};
+use crate::crypto::{new_id, random_array};
+use crate::error::{ApiError, ApiResult};
+use crate::model::*;
+use crate::store::kind;
+
+/// Command-line settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: Option<String>,
+    pub demo: bool,
+    pub gateway: bool,
+    pub gateway_http: String,
+    pub gateway_status: String,
+    pub demo_upstream: String,
+}
+
+pub const DEMO_AGENCY: &str = "demo";
+pub const DEMO_KID: &str = "demo-hs256";
+pub const DEMO_APP: &str = "wx-demo-app";
+
+pub fn default_database(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("fenfa-admin.db").display())
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let mut opts = Options::new(
+        args.database
+            .clone()
+            .unwrap_or_else(|| default_database(&args.data_dir)),
+        args.data_dir.clone(),
+    );
+    opts.master_key = std::env::var("FENFA_MASTER_KEY").ok();
+    opts.bootstrap = crate::auth::Bootstrap::from_env();
+    opts.listeners = Listeners {
+        http: Some(args.gateway_http.clone()),
+        https: None,
+        status: Some(args.gateway_status.clone()),
+    };
+    let gateway_file = args.data_dir.join("gateway.yaml");
+    if args.gateway {
+        opts.gateway_file = Some(gateway_file.clone());
+    }
+    let (app, issued) = App::open(opts, Arc::new(SystemClock)).await?;
+    print_issued(&issued);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let demo_token = if args.demo {
+        Some(seed_demo(&app, &args.demo_upstream).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    if args.gateway {
+        let gw_opts = fenfa_gateway::server::Options {
+            config: gateway_file,
+            control_plane: None,
+            data_dir: args.data_dir.join("gateway"),
+            demo_upstream: args.demo.then(|| args.demo_upstream.clone()),
+        };
+        std::thread::Builder::new()
+            .name("fenfa-gateway".into())
+            .spawn(move || {
+                if let Err(e) = fenfa_gateway::server::run(gw_opts) {
+                    tracing::error!(error = %e, "the in-process gateway stopped");
+                }
+            })
+            .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
+    }
+    println!();
+    println!("  Fenfa control plane on http://{}", args.listen);
+    if args.gateway {
+        println!(
+            "  In-process gateway on http://{} (status http://{})",
+            args.gateway_http, args.gateway_status
+        );
+    }
+    if let Some(token) = demo_token {
+        println!();
+        println!("  Demo: agency `{DEMO_AGENCY}`, service `demo-echo` published on wechat/alipay/baidu,");
+        println!("  echo upstream on {}. Call it as the wechat app `{DEMO_APP}`:", args.demo_upstream);
+        println!();
+        println!(
+            "    curl -i -H 'Authorization: Bearer {token}' http://{}/demo/hello",
+            args.gateway_http
+        );
+    }
+    println!();
+    tracing::info!(listen = %args.listen, "fenfa-admin serving");
+    crate::app::serve(app, listener)
+        .await
+        .map_err(|e| format!("serving: {e}"))
+}
+
+fn print_issued(issued: &[crate::auth::Issued]) {
+    if issued.is_empty() {
+        return;
+    }
+    println!();
+    println!("  Initial accounts (shown ONCE; store them now):");
+    for i in issued {
+        println!("    {:<10} role {}", i.username, i.role.as_str());
+        if let Some(p) = &i.password {
+            println!("               password     {p}");
+        }
+        if let Some(s) = &i.totp_secret {
+            println!("               TOTP secret  {s}");
+        }
+        if let Some(u) = i.otpauth() {
+            println!("               otpauth      {u}");
+        }
+    }
+}
+
+/// Seeds the demo resources (once) and returns a client token valid for 24 hours.
+pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
+    let who = Actor::system();
+    let s = crate::commit::snapshot(app).await?;
+    let (host, port) = crate::policy::split_addr(upstream).unwrap_or(("127.0.0.1", 9081));
+    let agency_id = match s.agencies.iter().find(|a| a.name.as_str() == DEMO_AGENCY) {
+        Some(a) => a.id.clone(),
+        None => {
+            let id = new_id("ag");
+            let (i2, host, port) = (id.clone(), host.to_string(), port);
+            commit(app, &who, "demo.seed", move |s, now| {
+                s.agencies.push(Agency {
+                    id: i2.clone(),
+                    name: Name::try_from(DEMO_AGENCY.to_string()).map_err(ApiError::internal)?,
+                    title: Text::try_from("演示委办局 (demo agency)".to_string()).map_err(ApiError::internal)?,
+                    contact: None,
+                    created_at: now,
+                    updated_at: now,
+                });
+                Ok(Touched::new(kind::AGENCY, i2))
+            })
+            .await?;
+            let i3 = id.clone();
+            commit(app, &who, "demo.seed", move |s, now| {
+                let pid = new_id("np");
+                s.policies.push(NetworkPolicy {
+                    id: pid.clone(),
+                    agency_id: i3,
+                    name: Name::try_from("demo-echo".to_string()).map_err(ApiError::internal)?,
+                    description: None,
+                    rules: vec![Rule {
+                        destination: Destination::try_from(host).map_err(ApiError::internal)?,
+                        port: Port(port),
+                        protocol: Protocol::Http,
+                    }],
+                    created_at: now,
+                    updated_at: now,
+                });
+                Ok(Touched::new(kind::POLICY, pid))
+            })
+            .await?;
+            id
+        }
+    };
+    let s = crate::commit::snapshot(app).await?;
+    if !s.token_keys.iter().any(|k| k.kid == DEMO_KID) {
+        let k = URL_SAFE_NO_PAD.encode(random_array::<32>());
+        let master = &app.master;
+        commit(app, &who, "demo.seed", move |s, now| {
+            let id = new_id("tk");
+            let jwk = json!({"kty": "oct", "kid": DEMO_KID, "alg": "HS256"});
+            s.token_keys.push(TokenKey {
+                id: id.clone(),
+                kid: DEMO_KID.into(),
+                alg: "HS256".into(),
+                jwk: jwk.as_object().cloned().unwrap_or_default(),
+                sealed_k: Some(master.seal(&format!("token-key:{id}"), k.as_bytes())),
+                status: KeyStatus::Active,
+                created_at: now,
+                updated_at: now,
+            });
+            Ok(Touched::new(kind::TOKEN_KEY, id))
+        })
+        .await?;
+    }
+    if !s.apps.iter().any(|a| a.app_id.as_str() == DEMO_APP) {
+        commit(app, &who, "demo.seed", |s, now| {
+            let id = new_id("app");
+            s.apps.push(crate::model::App {
+                id: id.clone(),
+                channel: Channel::Wechat,
+                app_id: AppId::try_from(DEMO_APP.to_string()).map_err(ApiError::internal)?,
+                name: Text::try_from("演示小程序 (demo app)".to_string()).map_err(ApiError::internal)?,
+                created_at: now,
+                updated_at: now,
+            });
+            Ok(Touched::new(kind::APP, id))
+        })
+        .await?;
+    }
+    if !s.services.iter().any(|x| x.name.as_str() == "demo-echo") {
+        let upstream_addr = upstream.to_string();
+        let sid = new_id("sv");
+        let (s2, a2) = (sid.clone(), agency_id.clone());
+        commit(app, &who, "demo.seed", move |s, now| {
+            let upstream: Upstream = serde_json::from_value(json!({
+                "targets": [{"addr": upstream_addr}],
+                "timeouts": {"connect": "1s", "read": "5s", "total": "10s"},
+            }))
+            .map_err(ApiError::internal)?;
+            s.services.push(Service {
+                id: s2.clone(),
+                agency_id: a2,
+                name: Name::try_from("demo-echo".to_string()).map_err(ApiError::internal)?,
+                title: Text::try_from("演示回显服务 (demo echo)".to_string()).map_err(ApiError::internal)?,
+                kind: ServiceKind::Api,
+                description: None,
+                upstream,
+                status: Lifecycle::Published,
+                channels: vec![Channel::Wechat, Channel::Alipay, Channel::Baidu],
+                apps: Vec::new(),
+                review_note: None,
+                created_at: now,
+                updated_at: now,
+            });
+            Ok(Touched::new(kind::SERVICE, s2))
+        })
+        .await?;
+        {
+            commit(app, &who, "demo.seed", move |s, now| {
+                let id = new_id("rt");
+                s.routes.push(Route {
+                    id: id.clone(),
+                    service_id: sid,
+                    name: Name::try_from("demo-hello".to_string()).map_err(ApiError::internal)?,
+                    description: Some(Text::try_from("回显 (echo)".to_string()).map_err(ApiError::internal)?),
+                    paths: vec!["/demo/*".into()],
+                    methods: Vec::new(),
+                    hosts: Vec::new(),
+                    strip_prefix: true,
+                    rewrite: None,
+                    priority: 0,
+                    created_at: now,
+                    updated_at: now,
+                });
+                Ok(Touched::new(kind::ROUTE, id))
+            })
+            .await?;
+        }
+    }
+    demo_token(app).await
+}
+
+/// A 24-hour HS256 client token signed with the demo key, as the unified identity service would
+/// issue it to the demo wechat app.
+pub async fn demo_token(app: &App) -> ApiResult<String> {
+    let s = crate::commit::snapshot(app).await?;
+    let key = s
+        .token_keys
+        .iter()
+        .find(|k| k.kid == DEMO_KID)
+        .ok_or_else(|| ApiError::internal("no demo key"))?;
+    let k = key
+        .sealed_k
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("demo key has no secret"))
+        .and_then(|sealed| {
+            app.master
+                .open(&format!("token-key:{}", key.id), sealed)
+                .map_err(ApiError::internal)
+        })?;
+    let secret = URL_SAFE_NO_PAD
+        .decode(&k)
+        .map_err(ApiError::internal)?;
+    let now = app.now();
+    let claims = json!({
+        "sub": "demo-user",
+        "chn": "wechat",
+        "app": DEMO_APP,
+        "iss": s.settings.token_issuer,
+        "aud": s.settings.token_audience,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 86_400,
+        "jti": crate::crypto::hex(&random_array::<8>()),
+    });
+    Ok(sign_hs256(&secret, DEMO_KID, &claims))
+}
+
+/// A compact JWS (HS256).
+pub fn sign_hs256(secret: &[u8], kid: &str, claims: &Value) -> String {
+    let header = json!({"alg": "HS256", "typ": "JWT", "kid": kid});
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let sig = hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}

@@ -1,0 +1,261 @@
+//! The audit trail: one tamper-evident record per request, on local disk, shipped to the control
+//! plane.
+//!
+//! Why it exists: MLPS level 3 requires that every API call is logged, that the log cannot be
+//! changed or shortened unnoticed, that it is kept six months, and that it answers "who called
+//! what, from which channel, when, and what happened". `docs/audit.md` is the operator's page.
+//!
+//! How it fits together, one concept per file:
+//! - [`record`]: the record's fields and masking; the proxy hands over borrowed [`Parts`].
+//! - [`queue`]: the bounded, never-blocking hand-off (drops counted; strict mode answers 503).
+//! - [`writer`]: the one thread that chains, appends, rotates, seals and applies retention.
+//! - [`segment`]: segment files, `head.json`, `retention.json`, recovery after a crash.
+//! - [`chain`]: the key and the HMAC chain that makes changes, deletions and reordering visible.
+//! - [`verify`] and [`query`]: the `fenfa-gateway audit verify|query` commands.
+//! - [`sink`] and [`ship`]: at-least-once delivery to the control plane from a persisted cursor.
+//!
+//! What it may not do: block the proxy (the request path only serialises one record and does a
+//! `try_send`), record tokens, secrets or query values, or lose a record silently (every drop is
+//! counted in `/metrics` and logged).
+
+pub mod chain;
+pub mod query;
+pub mod queue;
+pub mod record;
+pub mod segment;
+pub mod ship;
+pub mod sink;
+pub mod time;
+pub mod verify;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use http::StatusCode;
+
+pub use queue::Slot;
+pub use record::{Decision, Parts, Recorder};
+
+use crate::config::model::AuditSettings;
+use crate::errors::GatewayError;
+use crate::metrics::AuditCounters;
+
+/// Strict mode, queue full: the request is refused rather than served unrecorded.
+pub const AUDIT_UNAVAILABLE: GatewayError = GatewayError::new(
+    StatusCode::SERVICE_UNAVAILABLE,
+    "audit_unavailable",
+    "the audit trail cannot take more records right now; try again shortly",
+);
+
+/// File name of the default chain key inside the data dir.
+pub const KEY_FILE: &str = "audit.key";
+
+/// The audit directory for these settings.
+pub fn dir(settings: &AuditSettings, data_dir: &Path) -> PathBuf {
+    settings
+        .dir
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("audit"))
+}
+
+/// The key file for these settings.
+pub fn key_path(settings: &AuditSettings, data_dir: &Path) -> PathBuf {
+    settings
+        .key_file
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join(KEY_FILE))
+}
+
+/// The gateway's handle on the audit trail. Empty (every call a no-op) until [`Audit::start`],
+/// and forever when auditing is disabled.
+#[derive(Default)]
+pub struct Audit {
+    live: OnceLock<Live>,
+    threads: Mutex<Option<Threads>>,
+}
+
+struct Live {
+    queue: Arc<queue::Queue>,
+    recorder: Recorder,
+}
+
+struct Threads {
+    writer: JoinHandle<()>,
+    shipper: Option<ship::Shipper>,
+}
+
+impl Audit {
+    /// Opens the trail (recovering it after a crash), starts the writer and, if configured, the
+    /// shipper. Does nothing when `settings.enabled` is false. Call once.
+    pub fn start(
+        &self,
+        settings: &AuditSettings,
+        data_dir: &Path,
+        node: &str,
+        counters: Arc<AuditCounters>,
+    ) -> Result<(), String> {
+        if !settings.enabled {
+            tracing::warn!(
+                "audit trail DISABLED (audit.enabled: false): requests are not recorded"
+            );
+            return Ok(());
+        }
+        validate(settings)?;
+        let recorder = Recorder::new(node, settings)?;
+        let dir = dir(settings, data_dir);
+        let key_path = key_path(settings, data_dir);
+        let key = Arc::new(if settings.key_file.is_some() {
+            chain::Key::load(&key_path)?
+        } else {
+            chain::Key::load_or_create(&key_path)?
+        });
+        let trail = writer::Trail::open(&dir, key.clone(), node)?;
+        let policy = writer::Policy {
+            max_bytes: settings.segment_max_bytes,
+            max_age: settings.segment_max_age.0,
+            retention: Duration::from_secs(u64::from(settings.retention_days) * 86_400),
+            flush_interval: settings.flush_interval.0,
+            fsync_interval: settings.fsync_interval.0,
+        };
+        let shipped_through = Arc::new(AtomicU64::new(u64::MAX));
+        let shipper = match &settings.ship {
+            Some(s) => {
+                let token = match (&s.token, &s.token_file) {
+                    (_, Some(file)) => std::fs::read_to_string(file)
+                        .map_err(|e| format!("audit.ship.token_file: cannot read {file}: {e}"))?
+                        .trim()
+                        .to_string(),
+                    (Some(t), None) => t.clone(),
+                    (None, None) => return Err("audit.ship: set `token_file` (or `token`)".into()),
+                };
+                let sink = sink::HttpSink::new(&s.url, token, s.timeout.0)
+                    .map_err(|e| format!("audit.ship.url: {e}"))?;
+                Some(
+                    ship::Shipper::spawn(
+                        dir.clone(),
+                        node.to_string(),
+                        Box::new(sink),
+                        ship::Policy {
+                            batch_records: s.batch_records,
+                            interval: s.interval.0,
+                            backoff_max: s.backoff_max.0,
+                        },
+                        counters.clone(),
+                        shipped_through.clone(),
+                    )
+                    .map_err(|e| format!("cannot start the audit shipper: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let (queue, rx) =
+            queue::Queue::new(settings.queue_capacity, settings.strict, counters.clone());
+        let seq = trail.seq();
+        let writer = std::thread::Builder::new()
+            .name("fenfa-audit-writer".into())
+            .spawn(move || writer::run(trail, rx, policy, counters, shipped_through))
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        if self.live.set(Live { queue, recorder }).is_err() {
+            return Err("the audit trail is already started".into());
+        }
+        *self.threads.lock().unwrap_or_else(|p| p.into_inner()) = Some(Threads { writer, shipper });
+        tracing::info!(dir = %dir.display(), key = %key.id, seq, strict = settings.strict,
+            shipping = settings.ship.as_ref().map_or("off", |s| s.url.as_str()), "audit trail open");
+        Ok(())
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.live.get().is_some()
+    }
+
+    /// Request phase: in strict mode, reserves room for this request's record or refuses the
+    /// request with [`AUDIT_UNAVAILABLE`]. Otherwise `Ok(None)` at once.
+    #[inline]
+    pub fn admit(&self) -> Result<Option<Slot>, GatewayError> {
+        match self.live.get() {
+            Some(l) if l.queue.strict() => l.queue.admit().map(Some).ok_or(AUDIT_UNAVAILABLE),
+            _ => Ok(None),
+        }
+    }
+
+    /// Log phase: records a finished request. Never blocks; if there is no room the record is
+    /// dropped and counted.
+    #[inline]
+    pub fn record(&self, slot: Option<Slot>, parts: &Parts<'_>) {
+        let Some(l) = self.live.get() else { return };
+        if l.queue.reserve(slot) {
+            l.queue.send_reserved(l.recorder.encode_now(parts));
+        }
+    }
+
+    /// Waits (at most `timeout`) until everything queued so far is written to the segment file.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(l) = self.live.get() else {
+            return true;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        l.queue.control(queue::Msg::Flush(tx), timeout) && rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Writes everything queued, seals the active segment, fsyncs, and stops the threads. Waits
+    /// at most `timeout` for the writer. Safe to call from several threads: the first does the
+    /// work, the others wait for it.
+    pub fn shutdown(&self, timeout: Duration) {
+        let Some(l) = self.live.get() else { return };
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = threads.take() else { return };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        if l.queue.control(queue::Msg::Shutdown(tx), timeout)
+            && rx
+                .recv_timeout(timeout.saturating_sub(started.elapsed()))
+                .is_ok()
+        {
+            let _ = t.writer.join();
+        } else {
+            tracing::error!(
+                ?timeout,
+                "the audit writer did not finish in time; records still queued are lost"
+            );
+        }
+        if let Some(s) = t.shipper {
+            s.stop();
+        }
+    }
+}
+
+fn validate(s: &AuditSettings) -> Result<(), String> {
+    if s.queue_capacity == 0 || s.queue_capacity > 10_000_000 {
+        return Err("audit.queue_capacity: expected 1 to 10000000".into());
+    }
+    if s.segment_max_bytes == 0 {
+        return Err("audit.segment_max_bytes: expected at least 1".into());
+    }
+    if s.retention_days == 0 {
+        return Err("audit.retention_days: expected at least 1 (MLPS level 3 asks for 180)".into());
+    }
+    if s.retention_days < 180 {
+        tracing::warn!(
+            days = s.retention_days,
+            "audit.retention_days is below the 180 days MLPS level 3 requires"
+        );
+    }
+    if s.flush_interval.0.is_zero() || s.fsync_interval.0.is_zero() {
+        return Err("audit.flush_interval and audit.fsync_interval must be above zero".into());
+    }
+    if let Some(ship) = &s.ship {
+        if ship.batch_records == 0 || ship.batch_records > 100_000 {
+            return Err("audit.ship.batch_records: expected 1 to 100000".into());
+        }
+        ship.url
+            .parse::<sink::HttpUrl>()
+            .map_err(|e| format!("audit.ship.url: {e}"))?;
+    }
+    Ok(())
+}
