@@ -142,7 +142,10 @@ pub fn follow(gw: Arc<Gateway>, cp: ControlPlane, base: Config, mut version: i64
 
 /// A blocking HTTP/1.1 GET with a bearer token: (status, headers, body). Reads to EOF
 /// (`Connection: close`), decoding a chunked body if the server sends one.
-fn get(url: &HttpUrl, path: &str, token: &str, timeout: Duration) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+/// An HTTP answer: status, header fields, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn get(url: &HttpUrl, path: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
     let addr = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?

@@ -5,7 +5,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod examples;
+mod identity;
+mod limits;
 mod plugins;
 mod reload;
 mod requests;

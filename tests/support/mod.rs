@@ -5,6 +5,8 @@
 //! TCP (reqwest, or raw bytes for malformed requests).
 #![allow(dead_code)]
 
+pub mod collector;
+pub mod tokens;
 pub mod upstream;
 
 use std::io::{Read, Write};

@@ -1,0 +1,9 @@
+//! Black-box tests of `fenfa-admin`: the control plane's HTTP API on a loopback port, against
+//! SQLite always and PostgreSQL when `FENFA_TEST_POSTGRES_URL` is set (CI sets it; outside CI a
+//! missing URL skips the PostgreSQL variants loudly). `serve.rs` starts the real binary.
+//!
+//! Each module covers one capability; see the module docs.
+
+mod harness;
+
+mod resources;
