@@ -54,13 +54,20 @@ async fn the_chain_verifies_and_detects_tampering(env: &Env) {
     let page = env.get("/v1/audit/admin?limit=2", &aud).await;
     assert_eq!(page["items"][0]["prev_hash"], page["items"][1]["hash"]);
     // Someone with database access rewrites history: the chain says where.
+    use sqlx::Row;
+    let original: String = sqlx::query("SELECT actor FROM admin_audit WHERE seq = 3")
+        .fetch_one(&env.app.store.pool)
+        .await
+        .unwrap()
+        .get("actor");
     sqlx::query("UPDATE admin_audit SET actor = 'mallory' WHERE seq = 3")
         .execute(&env.app.store.pool)
         .await
         .unwrap();
     let v = env.get("/v1/audit/admin/verify", &aud).await;
     assert_eq!((v["ok"].as_bool(), v["first_bad_seq"].as_i64()), (Some(false), Some(3)), "{v}");
-    sqlx::query("UPDATE admin_audit SET actor = 'admin' WHERE seq = 3")
+    sqlx::query("UPDATE admin_audit SET actor = $1 WHERE seq = 3")
+        .bind(original)
         .execute(&env.app.store.pool)
         .await
         .unwrap();

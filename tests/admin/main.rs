@@ -7,3 +7,10 @@
 mod harness;
 
 mod resources;
+mod accounts;
+mod audit;
+mod authz;
+mod dataplane;
+mod exports;
+mod openapi;
+mod serve;

@@ -104,7 +104,7 @@ impl Collector {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/api/v1/audit/ingest", self.addr)
+        format!("http://{}/v1/dataplane/audit", self.addr)
     }
 
     /// Closes the port (an outage). Start again with [`Collector::start_with`].

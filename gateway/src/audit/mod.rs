@@ -250,8 +250,11 @@ fn validate(s: &AuditSettings) -> Result<(), String> {
         return Err("audit.flush_interval and audit.fsync_interval must be above zero".into());
     }
     if let Some(ship) = &s.ship {
-        if ship.batch_records == 0 || ship.batch_records > 100_000 {
-            return Err("audit.ship.batch_records: expected 1 to 100000".into());
+        if ship.batch_records == 0 || ship.batch_records > 10_000 {
+            return Err(
+                "audit.ship.batch_records: expected 1 to 10000 (the control plane's batch limit)"
+                    .into(),
+            );
         }
         ship.url
             .parse::<sink::HttpUrl>()

@@ -132,7 +132,8 @@ pub fn run(
             let Some(line) = Line::split(raw) else {
                 continue;
             };
-            if line.head.starts_with(b"{\"checkpoint\"") || line.head.starts_with(b"{\"incident\"") {
+            if line.head.starts_with(b"{\"checkpoint\"") || line.head.starts_with(b"{\"incident\"")
+            {
                 continue;
             }
             let Ok(record) = serde_json::from_slice::<Record>(raw) else {

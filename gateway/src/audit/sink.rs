@@ -227,12 +227,12 @@ mod tests {
 
     #[test]
     fn urls_parse_and_https_is_refused_with_a_reason() {
-        let u: HttpUrl = "http://cp.internal:9180/api/v1/audit/ingest"
+        let u: HttpUrl = "http://cp.internal:9180/v1/dataplane/audit"
             .parse()
             .unwrap();
         assert_eq!(
             (u.host.as_str(), u.port, u.path.as_str()),
-            ("cp.internal", 9180, "/api/v1/audit/ingest")
+            ("cp.internal", 9180, "/v1/dataplane/audit")
         );
         let u: HttpUrl = "http://[::1]/x".parse().unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 80));

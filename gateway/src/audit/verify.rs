@@ -498,10 +498,17 @@ mod tests {
         write(dir.path(), last, &l[..1]);
         // The gateway starts again on the cut trail, seals it and writes on.
         let mut t = Trail::open(dir.path(), key(), "n").unwrap();
-        t.append(br#"{"i":99}"#, &crate::audit::writer::tests::policy(1 << 20)).unwrap();
+        t.append(
+            br#"{"i":99}"#,
+            &crate::audit::writer::tests::policy(1 << 20),
+        )
+        .unwrap();
         t.seal("shutdown").unwrap();
         let p = broken(dir.path());
-        assert_eq!((p.file, p.line, p.kind), (segment::name(last), 2, Kind::Truncated));
+        assert_eq!(
+            (p.file, p.line, p.kind),
+            (segment::name(last), 2, Kind::Truncated)
+        );
         assert!(p.detail.contains("while it was stopped"), "{}", p.detail);
     }
 
