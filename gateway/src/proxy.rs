@@ -171,8 +171,10 @@ impl ProxyHttp for FenfaProxy {
                 )
                 .await;
         }
-        let normalized = match path::normalize(req.uri.path()) {
-            Ok(p) => p.into_owned(),
+        // Most paths are already normal: keep those borrowed (no allocation per request).
+        let normalized: Option<String> = match path::normalize(req.uri.path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(p)) => Some(p),
             Err(e) => {
                 let msg = e.to_string();
                 return self.answer(session, ctx, errors::BAD_REQUEST, &msg).await;
@@ -184,6 +186,7 @@ impl ProxyHttp for FenfaProxy {
                 .await;
         };
         let req = session.req_header();
+        let normalized: &str = normalized.as_deref().unwrap_or(req.uri.path());
         if let (Some(peer), false) = (ctx.peer_ip, rt.trusted_proxies.is_empty()) {
             let xff = req.headers.get_all("x-forwarded-for");
             ctx.client_ip = Some(
@@ -196,10 +199,10 @@ impl ProxyHttp for FenfaProxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        let (route, upstream_path) = match rt.router.lookup(host, &normalized, &req.method) {
+        let (route, upstream_path) = match rt.router.lookup(host, normalized, &req.method) {
             Lookup::Found(m) => {
                 let route = m.value.clone();
-                let upstream_path = upstream_path(&route, &normalized, &m);
+                let upstream_path = upstream_path(&route, normalized, &m);
                 (route, upstream_path)
             }
             Lookup::MethodNotAllowed => {
@@ -218,8 +221,8 @@ impl ProxyHttp for FenfaProxy {
                     .await
             }
         };
-        if upstream_path.as_deref().unwrap_or(normalized.as_str()) != req.uri.path() {
-            let p = upstream_path.as_deref().unwrap_or(normalized.as_str());
+        if upstream_path.as_deref().unwrap_or(normalized) != req.uri.path() {
+            let p = upstream_path.as_deref().unwrap_or(normalized);
             let pq = match req.uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.to_string(),
@@ -250,7 +253,7 @@ impl ProxyHttp for FenfaProxy {
         if !route.plugins.is_empty() {
             let view = RequestView {
                 method: &req.method,
-                path: &normalized,
+                path: normalized,
                 query: req.uri.query(),
                 headers: &req.headers,
                 client_ip: ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
