@@ -198,6 +198,10 @@ impl Rewrite {
 /// Compiles a config. Pure apart from DNS look-ups of target host names and reading TLS files.
 pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigError> {
     check_listeners(config)?;
+    crate::audit::validate(&config.audit).map_err(|e| match e.split_once(": ") {
+        Some((path, msg)) if path.starts_with("audit.") && !path.contains(' ') => ConfigError::at(path, msg),
+        _ => ConfigError::at("audit", e),
+    })?;
     let certificates = if config.gateway.tls.certificates.is_empty() {
         if config.listeners.https.is_some() {
             return Err(ConfigError::at(
@@ -805,6 +809,12 @@ fn generated_plugins(config: &Config) -> Result<Vec<Vec<Generated>>, ConfigError
 /// A generated plugin entry: name path, config path, and the plugin reference.
 type Generated = (String, String, PluginRef);
 
+/// Whether an entry was generated from a service's own fields (`publish`, its agency's keys):
+/// those express publication and the backend's trust, which no route may switch off.
+fn is_generated(name_path: &str) -> bool {
+    name_path.ends_with(".publish") || name_path.ends_with(".signing_keys")
+}
+
 /// One plugin list entry: where its name is in the config, where its config is, and the ref.
 type Entry<'a> = (String, String, &'a PluginRef);
 
@@ -826,6 +836,15 @@ fn build_chain(
                 return Err(ConfigError::at(
                     name_path.clone(),
                     format!("plugin `{}` is listed twice", p.name),
+                ));
+            }
+            if let Some((gen_path, _, _)) = merged
+                .iter()
+                .find(|(n, _, q)| q.name == p.name && is_generated(n))
+            {
+                return Err(ConfigError::at(
+                    name_path.clone(),
+                    format!("`{}` is attached by `{gen_path}` and cannot be replaced or disabled here", p.name),
                 ));
             }
             merged.retain(|(_, _, q)| q.name != p.name);

@@ -28,7 +28,7 @@ struct Cli {
     /// The node token for the control plane (or env FENFA_NODE_TOKEN).
     #[arg(long, global = true, env = "FENFA_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
-    /// Where the last good config is kept (and, later, audit segments).
+    /// Where the last good config, the audit key and the audit segments are kept.
     #[arg(long, global = true, default_value = "data")]
     data_dir: PathBuf,
     #[command(subcommand)]

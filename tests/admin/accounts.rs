@@ -15,15 +15,30 @@ use crate::harness::*;
 
 async fn admin_roles_need_a_totp_code_which_works_once(env: &Env) {
     let (st, v) = env.try_login("admin", ADMIN_PW, None).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("totp_required")), "{v}");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("totp_required")),
+        "{v}"
+    );
     let (st, v) = env
-        .call("POST", "/v1/auth/login", None, Some(json!({"username": "admin", "password": ADMIN_PW, "totp": "000000"})))
+        .call(
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": ADMIN_PW, "totp": "000000"})),
+        )
         .await;
-    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("bad_credentials")), "{v}");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("bad_credentials")),
+        "{v}"
+    );
     env.clock.advance(60);
     let code = totp::current(&totp::base32_decode(ADMIN_TOTP).unwrap(), env.now());
     let body = json!({"username": "admin", "password": ADMIN_PW, "totp": code});
-    let (st, v) = env.call("POST", "/v1/auth/login", None, Some(body.clone())).await;
+    let (st, v) = env
+        .call("POST", "/v1/auth/login", None, Some(body.clone()))
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["user"]["role"], "system-admin");
     assert_eq!(v["idle_timeout_seconds"], 1800);
@@ -35,7 +50,10 @@ async fn admin_roles_need_a_totp_code_which_works_once(env: &Env) {
     let ag = env.agency(&sys, "civil").await;
     let op = env.operator(&sys, "civil-op", &ag).await;
     let me = env.get("/v1/auth/me", &op).await;
-    assert_eq!((me["role"].as_str(), me["agency_id"].as_str()), (Some("agency-operator"), Some(ag.as_str())));
+    assert_eq!(
+        (me["role"].as_str(), me["agency_id"].as_str()),
+        (Some("agency-operator"), Some(ag.as_str()))
+    );
 }
 both_backends!(admin_roles_need_a_totp_code_which_works_once);
 
@@ -48,7 +66,12 @@ async fn five_failures_lock_the_account_for_fifteen_minutes(env: &Env) {
         assert_eq!(st, 401, "attempt {i}: {v}");
     }
     let (st, headers, body) = env
-        .call_raw("POST", "/v1/auth/login", None, Some(json!({"username": "health-op", "password": OPERATOR_PW})))
+        .call_raw(
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": "health-op", "password": OPERATOR_PW})),
+        )
         .await;
     assert_eq!(st, 403, "{body}");
     assert!(body.contains("account_locked"), "{body}");
@@ -73,13 +96,26 @@ async fn five_failures_lock_the_account_for_fifteen_minutes(env: &Env) {
         .unwrap()
         .to_string();
     let sys = env.admin().await;
-    let v = env.expect(200, "POST", &format!("/v1/users/{id}/unlock"), &sys, Value::Null).await;
+    let v = env
+        .expect(
+            200,
+            "POST",
+            &format!("/v1/users/{id}/unlock"),
+            &sys,
+            Value::Null,
+        )
+        .await;
     assert_eq!(v["locked"], false);
     env.login("health-op", OPERATOR_PW, None).await;
     // Wrong TOTP codes count too: five of them lock an admin.
     for _ in 0..5 {
         let (st, _) = env
-            .call("POST", "/v1/auth/login", None, Some(json!({"username": "auditor", "password": AUDIT_PW, "totp": "123456"})))
+            .call(
+                "POST",
+                "/v1/auth/login",
+                None,
+                Some(json!({"username": "auditor", "password": AUDIT_PW, "totp": "123456"})),
+            )
             .await;
         assert_eq!(st, 401);
     }
@@ -96,7 +132,11 @@ async fn sessions_expire_after_thirty_idle_minutes(env: &Env) {
     env.get("/v1/auth/me", &sys).await;
     env.clock.advance(30 * 60 + 1);
     let (st, v) = env.call("GET", "/v1/auth/me", Some(&sys), None).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("session_expired")), "{v}");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("session_expired")),
+        "{v}"
+    );
     let (st, _) = env.call("GET", "/v1/auth/me", Some(&sys), None).await;
     assert_eq!(st, 401);
     // Logout ends a session at once.
@@ -113,12 +153,22 @@ both_backends!(sessions_expire_after_thirty_idle_minutes);
 async fn passwords_follow_the_rule_and_are_stored_as_argon2id(env: &Env) {
     let sys = env.admin().await;
     let ag = env.agency(&sys, "edu").await;
-    for (pw, why) in [("Short-1a", "12"), ("alllowercaseletters", "three"), ("Edu-Operator-2026", "user name")] {
+    for (pw, why) in [
+        ("Short-1a", "12"),
+        ("alllowercaseletters", "three"),
+        ("Edu-Operator-2026", "user name"),
+    ] {
         let e = env
             .expect(422, "POST", "/v1/users", &sys, json!({"username": "edu-operator", "role": "agency-operator", "agency_id": ag, "password": pw}))
             .await;
         assert_eq!(e["error"]["fields"][0]["path"], "password");
-        assert!(e["error"]["fields"][0]["message"].as_str().unwrap().contains(why), "{e}");
+        assert!(
+            e["error"]["fields"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(why),
+            "{e}"
+        );
     }
     env.operator(&sys, "edu-op", &ag).await;
     use sqlx::Row;
@@ -131,9 +181,30 @@ async fn passwords_follow_the_rule_and_are_stored_as_argon2id(env: &Env) {
     assert!(!hash.contains(OPERATOR_PW));
     // Changing one's own password: the current one is needed, and the rule applies.
     let op = env.login("edu-op", OPERATOR_PW, None).await;
-    env.expect(422, "POST", "/v1/auth/password", &op, json!({"current_password": "nope", "new_password": "New-Passw0rd-2027"})).await;
-    env.expect(422, "POST", "/v1/auth/password", &op, json!({"current_password": OPERATOR_PW, "new_password": "weak"})).await;
-    let (st, _) = env.call("POST", "/v1/auth/password", Some(&op), Some(json!({"current_password": OPERATOR_PW, "new_password": "New-Passw0rd-2027"}))).await;
+    env.expect(
+        422,
+        "POST",
+        "/v1/auth/password",
+        &op,
+        json!({"current_password": "nope", "new_password": "New-Passw0rd-2027"}),
+    )
+    .await;
+    env.expect(
+        422,
+        "POST",
+        "/v1/auth/password",
+        &op,
+        json!({"current_password": OPERATOR_PW, "new_password": "weak"}),
+    )
+    .await;
+    let (st, _) = env
+        .call(
+            "POST",
+            "/v1/auth/password",
+            Some(&op),
+            Some(json!({"current_password": OPERATOR_PW, "new_password": "New-Passw0rd-2027"})),
+        )
+        .await;
     assert_eq!(st, 204);
     env.login("edu-op", "New-Passw0rd-2027", None).await;
 }
@@ -143,24 +214,70 @@ async fn an_account_holds_exactly_one_role(env: &Env) {
     let sys = env.admin().await;
     let ag = env.agency(&sys, "water").await;
     let pw = "Strong-Passw0rd-2026";
-    let e = env.expect(422, "POST", "/v1/users", &sys, json!({"username": "x1", "role": ["system-admin", "audit-admin"], "password": pw})).await;
+    let e = env
+        .expect(
+            422,
+            "POST",
+            "/v1/users",
+            &sys,
+            json!({"username": "x1", "role": ["system-admin", "audit-admin"], "password": pw}),
+        )
+        .await;
     assert_eq!(e["error"]["fields"][0]["path"], "role");
-    let e = env.expect(422, "POST", "/v1/users", &sys, json!({"username": "x1", "role": "security-admin", "agency_id": ag, "password": pw})).await;
+    let e = env
+        .expect(
+            422,
+            "POST",
+            "/v1/users",
+            &sys,
+            json!({"username": "x1", "role": "security-admin", "agency_id": ag, "password": pw}),
+        )
+        .await;
     assert_eq!(e["error"]["fields"][0]["path"], "agency_id");
-    let e = env.expect(422, "POST", "/v1/users", &sys, json!({"username": "x1", "role": "agency-operator", "password": pw})).await;
+    let e = env
+        .expect(
+            422,
+            "POST",
+            "/v1/users",
+            &sys,
+            json!({"username": "x1", "role": "agency-operator", "password": pw}),
+        )
+        .await;
     assert_eq!(e["error"]["fields"][0]["path"], "agency_id");
     // A new admin gets a TOTP secret once, and needs it to sign in.
-    let v = env.expect(201, "POST", "/v1/users", &sys, json!({"username": "sec2", "role": "security-admin", "password": pw})).await;
+    let v = env
+        .expect(
+            201,
+            "POST",
+            "/v1/users",
+            &sys,
+            json!({"username": "sec2", "role": "security-admin", "password": pw}),
+        )
+        .await;
     let secret = v["totp"]["secret"].as_str().unwrap().to_string();
-    assert!(v["totp"]["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/Fenfa:sec2?secret="));
+    assert!(v["totp"]["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/Fenfa:sec2?secret="));
     let id = v["id"].as_str().unwrap().to_string();
-    assert!(env.get(&format!("/v1/users/{id}"), &sys).await.get("totp").is_none());
+    assert!(env
+        .get(&format!("/v1/users/{id}"), &sys)
+        .await
+        .get("totp")
+        .is_none());
     let (st, _) = env.try_login("sec2", pw, None).await;
     assert_eq!(st, 401);
     let tok = env.login("sec2", pw, Some(&secret)).await;
     assert_eq!(env.get("/v1/auth/me", &tok).await["role"], "security-admin");
     // Disabling ends its sessions.
-    env.expect(200, "PUT", &format!("/v1/users/{id}"), &sys, json!({"disabled": true})).await;
+    env.expect(
+        200,
+        "PUT",
+        &format!("/v1/users/{id}"),
+        &sys,
+        json!({"disabled": true}),
+    )
+    .await;
     let (st, _) = env.call("GET", "/v1/auth/me", Some(&tok), None).await;
     assert_eq!(st, 401);
 }
@@ -173,7 +290,9 @@ async fn first_start_without_env_prints_one_time_credentials_that_work() {
     let mut opts = test_options(url, dir.path());
     opts.bootstrap = Bootstrap::default();
     let clock = ManualClock::new(T0);
-    let (app, issued) = App::open(opts.clone(), Arc::new(clock.clone())).await.unwrap();
+    let (app, issued) = App::open(opts.clone(), Arc::new(clock.clone()))
+        .await
+        .unwrap();
     let roles: Vec<&str> = issued.iter().map(|i| i.role.as_str()).collect();
     assert_eq!(roles, ["system-admin", "security-admin", "audit-admin"]);
     for i in &issued {
@@ -186,11 +305,18 @@ async fn first_start_without_env_prints_one_time_credentials_that_work() {
     let (_, again) = App::open(opts, Arc::new(clock)).await.unwrap();
     assert!(again.is_empty());
     // From the environment: passwords must pass the rule.
-    let weak = Bootstrap::from_lookup(|k| (k == "FENFA_ADMIN_PASSWORD").then(|| "weak".to_string()));
+    let weak =
+        Bootstrap::from_lookup(|k| (k == "FENFA_ADMIN_PASSWORD").then(|| "weak".to_string()));
     assert_eq!(weak.accounts[0].password.as_deref(), Some("weak"));
     let dir2 = tempfile::tempdir().unwrap();
-    let mut opts = test_options(format!("sqlite://{}?mode=rwc", dir2.path().join("a.db").display()), dir2.path());
+    let mut opts = test_options(
+        format!("sqlite://{}?mode=rwc", dir2.path().join("a.db").display()),
+        dir2.path(),
+    );
     opts.bootstrap = weak;
-    let err = App::open(opts, Arc::new(ManualClock::new(T0))).await.err().unwrap();
+    let err = App::open(opts, Arc::new(ManualClock::new(T0)))
+        .await
+        .err()
+        .unwrap();
     assert!(err.contains("admin"), "{err}");
 }

@@ -12,12 +12,35 @@ async fn every_mutation_is_recorded_with_before_and_after(env: &Env) {
     let sec = env.security().await;
     let aud = env.auditor().await;
     let ag = env.agency(&sys, "police").await;
-    env.expect(200, "PUT", &format!("/v1/agencies/{ag}"), &sys, json!({"name": "police", "title": "公安局"})).await;
-    env.expect(201, "POST", "/v1/signing-keys", &sec, json!({"agency_id": ag, "key_id": "police-1"})).await;
-    let v = env.get(&format!("/v1/audit/admin?agency_id={ag}"), &aud).await;
+    env.expect(
+        200,
+        "PUT",
+        &format!("/v1/agencies/{ag}"),
+        &sys,
+        json!({"name": "police", "title": "公安局"}),
+    )
+    .await;
+    env.expect(
+        201,
+        "POST",
+        "/v1/signing-keys",
+        &sec,
+        json!({"agency_id": ag, "key_id": "police-1"}),
+    )
+    .await;
+    let v = env
+        .get(&format!("/v1/audit/admin?agency_id={ag}"), &aud)
+        .await;
     let items = v["items"].as_array().unwrap();
-    let actions: Vec<&str> = items.iter().map(|r| r["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["signing-key.create", "agency.update", "agency.create"], "newest first");
+    let actions: Vec<&str> = items
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["signing-key.create", "agency.update", "agency.create"],
+        "newest first"
+    );
     let upd = &items[1];
     assert_eq!(upd["actor"], "admin");
     assert_eq!(upd["role"], "system-admin");
@@ -31,11 +54,18 @@ async fn every_mutation_is_recorded_with_before_and_after(env: &Env) {
     // The secret is never in the trail.
     let key = &items[0];
     assert_eq!(key["actor"], "security");
-    assert!(!key.to_string().contains("sealed") && key["after"].get("secret").is_none(), "{key}");
+    assert!(
+        !key.to_string().contains("sealed") && key["after"].get("secret").is_none(),
+        "{key}"
+    );
     // Sign-ins are recorded too.
-    let (st, _) = env.try_login("admin", "Wrong-Password-1", Some(ADMIN_TOTP)).await;
+    let (st, _) = env
+        .try_login("admin", "Wrong-Password-1", Some(ADMIN_TOTP))
+        .await;
     assert_eq!(st, 401);
-    let v = env.get("/v1/audit/admin?action=auth.login_failed", &aud).await;
+    let v = env
+        .get("/v1/audit/admin?action=auth.login_failed", &aud)
+        .await;
     assert_eq!(v["items"][0]["actor"], "admin");
 }
 both_backends!(every_mutation_is_recorded_with_before_and_after);
@@ -65,7 +95,11 @@ async fn the_chain_verifies_and_detects_tampering(env: &Env) {
         .await
         .unwrap();
     let v = env.get("/v1/audit/admin/verify", &aud).await;
-    assert_eq!((v["ok"].as_bool(), v["first_bad_seq"].as_i64()), (Some(false), Some(3)), "{v}");
+    assert_eq!(
+        (v["ok"].as_bool(), v["first_bad_seq"].as_i64()),
+        (Some(false), Some(3)),
+        "{v}"
+    );
     sqlx::query("UPDATE admin_audit SET actor = $1 WHERE seq = 3")
         .bind(original)
         .execute(&env.app.store.pool)
@@ -74,10 +108,13 @@ async fn the_chain_verifies_and_detects_tampering(env: &Env) {
     let restored = env.get("/v1/audit/admin/verify", &aud).await;
     assert_eq!(restored["ok"], true, "{restored}");
     // Removing the newest record is detected as well.
-    sqlx::query(&format!("DELETE FROM admin_audit WHERE seq = {}", restored["records"]))
-        .execute(&env.app.store.pool)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "DELETE FROM admin_audit WHERE seq = {}",
+        restored["records"]
+    ))
+    .execute(&env.app.store.pool)
+    .await
+    .unwrap();
     let v = env.get("/v1/audit/admin/verify", &aud).await;
     assert_eq!(v["ok"], false, "{v}");
 }
@@ -102,9 +139,25 @@ async fn audit_admin_pages_and_filters_and_nobody_edits(env: &Env) {
         }
     }
     assert_eq!(seen.len(), 5, "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
-    let v = env.get(&format!("/v1/audit/admin?actor=admin&from={}&to={}", T0, env.now() + 1), &aud).await;
-    assert!(v["items"].as_array().unwrap().iter().all(|r| r["actor"] == "admin"));
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+    let v = env
+        .get(
+            &format!(
+                "/v1/audit/admin?actor=admin&from={}&to={}",
+                T0,
+                env.now() + 1
+            ),
+            &aud,
+        )
+        .await;
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["actor"] == "admin"));
     let v = env.get("/v1/audit/admin?actor=nobody", &aud).await;
     assert!(v["items"].as_array().unwrap().is_empty());
     let one = env.get(&format!("/v1/audit/admin/{}", seen[0]), &aud).await;
@@ -112,13 +165,24 @@ async fn audit_admin_pages_and_filters_and_nobody_edits(env: &Env) {
     // No one may change or delete a record: the methods do not exist.
     for token in [&aud, &sys] {
         for m in ["PUT", "PATCH", "DELETE"] {
-            let (st, v) = env.call(m, &format!("/v1/audit/admin/{}", seen[0]), Some(token), Some(json!({"actor": "x"}))).await;
+            let (st, v) = env
+                .call(
+                    m,
+                    &format!("/v1/audit/admin/{}", seen[0]),
+                    Some(token),
+                    Some(json!({"actor": "x"})),
+                )
+                .await;
             assert_eq!(st, 405, "{m}: {v}");
             assert_eq!(v["error"]["code"], "method_not_allowed");
         }
-        let (st, _) = env.call("POST", "/v1/audit/admin", Some(token), Some(json!({}))).await;
+        let (st, _) = env
+            .call("POST", "/v1/audit/admin", Some(token), Some(json!({})))
+            .await;
         assert_eq!(st, 405);
-        let (st, _) = env.call("DELETE", "/v1/audit/admin", Some(token), None).await;
+        let (st, _) = env
+            .call("DELETE", "/v1/audit/admin", Some(token), None)
+            .await;
         assert_eq!(st, 405);
     }
     // Only the audit admin reads the trail.

@@ -35,13 +35,31 @@ const ROUTE_BODY: &str = r#"{"service_id":"{service}","name":"{rand}","paths":["
 
 macro_rules! case {
     ($m:literal, $p:literal, $allowed:expr) => {
-        Case { method: $m, path: $p, allowed: $allowed, scoped: false, body: "{}" }
+        Case {
+            method: $m,
+            path: $p,
+            allowed: $allowed,
+            scoped: false,
+            body: "{}",
+        }
     };
     ($m:literal, $p:literal, $allowed:expr, scoped) => {
-        Case { method: $m, path: $p, allowed: $allowed, scoped: true, body: "{}" }
+        Case {
+            method: $m,
+            path: $p,
+            allowed: $allowed,
+            scoped: true,
+            body: "{}",
+        }
     };
     ($m:literal, $p:literal, $allowed:expr, scoped, $body:expr) => {
-        Case { method: $m, path: $p, allowed: $allowed, scoped: true, body: $body }
+        Case {
+            method: $m,
+            path: $p,
+            allowed: $allowed,
+            scoped: true,
+            body: $body,
+        }
     };
 }
 
@@ -127,7 +145,11 @@ fn router_path(p: &str) -> String {
     let mut out = Vec::new();
     for seg in p.split('/') {
         out.push(if seg.starts_with('{') {
-            if seg == "{seq}" { "{seq}" } else { "{id}" }
+            if seg == "{seq}" {
+                "{seq}"
+            } else {
+                "{id}"
+            }
         } else {
             seg
         });
@@ -181,7 +203,13 @@ impl World {
         tokens.insert(C, sec.clone());
         tokens.insert(A, aud);
         tokens.insert(O, op);
-        let mut w = World { tokens, sys, sec, own, other };
+        let mut w = World {
+            tokens,
+            sys,
+            sec,
+            own,
+            other,
+        };
         let platform = w.fresh_platform(env).await;
         w.own.extend(platform.clone());
         w.other.extend(platform);
@@ -191,12 +219,30 @@ impl World {
     async fn fresh_platform(&self, env: &Env) -> HashMap<&'static str, String> {
         let (sys, sec) = (&self.sys, &self.sec);
         let mut m = HashMap::new();
-        let v = env.expect(201, "POST", "/v1/apps", sys, json!({"channel": "wechat", "app_id": rand_name(), "name": "app"})).await;
+        let v = env
+            .expect(
+                201,
+                "POST",
+                "/v1/apps",
+                sys,
+                json!({"channel": "wechat", "app_id": rand_name(), "name": "app"}),
+            )
+            .await;
         m.insert("app", v["id"].as_str().unwrap().to_string());
         let k = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA";
-        let v = env.expect(201, "POST", "/v1/token-keys", sec, json!({"jwk": {"kty": "oct", "alg": "HS256", "kid": rand_name(), "k": k}})).await;
+        let v = env
+            .expect(
+                201,
+                "POST",
+                "/v1/token-keys",
+                sec,
+                json!({"jwk": {"kty": "oct", "alg": "HS256", "kid": rand_name(), "k": k}}),
+            )
+            .await;
         m.insert("tkey", v["id"].as_str().unwrap().to_string());
-        let v = env.expect(201, "POST", "/v1/nodes", sec, json!({"name": rand_name()})).await;
+        let v = env
+            .expect(201, "POST", "/v1/nodes", sec, json!({"name": rand_name()}))
+            .await;
         m.insert("node", v["id"].as_str().unwrap().to_string());
         m.insert("node_token", v["token"].as_str().unwrap().to_string());
         let v = env
@@ -208,16 +254,40 @@ impl World {
     }
 }
 
-async fn fresh_agency_fixtures(env: &Env, sys: &str, sec: &str, ag: &str, m: &mut HashMap<&'static str, String>) {
+async fn fresh_agency_fixtures(
+    env: &Env,
+    sys: &str,
+    sec: &str,
+    ag: &str,
+    m: &mut HashMap<&'static str, String>,
+) {
     m.insert("policy", env.policy(sec, ag, &rand_name()).await);
     let svc = env.service(sys, ag, &rand_name()).await;
-    m.insert("route", env.route(sys, &svc, &rand_name(), &format!("/{}", rand_name())).await);
+    m.insert(
+        "route",
+        env.route(sys, &svc, &rand_name(), &format!("/{}", rand_name()))
+            .await,
+    );
     let v = env
-        .expect(201, "POST", "/v1/limits", sec, json!({"service_id": svc, "limits": [{"key": "app", "rate": 10, "per": "1s"}]}))
+        .expect(
+            201,
+            "POST",
+            "/v1/limits",
+            sec,
+            json!({"service_id": svc, "limits": [{"key": "app", "rate": 10, "per": "1s"}]}),
+        )
         .await;
     m.insert("limit", v["id"].as_str().unwrap().to_string());
     m.insert("service", svc);
-    let v = env.expect(201, "POST", "/v1/signing-keys", sec, json!({"agency_id": ag})).await;
+    let v = env
+        .expect(
+            201,
+            "POST",
+            "/v1/signing-keys",
+            sec,
+            json!({"agency_id": ag}),
+        )
+        .await;
     m.insert("skey", v["id"].as_str().unwrap().to_string());
 }
 
@@ -238,7 +308,14 @@ async fn every_endpoint_answers_every_role_as_specified(env: &Env) {
         }
         // No session at all.
         if !case.allowed.contains(&"anonymous") {
-            let (st, v) = env.call(case.method, &fill(case.path, &w.own), None, Some(serde_json::from_str(&fill(case.body, &w.own)).unwrap())).await;
+            let (st, v) = env
+                .call(
+                    case.method,
+                    &fill(case.path, &w.own),
+                    None,
+                    Some(serde_json::from_str(&fill(case.body, &w.own)).unwrap()),
+                )
+                .await;
             if st != 401 {
                 failures.push(format!("{} {} anonymous: {st} {v}", case.method, case.path));
             }
@@ -251,7 +328,11 @@ async fn every_endpoint_answers_every_role_as_specified(env: &Env) {
                 attempts.push(("other", false));
             }
             for (which, expect_ok) in attempts {
-                let mut ids = if which == "own" { w.own.clone() } else { w.other.clone() };
+                let mut ids = if which == "own" {
+                    w.own.clone()
+                } else {
+                    w.other.clone()
+                };
                 if allowed && expect_ok && case.method != "GET" {
                     // A mutation gets fresh targets, so earlier cases cannot have used them up.
                     let ag = ids["agency"].clone();
@@ -274,14 +355,24 @@ async fn every_endpoint_answers_every_role_as_specified(env: &Env) {
                     st == 404
                 };
                 if !ok {
-                    failures.push(format!("{} {} as {role} ({which}): {st} {v}", case.method, case.path));
+                    failures.push(format!(
+                        "{} {} as {role} ({which}): {st} {v}",
+                        case.method, case.path
+                    ));
                 }
             }
         }
     }
     // Node endpoints take node tokens, not sessions.
     let node = w.own["node_token"].clone();
-    let (st, _) = env.call("GET", "/v1/dataplane/watch?version=0&timeout=0", Some(&node), None).await;
+    let (st, _) = env
+        .call(
+            "GET",
+            "/v1/dataplane/watch?version=0&timeout=0",
+            Some(&node),
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
     // Logout: every role may end its own session.
     for (role, user, pw, secret) in [
@@ -296,6 +387,11 @@ async fn every_endpoint_answers_every_role_as_specified(env: &Env) {
             failures.push(format!("POST /v1/auth/logout as {role}: {st}"));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 both_backends!(every_endpoint_answers_every_role_as_specified);

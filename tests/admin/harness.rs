@@ -34,8 +34,8 @@ pub struct Env {
     pub clock: ManualClock,
     pub app: Arc<App>,
     pub http: reqwest::Client,
-    pub dir: tempfile::TempDir,
-    pub backend: Backend,
+    /// Holds the SQLite file and the master key file until the test ends.
+    _dir: tempfile::TempDir,
     pg: Option<(String, String)>,
 }
 
@@ -47,7 +47,14 @@ pub fn postgres_url() -> Option<String> {
             if std::env::var_os("CI").is_some() {
                 panic!("CI is set but FENFA_TEST_POSTGRES_URL is not: the PostgreSQL half of the admin tests must run in CI");
             }
-            eprintln!("!!! SKIPPING the PostgreSQL variant: FENFA_TEST_POSTGRES_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)");
+            // Straight to the process's stderr, past the test harness's output capture, once.
+            static LOUD: std::sync::Once = std::sync::Once::new();
+            LOUD.call_once(|| {
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(
+                    b"\n!!! SKIPPING the PostgreSQL variants of the admin tests: FENFA_TEST_POSTGRES_URL is not set\n!!! (e.g. FENFA_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test; CI sets it)\n\n",
+                );
+            });
             None
         }
     }
@@ -118,7 +125,10 @@ impl Env {
             ),
             Backend::Postgres => {
                 let base = postgres_url()?;
-                let schema = format!("fenfa_t_{}", fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>()));
+                let schema = format!(
+                    "fenfa_t_{}",
+                    fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
+                );
                 fenfa_admin::store::install_drivers();
                 let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
                     .await
@@ -149,8 +159,7 @@ impl Env {
             clock,
             app,
             http: reqwest::Client::new(),
-            dir,
-            backend,
+            _dir: dir,
             pg,
         })
     }
@@ -243,8 +252,8 @@ impl Env {
         totp_secret: Option<&str>,
     ) -> (u16, Value) {
         self.clock.advance(30);
-        let code = totp_secret
-            .map(|s| totp::current(&totp::base32_decode(s).unwrap(), self.clock.now()));
+        let code =
+            totp_secret.map(|s| totp::current(&totp::base32_decode(s).unwrap(), self.clock.now()));
         self.call(
             "POST",
             "/v1/auth/login",
@@ -259,7 +268,8 @@ impl Env {
     }
 
     pub async fn security(&self) -> String {
-        self.login("security", SECURITY_PW, Some(SECURITY_TOTP)).await
+        self.login("security", SECURITY_PW, Some(SECURITY_TOTP))
+            .await
     }
 
     pub async fn auditor(&self) -> String {
@@ -276,7 +286,13 @@ impl Env {
 
     pub async fn agency(&self, sys: &str, name: &str) -> String {
         let v = self
-            .expect(201, "POST", "/v1/agencies", sys, json!({"name": name, "title": format!("{name} 委办局")}))
+            .expect(
+                201,
+                "POST",
+                "/v1/agencies",
+                sys,
+                json!({"name": name, "title": format!("{name} 委办局")}),
+            )
             .await;
         v["id"].as_str().unwrap().to_string()
     }

@@ -6,11 +6,11 @@
 
 mod harness;
 
-mod resources;
 mod accounts;
 mod audit;
 mod authz;
 mod dataplane;
 mod exports;
 mod openapi;
+mod resources;
 mod serve;

@@ -14,8 +14,14 @@ async fn openapi_describes_every_endpoint(env: &Env) {
     let mut described = BTreeSet::new();
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
-            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path}");
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path}"
+            );
             assert!(op["responses"].is_object());
+            if let Some(roles) = op.get("x-fenfa-roles") {
+                assert!(!roles.as_array().unwrap().is_empty(), "{method} {path}");
+            }
             described.insert((method.to_uppercase(), path.clone()));
         }
     }
@@ -24,11 +30,18 @@ async fn openapi_describes_every_endpoint(env: &Env) {
         .map(|(e, _)| (e.method.to_string(), e.path.to_string()))
         .collect();
     assert_eq!(described, served);
+    assert_eq!(
+        doc["paths"]["/v1/audit/admin"]["get"]["x-fenfa-roles"],
+        serde_json::json!(["audit-admin"])
+    );
     // Every described operation is routed: never the fallback's 404 or a 405.
     for (method, path) in &described {
         let concrete = path.replace("{id}", "nope").replace("{seq}", "1");
         let (st, v) = env.call(method, &concrete, None, None).await;
-        assert!(st != 405 && !(st == 404 && v["error"]["message"] == "no such endpoint"), "{method} {path}: {st} {v}");
+        assert!(
+            st != 405 && !(st == 404 && v["error"]["message"] == "no such endpoint"),
+            "{method} {path}: {st} {v}"
+        );
     }
     let (st, v) = env.call("GET", "/v1/nothing-here", None, None).await;
     assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));

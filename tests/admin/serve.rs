@@ -1,7 +1,8 @@
 //! The real binaries: `fenfa-admin serve --demo` (control plane + in-process gateway + echo
 //! upstream) prints a curl that works, a change is live on its gateway within a second, and a
 //! separate `fenfa-gateway --control-plane` process follows it within a second too, and keeps
-//! serving when the control plane is gone.
+//! serving when the control plane is gone; the in-process gateway's request audit arrives in the
+//! control plane.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,11 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Kills the child when the test ends, however it ends.
@@ -90,7 +95,10 @@ async fn time_to_live(http: &reqwest::Client, url: &str, token: &str) -> Duratio
 }
 
 async fn login(http: &reqwest::Client, admin: &str, user: &str, pw: &str, secret: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let code = totp::current(&totp::base32_decode(secret).unwrap(), now);
     let v: Value = http
         .post(format!("{admin}/v1/auth/login"))
@@ -101,11 +109,20 @@ async fn login(http: &reqwest::Client, admin: &str, user: &str, pw: &str, secret
         .json()
         .await
         .unwrap();
-    v["token"].as_str().unwrap_or_else(|| panic!("login {user}: {v}")).to_string()
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login {user}: {v}"))
+        .to_string()
 }
 
 async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
-    let r = http.post(&url).bearer_auth(token).json(&body).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201, "{url}");
     r.json().await.unwrap()
 }
@@ -113,7 +130,8 @@ async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
-    let (admin_port, gw_port, status_port, echo_port) = (free_port(), free_port(), free_port(), free_port());
+    let (admin_port, gw_port, status_port, echo_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let admin = format!("http://127.0.0.1:{admin_port}");
     let log = dir.path().join("admin.log");
     let cp = spawn(
@@ -130,45 +148,120 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
             .env("FENFA_ADMIN_TOTP_SECRET", ADMIN_TOTP)
             .env("FENFA_SECURITY_PASSWORD", SECURITY_PW)
             .env("FENFA_SECURITY_TOTP_SECRET", SECURITY_TOTP)
+            .env("FENFA_AUDIT_PASSWORD", AUDIT_PW)
+            .env("FENFA_AUDIT_TOTP_SECRET", AUDIT_TOTP)
             .env("FENFA_MASTER_KEY", MASTER_KEY)
             .env("FENFA_LOG", "info"),
         &log,
     );
     let mut curl = String::new();
     wait_for("the demo curl line", &cp, async || {
-        curl = cp.log().lines().find(|l| l.contains("curl -i")).unwrap_or("").to_string();
+        curl = cp
+            .log()
+            .lines()
+            .find(|l| l.contains("curl -i"))
+            .unwrap_or("")
+            .to_string();
         !curl.is_empty()
     })
     .await;
-    let token = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap().to_string();
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
     let url = curl.rsplit(' ').next().unwrap().to_string();
     assert_eq!(url, format!("http://127.0.0.1:{gw_port}/demo/hello"));
     let http = reqwest::Client::new();
-    wait_for("the demo call", &cp, async || status_of(&http, &url, &token).await == 200).await;
-    let echo: Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    wait_for("the demo call", &cp, async || {
+        status_of(&http, &url, &token).await == 200
+    })
+    .await;
+    let echo: Value = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echo["headers"]["x-fenfa-app"], "wx-demo-app");
     assert_eq!(echo["headers"]["x-fenfa-channel"], "wechat");
     assert_eq!(echo["path"], "/hello");
-    assert!(echo["headers"].get("authorization").is_none(), "the backend never sees the token");
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "the backend never sees the token"
+    );
     assert_eq!(status_of(&http, &url, "not-a-token").await, 401);
+
+    // The in-process gateway ships its request audit to the control plane.
+    let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
+    wait_for("the demo call in the request audit", &cp, async || {
+        let v: Value = http
+            .get(format!(
+                "{admin}/v1/audit/requests?service=demo-echo&status=200"
+            ))
+            .bearer_auth(&aud)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
 
     // A change is live on the in-process gateway within a second.
     let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
-    let services: Value = http.get(format!("{admin}/v1/services")).bearer_auth(&sys).send().await.unwrap().json().await.unwrap();
+    let services: Value = http
+        .get(format!("{admin}/v1/services"))
+        .bearer_auth(&sys)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let svc = services["items"][0]["id"].as_str().unwrap().to_string();
-    post(&http, format!("{admin}/v1/routes"), &sys, json!({"service_id": svc, "name": "demo-two", "paths": ["/two/*"], "strip_prefix": true})).await;
+    post(
+        &http,
+        format!("{admin}/v1/routes"),
+        &sys,
+        json!({"service_id": svc, "name": "demo-two", "paths": ["/two/*"], "strip_prefix": true}),
+    )
+    .await;
     let took = time_to_live(&http, &format!("http://127.0.0.1:{gw_port}/two/x"), &token).await;
-    assert!(took < Duration::from_secs(1), "in-process gateway took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "in-process gateway took {took:?}"
+    );
 
     // A separate gateway process follows the control plane.
     let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
-    let node = post(&http, format!("{admin}/v1/nodes"), &sec, json!({"name": "edge-1"})).await["token"]
+    let node = post(
+        &http,
+        format!("{admin}/v1/nodes"),
+        &sec,
+        json!({"name": "edge-1"}),
+    )
+    .await["token"]
         .as_str()
         .unwrap()
         .to_string();
     let (gw2_port, gw2_status) = (free_port(), free_port());
     let base = dir.path().join("edge.yaml");
-    std::fs::write(&base, format!("listeners:\n  http: \"127.0.0.1:{gw2_port}\"\n  status: \"127.0.0.1:{gw2_status}\"\n")).unwrap();
+    std::fs::write(
+        &base,
+        format!(
+            "listeners:\n  http: \"127.0.0.1:{gw2_port}\"\n  status: \"127.0.0.1:{gw2_status}\"\n"
+        ),
+    )
+    .unwrap();
     let edge_args = |cmd: &mut Command| {
         cmd.args(["--control-plane", &admin])
             .args(["--node-token", &node])
@@ -182,10 +275,17 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
     edge_args(&mut cmd);
     let edge = spawn(&mut cmd, &dir.path().join("edge.log"));
     let edge_url = |p: &str| format!("http://127.0.0.1:{gw2_port}{p}");
-    wait_for("the edge gateway", &edge, async || status_of(&http, &edge_url("/demo/hello"), &token).await == 200).await;
+    wait_for("the edge gateway", &edge, async || {
+        status_of(&http, &edge_url("/demo/hello"), &token).await == 200
+    })
+    .await;
     post(&http, format!("{admin}/v1/routes"), &sys, json!({"service_id": svc, "name": "demo-three", "paths": ["/three/*"], "strip_prefix": true})).await;
     let took = time_to_live(&http, &edge_url("/three/x"), &token).await;
-    assert!(took < Duration::from_secs(1), "separate gateway took {took:?}; log:\n{}", edge.log());
+    assert!(
+        took < Duration::from_secs(1),
+        "separate gateway took {took:?}; log:\n{}",
+        edge.log()
+    );
 
     // The control plane goes away (and with it the demo echo upstream it hosts): the edge keeps
     // its config — the route still matches and is proxied, so the answer is the upstream's
@@ -193,17 +293,29 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
     drop(cp);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let code = |v: Value| v["error"]["code"].as_str().unwrap_or("").to_string();
-    let r = http.get(edge_url("/three/x")).bearer_auth(&token).send().await.unwrap();
+    let r = http
+        .get(edge_url("/three/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 502);
     assert_eq!(code(r.json().await.unwrap()), "upstream_error");
     drop(edge);
     let mut cmd = Command::new(gateway_bin());
     edge_args(&mut cmd);
     let edge = spawn(&mut cmd, &dir.path().join("edge2.log"));
-    wait_for("the restarted edge on its last good config", &edge, async || {
-        status_of(&http, &edge_url("/three/x"), &token).await == 502
-    })
+    wait_for(
+        "the restarted edge on its last good config",
+        &edge,
+        async || status_of(&http, &edge_url("/three/x"), &token).await == 502,
+    )
     .await;
-    let r = http.get(edge_url("/nowhere")).bearer_auth(&token).send().await.unwrap();
+    let r = http
+        .get(edge_url("/nowhere"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code(r.json().await.unwrap()), "route_not_found");
 }

@@ -309,3 +309,35 @@ async fn a_bad_plugin_config_names_the_field_inside_the_plugin() {
         "{err}"
     );
 }
+
+#[test]
+fn a_route_cannot_switch_off_the_services_channel_publication() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bypass.yaml");
+    std::fs::write(
+        &file,
+        r#"
+services:
+  - name: s
+    publish: { channels: [wechat] }
+    upstream: { targets: [{ addr: "127.0.0.1:1" }] }
+routes:
+  - name: r
+    service: s
+    paths: ["/*"]
+    plugins: [{ name: channel-check, enabled: false }]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fenfa-gateway"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routes[0].plugins[0].name: `channel-check` is attached by `services[0].publish`"),
+        "{err}"
+    );
+}

@@ -230,7 +230,9 @@ impl Audit {
     }
 }
 
-fn validate(s: &AuditSettings) -> Result<(), String> {
+/// Checks the `audit:` section; the error starts with the field path (`audit.x: …`). The
+/// compiler calls it too, so `check` and reloads reject what the next start would refuse.
+pub fn validate(s: &AuditSettings) -> Result<(), String> {
     if s.queue_capacity == 0 || s.queue_capacity > 10_000_000 {
         return Err("audit.queue_capacity: expected 1 to 10000000".into());
     }

@@ -1,7 +1,7 @@
 //! The bounded hand-off between the proxy and the audit writer.
 //!
 //! The proxy never waits here: a record either fits in the queue or is dropped and counted
-//! (`fenfa_audit_dropped_total`, plus a warning at most once a second). In strict mode the
+//! (`fenfa_audit_records_dropped_total`, plus a warning at most once a second). In strict mode the
 //! request phase reserves a place first ([`Queue::admit`]); when there is none the gateway
 //! answers 503 `audit_unavailable` instead of serving a request it could not record. A reserved
 //! place is always there when the log phase comes, so in strict mode no request that reached an
@@ -161,7 +161,7 @@ impl Queue {
                 dropped = n,
                 total = self.counters.dropped.load(Relaxed),
                 capacity = self.capacity,
-                "audit queue full or writer stopped: records dropped (see fenfa_audit_dropped_total; `audit.strict: true` answers 503 instead)"
+                "audit queue full or writer stopped: records dropped (see fenfa_audit_records_dropped_total; `audit.strict: true` answers 503 instead)"
             );
         }
     }
