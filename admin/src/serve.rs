@@ -17,7 +17,7 @@ use fenfa_gateway::config::model::{Listeners, Upstream};
 use ring::hmac;
 use serde_json::{json, Value};
 
-use crate::app::{App, Options};
+use crate::app::{App, LocalShip, Options};
 use crate::clock::SystemClock;
 use crate::commit::{commit, Actor, Touched};
 use crate::crypto::{new_id, random_array};
@@ -42,8 +42,54 @@ pub const DEMO_AGENCY: &str = "demo";
 pub const DEMO_KID: &str = "demo-hs256";
 pub const DEMO_APP: &str = "wx-demo-app";
 
+/// The in-process gateway's node name and token file (in the data dir).
+pub const LOCAL_NODE: &str = "local-gateway";
+pub const LOCAL_NODE_TOKEN: &str = "local-node.token";
+
+/// Makes sure the node `local-gateway` exists and its token is in `token_file` (mode 0600), so
+/// the in-process gateway can ship its request audit here.
+pub async fn ensure_local_node(app: &App, token_file: &std::path::Path) -> ApiResult<()> {
+    let pool = &app.store.pool;
+    if let Ok(token) = std::fs::read_to_string(token_file) {
+        let hash = crate::crypto::sha256_hex(token.trim().as_bytes());
+        if crate::store::node_by_token(pool, &hash).await?.is_some() {
+            return Ok(());
+        }
+    }
+    let token = format!("fn_{}", crate::crypto::random_token());
+    let id = new_id("nd");
+    let mut w = crate::commit::begin_write(app).await?;
+    sqlx::query("DELETE FROM nodes WHERE name = $1")
+        .bind(LOCAL_NODE)
+        .execute(&mut *w.tx)
+        .await?;
+    crate::store::insert_node(
+        &mut w.tx,
+        &id,
+        LOCAL_NODE,
+        &crate::crypto::sha256_hex(token.as_bytes()),
+        w.now,
+    )
+    .await?;
+    crate::crypto::write_private(token_file, token.as_bytes()).map_err(ApiError::internal)?;
+    w.finish(
+        &Actor::system(),
+        "node.create",
+        crate::commit::AuditTarget {
+            kind: "node".into(),
+            id,
+            after: Some(json!({"name": LOCAL_NODE})),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 pub fn default_database(data_dir: &std::path::Path) -> String {
-    format!("sqlite://{}?mode=rwc", data_dir.join("fenfa-admin.db").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("fenfa-admin.db").display()
+    )
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
@@ -61,16 +107,38 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         status: Some(args.gateway_status.clone()),
     };
     let gateway_file = args.data_dir.join("gateway.yaml");
+    let token_file = args.data_dir.join(LOCAL_NODE_TOKEN);
     if args.gateway {
         opts.gateway_file = Some(gateway_file.clone());
+        let host = if args.listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            args.listen.ip()
+        };
+        opts.local_ship = Some(LocalShip {
+            url: format!(
+                "http://{}/v1/dataplane/audit",
+                SocketAddr::new(host, args.listen.port())
+            ),
+            token_file: token_file.clone(),
+        });
     }
     let (app, issued) = App::open(opts, Arc::new(SystemClock)).await?;
     print_issued(&issued);
+    if args.gateway {
+        ensure_local_node(&app, &token_file)
+            .await
+            .map_err(|e| format!("the local gateway's node token: {e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let demo_token = if args.demo {
-        Some(seed_demo(&app, &args.demo_upstream).await.map_err(|e| e.to_string())?)
+        Some(
+            seed_demo(&app, &args.demo_upstream)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -100,8 +168,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(token) = demo_token {
         println!();
-        println!("  Demo: agency `{DEMO_AGENCY}`, service `demo-echo` published on wechat/alipay/baidu,");
-        println!("  echo upstream on {}. Call it as the wechat app `{DEMO_APP}`:", args.demo_upstream);
+        println!(
+            "  Demo: agency `{DEMO_AGENCY}`, service `demo-echo` published on wechat/alipay/baidu,"
+        );
+        println!(
+            "  echo upstream on {}. Call it as the wechat app `{DEMO_APP}`:",
+            args.demo_upstream
+        );
         println!();
         println!(
             "    curl -i -H 'Authorization: Bearer {token}' http://{}/demo/hello",
@@ -149,7 +222,8 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                 s.agencies.push(Agency {
                     id: i2.clone(),
                     name: Name::try_from(DEMO_AGENCY.to_string()).map_err(ApiError::internal)?,
-                    title: Text::try_from("演示委办局 (demo agency)".to_string()).map_err(ApiError::internal)?,
+                    title: Text::try_from("演示委办局 (demo agency)".to_string())
+                        .map_err(ApiError::internal)?,
                     contact: None,
                     created_at: now,
                     updated_at: now,
@@ -207,7 +281,8 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                 id: id.clone(),
                 channel: Channel::Wechat,
                 app_id: AppId::try_from(DEMO_APP.to_string()).map_err(ApiError::internal)?,
-                name: Text::try_from("演示小程序 (demo app)".to_string()).map_err(ApiError::internal)?,
+                name: Text::try_from("演示小程序 (demo app)".to_string())
+                    .map_err(ApiError::internal)?,
                 created_at: now,
                 updated_at: now,
             });
@@ -229,7 +304,8 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                 id: s2.clone(),
                 agency_id: a2,
                 name: Name::try_from("demo-echo".to_string()).map_err(ApiError::internal)?,
-                title: Text::try_from("演示回显服务 (demo echo)".to_string()).map_err(ApiError::internal)?,
+                title: Text::try_from("演示回显服务 (demo echo)".to_string())
+                    .map_err(ApiError::internal)?,
                 kind: ServiceKind::Api,
                 description: None,
                 upstream,
@@ -250,7 +326,9 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                     id: id.clone(),
                     service_id: sid,
                     name: Name::try_from("demo-hello".to_string()).map_err(ApiError::internal)?,
-                    description: Some(Text::try_from("回显 (echo)".to_string()).map_err(ApiError::internal)?),
+                    description: Some(
+                        Text::try_from("回显 (echo)".to_string()).map_err(ApiError::internal)?,
+                    ),
                     paths: vec!["/demo/*".into()],
                     methods: Vec::new(),
                     hosts: Vec::new(),
@@ -286,9 +364,7 @@ pub async fn demo_token(app: &App) -> ApiResult<String> {
                 .open(&format!("token-key:{}", key.id), sealed)
                 .map_err(ApiError::internal)
         })?;
-    let secret = URL_SAFE_NO_PAD
-        .decode(&k)
-        .map_err(ApiError::internal)?;
+    let secret = URL_SAFE_NO_PAD.decode(&k).map_err(ApiError::internal)?;
     let now = app.now();
     let claims = json!({
         "sub": "demo-user",

@@ -1,0 +1,273 @@
+//! The REST API: the endpoint table (the single list the router and the OpenAPI document are
+//! built from), request extractors that turn bad input into `422` with field paths, and the
+//! JSON answers for unknown paths (404) and methods (405).
+//!
+//! Handlers are thin: authorize, then hand the change to `crate::commit` (configuration) or
+//! `crate::commit::begin_write` (accounts, node tokens). Handlers live by resource group:
+//! [`resources`], [`services`], [`accounts`], [`audit`]; the gateway-facing endpoints are in
+//! `crate::dataplane`, the reports in `crate::exports`.
+
+pub mod accounts;
+pub mod audit;
+pub mod resources;
+pub mod services;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::authz::{Action, Principal};
+use crate::error::{ApiError, ApiResult};
+
+/// A JSON body, parsed with the path of the first bad field on error (`422 invalid`; a body
+/// that is not JSON at all is `422` too, at the path where parsing stopped). An empty body reads
+/// as `{}`.
+pub struct Input<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(Input)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let msg = e.into_inner().to_string();
+                let msg = match msg.find(" at line ") {
+                    Some(i) => msg[..i].to_string(),
+                    None => msg,
+                };
+                ApiError::invalid(path, msg)
+            })
+    }
+}
+
+/// A query string, parsed; a bad one is `400`.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+    }
+}
+
+/// One endpoint: what the OpenAPI document says about it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Who may call it: `public`, `node token`, `any signed-in account`, or role names.
+    pub access: &'static str,
+    /// Whether it takes a JSON body.
+    pub body: bool,
+    /// The action a session must be allowed (checked before the body is read); `None` for
+    /// public, node-token and own-account endpoints.
+    pub action: Option<Action>,
+}
+
+macro_rules! ep {
+    ($m:literal, $p:literal, $tag:literal, $access:literal, $body:literal, $summary:literal) => {
+        Endpoint {
+            method: $m,
+            path: $p,
+            tag: $tag,
+            summary: $summary,
+            access: $access,
+            body: $body,
+            action: None,
+        }
+    };
+    ($m:literal, $p:literal, $tag:literal, $action:ident, $access:literal, $body:literal, $summary:literal) => {
+        Endpoint {
+            method: $m,
+            path: $p,
+            tag: $tag,
+            summary: $summary,
+            access: $access,
+            body: $body,
+            action: Some(Action::$action),
+        }
+    };
+}
+
+/// Every endpoint with its handler. The router and `/openapi.json` are both built from this.
+pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
+    use accounts as ac;
+    use resources as rs;
+    use services as sv;
+    vec![
+        (ep!("GET", "/healthz", "meta", "public", false, "Liveness: 200 when the store answers"), get(healthz)),
+        (ep!("GET", "/openapi.json", "meta", "public", false, "This OpenAPI document"), get(crate::openapi::handler)),
+        (ep!("POST", "/v1/auth/login", "auth", "public", true, "Sign in (password, and TOTP for admin roles); returns a bearer session token"), post(crate::auth::login)),
+        (ep!("POST", "/v1/auth/logout", "auth", "any signed-in account", false, "End this session"), post(crate::auth::logout)),
+        (ep!("GET", "/v1/auth/me", "auth", "any signed-in account", false, "The signed-in account"), get(crate::auth::me)),
+        (ep!("POST", "/v1/auth/password", "auth", "any signed-in account", true, "Change one's own password"), post(crate::auth::change_password)),
+
+        (ep!("GET", "/v1/agencies", "agencies", AgencyRead, "system-admin, security-admin, agency-operator (own)", false, "List agencies"), get(rs::list_agencies)),
+        (ep!("POST", "/v1/agencies", "agencies", AgencyWrite, "system-admin", true, "Register an agency"), post(rs::create_agency)),
+        (ep!("GET", "/v1/agencies/{id}", "agencies", AgencyRead, "system-admin, security-admin, agency-operator (own)", false, "Get an agency"), get(rs::get_agency)),
+        (ep!("PUT", "/v1/agencies/{id}", "agencies", AgencyWrite, "system-admin", true, "Update an agency"), put(rs::update_agency)),
+        (ep!("DELETE", "/v1/agencies/{id}", "agencies", AgencyWrite, "system-admin", false, "Delete an agency (only when nothing refers to it)"), delete(rs::delete_agency)),
+
+        (ep!("GET", "/v1/services", "services", ServiceRead, "system-admin, security-admin, agency-operator (own)", false, "List services (`?agency_id=`, `?status=`)"), get(sv::list)),
+        (ep!("POST", "/v1/services", "services", ServiceWrite, "system-admin, agency-operator (own)", true, "Register a service (draft)"), post(sv::create)),
+        (ep!("GET", "/v1/services/{id}", "services", ServiceRead, "system-admin, security-admin, agency-operator (own)", false, "Get a service"), get(sv::get_one)),
+        (ep!("PUT", "/v1/services/{id}", "services", ServiceWrite, "system-admin, agency-operator (own; draft or offline only)", true, "Update a service"), put(sv::update)),
+        (ep!("DELETE", "/v1/services/{id}", "services", ServiceWrite, "system-admin, agency-operator (own; not published)", false, "Delete a service without routes or limits"), delete(sv::remove)),
+        (ep!("POST", "/v1/services/{id}/submit", "services", ServiceSubmit, "system-admin, agency-operator (own)", false, "Submit for verification: draft|offline → submitted"), post(sv::submit)),
+        (ep!("POST", "/v1/services/{id}/publish", "services", ServicePublish, "system-admin", true, "Publish on channels (and apps): → published"), post(sv::publish)),
+        (ep!("POST", "/v1/services/{id}/offline", "services", ServicePublish, "system-admin", true, "Withdraw from channels (all by default)"), post(sv::offline)),
+        (ep!("POST", "/v1/services/{id}/reject", "services", ServicePublish, "system-admin", true, "Send a submitted service back: submitted → draft"), post(sv::reject)),
+
+        (ep!("GET", "/v1/routes", "routes", RouteRead, "system-admin, security-admin, agency-operator (own)", false, "List routes (interfaces) (`?service_id=`)"), get(rs::list_routes)),
+        (ep!("POST", "/v1/routes", "routes", RouteWrite, "system-admin, agency-operator (own)", true, "Register a route (interface) of a service"), post(rs::create_route)),
+        (ep!("GET", "/v1/routes/{id}", "routes", RouteRead, "system-admin, security-admin, agency-operator (own)", false, "Get a route"), get(rs::get_route)),
+        (ep!("PUT", "/v1/routes/{id}", "routes", RouteWrite, "system-admin, agency-operator (own)", true, "Update a route"), put(rs::update_route)),
+        (ep!("DELETE", "/v1/routes/{id}", "routes", RouteWrite, "system-admin, agency-operator (own)", false, "Delete a route"), delete(rs::delete_route)),
+
+        (ep!("GET", "/v1/apps", "apps", AppRead, "system-admin, security-admin, agency-operator", false, "List mini-program apps"), get(rs::list_apps)),
+        (ep!("POST", "/v1/apps", "apps", AppWrite, "system-admin", true, "Register a mini-program app (channel + app id)"), post(rs::create_app)),
+        (ep!("GET", "/v1/apps/{id}", "apps", AppRead, "system-admin, security-admin, agency-operator", false, "Get an app"), get(rs::get_app)),
+        (ep!("PUT", "/v1/apps/{id}", "apps", AppWrite, "system-admin", true, "Update an app"), put(rs::update_app)),
+        (ep!("DELETE", "/v1/apps/{id}", "apps", AppWrite, "system-admin", false, "Delete an app no service is published to"), delete(rs::delete_app)),
+
+        (ep!("GET", "/v1/network-policies", "network-policies", PolicyRead, "system-admin, security-admin, agency-operator (own)", false, "List network policies"), get(rs::list_policies)),
+        (ep!("POST", "/v1/network-policies", "network-policies", PolicyWrite, "security-admin", true, "Create an agency's network policy"), post(rs::create_policy)),
+        (ep!("GET", "/v1/network-policies/{id}", "network-policies", PolicyRead, "system-admin, security-admin, agency-operator (own)", false, "Get a network policy"), get(rs::get_policy)),
+        (ep!("PUT", "/v1/network-policies/{id}", "network-policies", PolicyWrite, "security-admin", true, "Update a network policy"), put(rs::update_policy)),
+        (ep!("DELETE", "/v1/network-policies/{id}", "network-policies", PolicyWrite, "security-admin", false, "Delete a network policy no upstream depends on"), delete(rs::delete_policy)),
+
+        (ep!("GET", "/v1/token-keys", "keys", TokenKeyRead, "system-admin, security-admin", false, "List the client-token JWKS entries"), get(rs::list_token_keys)),
+        (ep!("POST", "/v1/token-keys", "keys", TokenKeyWrite, "security-admin", true, "Add a JWKS entry (`{\"jwk\":{…}}`)"), post(rs::create_token_key)),
+        (ep!("GET", "/v1/token-keys/{id}", "keys", TokenKeyRead, "system-admin, security-admin", false, "Get a JWKS entry"), get(rs::get_token_key)),
+        (ep!("DELETE", "/v1/token-keys/{id}", "keys", TokenKeyWrite, "security-admin", false, "Remove a JWKS entry"), delete(rs::delete_token_key)),
+        (ep!("POST", "/v1/token-keys/{id}/revoke", "keys", TokenKeyWrite, "security-admin", false, "Revoke a key: tokens it signed are refused on every node"), post(rs::revoke_token_key)),
+
+        (ep!("GET", "/v1/signing-keys", "keys", SigningKeyRead, "system-admin, security-admin, agency-operator (own)", false, "List upstream signing keys (never their secrets)"), get(rs::list_signing_keys)),
+        (ep!("POST", "/v1/signing-keys", "keys", SigningKeyWrite, "security-admin", true, "Create an agency's signing key; the secret is shown once"), post(rs::create_signing_key)),
+        (ep!("GET", "/v1/signing-keys/{id}", "keys", SigningKeyRead, "system-admin, security-admin, agency-operator (own)", false, "Get a signing key (no secret)"), get(rs::get_signing_key)),
+        (ep!("DELETE", "/v1/signing-keys/{id}", "keys", SigningKeyWrite, "security-admin", false, "Delete a signing key"), delete(rs::delete_signing_key)),
+        (ep!("POST", "/v1/signing-keys/{id}/retire", "keys", SigningKeyWrite, "security-admin", false, "Retire a key after a rotation"), post(rs::retire_signing_key)),
+
+        (ep!("GET", "/v1/limits", "limits", LimitRead, "system-admin, security-admin, agency-operator (own)", false, "List rate limits"), get(rs::list_limits)),
+        (ep!("POST", "/v1/limits", "limits", LimitWrite, "security-admin", true, "Set a service's rate limits"), post(rs::create_limit)),
+        (ep!("GET", "/v1/limits/{id}", "limits", LimitRead, "system-admin, security-admin, agency-operator (own)", false, "Get a service's rate limits"), get(rs::get_limit)),
+        (ep!("PUT", "/v1/limits/{id}", "limits", LimitWrite, "security-admin", true, "Change a service's rate limits"), put(rs::update_limit)),
+        (ep!("DELETE", "/v1/limits/{id}", "limits", LimitWrite, "security-admin", false, "Remove a service's rate limits"), delete(rs::delete_limit)),
+
+        (ep!("GET", "/v1/settings", "settings", SettingsRead, "system-admin, security-admin", false, "Token issuer and audience"), get(rs::get_settings)),
+        (ep!("PUT", "/v1/settings", "settings", SettingsWrite, "security-admin", true, "Change the token issuer and audience"), put(rs::put_settings)),
+        (ep!("GET", "/v1/config", "settings", ConfigRead, "system-admin, security-admin", false, "The committed gateway config, secrets redacted"), get(rs::get_config)),
+
+        (ep!("GET", "/v1/users", "accounts", UserRead, "system-admin, security-admin", false, "List accounts"), get(ac::list_users)),
+        (ep!("POST", "/v1/users", "accounts", UserWrite, "system-admin", true, "Create an account (one role); admin roles get a TOTP secret, shown once"), post(ac::create_user)),
+        (ep!("GET", "/v1/users/{id}", "accounts", UserRead, "system-admin, security-admin", false, "Get an account"), get(ac::get_user)),
+        (ep!("PUT", "/v1/users/{id}", "accounts", UserWrite, "system-admin", true, "Disable/enable an account or move an operator to another agency"), put(ac::update_user)),
+        (ep!("DELETE", "/v1/users/{id}", "accounts", UserWrite, "system-admin", false, "Delete an account"), delete(ac::delete_user)),
+        (ep!("POST", "/v1/users/{id}/reset-password", "accounts", UserWrite, "system-admin", true, "Set a new password; ends the account's sessions"), post(ac::reset_password)),
+        (ep!("POST", "/v1/users/{id}/unlock", "accounts", UserWrite, "system-admin", false, "Lift a sign-in lockout"), post(ac::unlock_user)),
+
+        (ep!("GET", "/v1/nodes", "nodes", NodeRead, "system-admin, security-admin", false, "List gateway nodes"), get(ac::list_nodes)),
+        (ep!("POST", "/v1/nodes", "nodes", NodeWrite, "security-admin", true, "Register a gateway node; its token is shown once"), post(ac::create_node)),
+        (ep!("DELETE", "/v1/nodes/{id}", "nodes", NodeWrite, "security-admin", false, "Revoke a node token"), delete(ac::delete_node)),
+
+        (ep!("GET", "/v1/audit/admin", "audit", AuditRead, "audit-admin", false, "Query the admin audit trail (filters, `limit`, `before` cursor)"), get(audit::admin_list)),
+        (ep!("GET", "/v1/audit/admin/verify", "audit", AuditRead, "audit-admin", false, "Verify the admin audit hash chain"), get(audit::admin_verify)),
+        (ep!("GET", "/v1/audit/admin/{seq}", "audit", AuditRead, "audit-admin", false, "One admin audit record (records cannot be changed or deleted: 405)"), get(audit::admin_one)),
+        (ep!("GET", "/v1/audit/requests", "audit", AuditRead, "audit-admin", false, "Query ingested request audit records (filters, `limit`, `before` cursor)"), get(audit::request_list)),
+
+        (ep!("GET", "/v1/exports/interfaces", "exports", ExportInterfaces, "system-admin, agency-operator (own)", false, "注册接口信息表: registered interfaces (`?format=csv|json`)"), get(crate::exports::interfaces)),
+        (ep!("GET", "/v1/exports/network-policies", "exports", ExportPolicies, "system-admin, security-admin", false, "网络策略清单: network policy inventory (`?format=csv|json`)"), get(crate::exports::policies)),
+        (ep!("GET", "/v1/exports/accounts", "exports", ExportAccounts, "system-admin, security-admin", false, "账户权限配置清单: accounts and permissions (`?format=csv|json`)"), get(crate::exports::accounts)),
+
+        (ep!("GET", "/v1/dataplane/watch", "dataplane", "node token", false, "Long-poll for a config newer than `?version=N` (200 with config, or 304 after ~25 s)"), get(crate::dataplane::watch)),
+        (ep!("POST", "/v1/dataplane/audit", "dataplane", "node token", true, "Ingest a request-audit batch (idempotent by node, segment, offset)"), post(crate::dataplane::ingest)),
+    ]
+}
+
+async fn healthz(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> ApiResult<Json<Value>> {
+    let v = crate::store::current_version(&app.store.pool).await?;
+    Ok(Json(
+        serde_json::json!({"status": "ok", "config_version": v}),
+    ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Authenticates the session and checks the endpoint's action before anything else runs (the
+/// body is not even read for a role that may not call the endpoint). The principal is handed
+/// to the handler in the request extensions.
+async fn guard(app: AppState, action: Action, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let p = match Principal::from_request_parts(&mut parts, &app).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = p.authorize(action) {
+        return e.into_response();
+    }
+    parts.extensions.insert(p);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The router over [`endpoints`].
+pub fn router(app: AppState) -> Router {
+    let mut r = Router::new();
+    for (e, mr) in endpoints() {
+        let mr = match e.action {
+            Some(action) => {
+                let state = app.clone();
+                mr.route_layer(axum::middleware::from_fn(
+                    move |req: Request, next: Next| guard(state.clone(), action, req, next),
+                ))
+            }
+            None => mr,
+        };
+        let mr = if e.path == "/v1/dataplane/audit" {
+            mr.layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        } else {
+            mr
+        };
+        r = r.route(e.path, mr);
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+/// `{"items": [...]}`.
+pub fn items(v: Vec<Value>) -> Json<Value> {
+    Json(serde_json::json!({ "items": v }))
+}

@@ -1,0 +1,176 @@
+//! The admin audit trail: every mutation (and every sign-in attempt) as one record — actor, role,
+//! time, source IP, action, resource, before and after — chained so that changing, removing or
+//! reordering a record is detectable.
+//!
+//! Chain: `hash = HMAC-SHA256(k, prev_hash ‖ "\n" ‖ canonical)`, where `canonical` is the JSON
+//! array `[seq, at, actor, role, source_ip, action, kind, id, agency, before, after]` and `k` is
+//! derived from the master key (so a database editor without the key cannot re-forge the chain).
+//! The first record's `prev_hash` is 64 zeros. Records are appended inside the transaction of the
+//! change they describe: no change without its record, no record without its change.
+//!
+//! There is no code path that updates or deletes a record, and the API has no such endpoint.
+
+use serde_json::{json, Value};
+use sqlx::AnyConnection;
+
+use crate::crypto::MasterKey;
+use crate::store::{self, AuditRow};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened, before it is chained.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub at: i64,
+    pub actor: String,
+    pub role: String,
+    pub source_ip: String,
+    pub action: String,
+    pub resource_kind: String,
+    pub resource_id: String,
+    pub agency_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+fn canonical(r: &AuditRow) -> String {
+    json!([
+        r.seq,
+        r.at,
+        r.actor,
+        r.role,
+        r.source_ip,
+        r.action,
+        r.resource_kind,
+        r.resource_id,
+        r.agency_id,
+        r.before,
+        r.after
+    ])
+    .to_string()
+}
+
+fn mac(master: &MasterKey, prev: &str, r: &AuditRow) -> String {
+    let mut data = prev.as_bytes().to_vec();
+    data.push(b'\n');
+    data.extend_from_slice(canonical(r).as_bytes());
+    master.audit_mac(&data)
+}
+
+/// Appends `e` to the chain inside the caller's transaction.
+pub async fn append(
+    conn: &mut AnyConnection,
+    master: &MasterKey,
+    e: Entry,
+) -> Result<i64, sqlx::Error> {
+    let (seq, prev) = store::audit_next(conn).await?;
+    let mut row = AuditRow {
+        seq,
+        at: e.at,
+        actor: e.actor,
+        role: e.role,
+        source_ip: e.source_ip,
+        action: e.action,
+        resource_kind: e.resource_kind,
+        resource_id: e.resource_id,
+        agency_id: e.agency_id,
+        before: e.before.map(|v| v.to_string()),
+        after: e.after.map(|v| v.to_string()),
+        prev_hash: prev.clone(),
+        hash: String::new(),
+    };
+    row.hash = mac(master, &prev, &row);
+    store::audit_insert(conn, &row).await?;
+    Ok(seq)
+}
+
+/// The outcome of checking the whole chain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub records: i64,
+    /// The first record that does not verify (missing, altered or out of order).
+    pub first_bad_seq: Option<i64>,
+    pub message: String,
+}
+
+/// Recomputes every link from the first record to the head.
+pub async fn verify(pool: &sqlx::AnyPool, master: &MasterKey) -> Result<Verification, sqlx::Error> {
+    let (head_seq, head_hash) = store::audit_head(pool).await?;
+    let mut prev = GENESIS.to_string();
+    let mut expected_seq = 1;
+    let mut count = 0;
+    loop {
+        let batch = store::audit_range(pool, expected_seq - 1, 1000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch {
+            let bad = |msg: String| Verification {
+                ok: false,
+                records: count,
+                first_bad_seq: Some(expected_seq),
+                message: msg,
+            };
+            if r.seq != expected_seq {
+                return Ok(bad(format!(
+                    "record {expected_seq} is missing (next is {})",
+                    r.seq
+                )));
+            }
+            if r.prev_hash != prev {
+                return Ok(bad(format!(
+                    "record {} does not link to the record before it",
+                    r.seq
+                )));
+            }
+            if mac(master, &prev, &r) != r.hash {
+                return Ok(bad(format!("record {} was altered", r.seq)));
+            }
+            prev = r.hash;
+            expected_seq += 1;
+            count += 1;
+        }
+    }
+    if count != head_seq || prev != head_hash {
+        return Ok(Verification {
+            ok: false,
+            records: count,
+            first_bad_seq: Some(count + 1),
+            message: format!(
+                "the chain ends at record {count} but the head says {head_seq}: records were removed from the end"
+            ),
+        });
+    }
+    Ok(Verification {
+        ok: true,
+        records: count,
+        first_bad_seq: None,
+        message: format!("{count} records verified"),
+    })
+}
+
+/// A stored record as the API shows it.
+pub fn view(r: &AuditRow) -> Value {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .map(|t| serde_json::from_str(t).unwrap_or(Value::String(t.to_string())))
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "seq": r.seq,
+        "at": r.at,
+        "time": crate::clock::rfc3339(r.at),
+        "actor": r.actor,
+        "role": r.role,
+        "source_ip": r.source_ip,
+        "action": r.action,
+        "resource_kind": r.resource_kind,
+        "resource_id": r.resource_id,
+        "agency_id": r.agency_id,
+        "before": parse(&r.before),
+        "after": parse(&r.after),
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    })
+}

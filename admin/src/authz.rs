@@ -1,0 +1,218 @@
+//! Authorization, in one place: which role may do what ([`allowed`]), and which agency's
+//! resources an agency operator may see ([`Principal::scope`]).
+//!
+//! The rules (三权分立): the system admin runs the platform (agencies, services, routes, apps,
+//! publication, accounts); the security admin owns keys, network policies, limits, token
+//! settings and gateway node tokens; the audit admin reads the audit trails and nothing else;
+//! an agency operator works on its own agency's services and routes, may submit them but never
+//! publish, and never learns that other agencies' resources exist (they answer 404). Nobody may
+//! change or delete an audit record: no such action exists.
+//!
+//! Handlers call [`Principal::authorize`] before touching anything, and
+//! [`Principal::scope`] with the owning agency of what they touch.
+
+use crate::error::{ApiError, ApiResult};
+use crate::model::Role;
+
+/// An authenticated account, as the request's extractor found it.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub username: String,
+    pub role: Role,
+    /// The agency of an agency operator.
+    pub agency_id: Option<String>,
+    pub source_ip: String,
+    /// SHA-256 of the session token (to end it at logout).
+    pub session: String,
+}
+
+/// Everything an account can be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    AgencyRead,
+    AgencyWrite,
+    ServiceRead,
+    ServiceWrite,
+    ServiceSubmit,
+    ServicePublish,
+    RouteRead,
+    RouteWrite,
+    AppRead,
+    AppWrite,
+    PolicyRead,
+    PolicyWrite,
+    TokenKeyRead,
+    TokenKeyWrite,
+    SigningKeyRead,
+    SigningKeyWrite,
+    LimitRead,
+    LimitWrite,
+    SettingsRead,
+    SettingsWrite,
+    UserRead,
+    UserWrite,
+    NodeRead,
+    NodeWrite,
+    ConfigRead,
+    AuditRead,
+    ExportInterfaces,
+    ExportPolicies,
+    ExportAccounts,
+}
+
+impl Action {
+    pub const ALL: [Action; 29] = {
+        use Action::*;
+        [
+            AgencyRead,
+            AgencyWrite,
+            ServiceRead,
+            ServiceWrite,
+            ServiceSubmit,
+            ServicePublish,
+            RouteRead,
+            RouteWrite,
+            AppRead,
+            AppWrite,
+            PolicyRead,
+            PolicyWrite,
+            TokenKeyRead,
+            TokenKeyWrite,
+            SigningKeyRead,
+            SigningKeyWrite,
+            LimitRead,
+            LimitWrite,
+            SettingsRead,
+            SettingsWrite,
+            UserRead,
+            UserWrite,
+            NodeRead,
+            NodeWrite,
+            ConfigRead,
+            AuditRead,
+            ExportInterfaces,
+            ExportPolicies,
+            ExportAccounts,
+        ]
+    };
+
+    /// `agency-read`, `service-publish`, …
+    pub fn name(self) -> String {
+        let mut out = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('-');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// What `role` may do, by action name (for the account-permission list).
+pub fn permissions(role: Role) -> Vec<String> {
+    Action::ALL
+        .into_iter()
+        .filter(|a| allowed(*a).contains(&role))
+        .map(Action::name)
+        .collect()
+}
+
+use Role::{AgencyOperator as OP, AuditAdmin as AUD, SecurityAdmin as SEC, SystemAdmin as SYS};
+
+/// The permission table.
+pub fn allowed(action: Action) -> &'static [Role] {
+    use Action::*;
+    match action {
+        AgencyRead => &[SYS, SEC, OP],
+        AgencyWrite => &[SYS],
+        ServiceRead => &[SYS, SEC, OP],
+        ServiceWrite => &[SYS, OP],
+        ServiceSubmit => &[SYS, OP],
+        ServicePublish => &[SYS],
+        RouteRead => &[SYS, SEC, OP],
+        RouteWrite => &[SYS, OP],
+        AppRead => &[SYS, SEC, OP],
+        AppWrite => &[SYS],
+        PolicyRead => &[SYS, SEC, OP],
+        PolicyWrite => &[SEC],
+        TokenKeyRead => &[SYS, SEC],
+        TokenKeyWrite => &[SEC],
+        SigningKeyRead => &[SYS, SEC, OP],
+        SigningKeyWrite => &[SEC],
+        LimitRead => &[SYS, SEC, OP],
+        LimitWrite => &[SEC],
+        SettingsRead => &[SYS, SEC],
+        SettingsWrite => &[SEC],
+        UserRead => &[SYS, SEC],
+        UserWrite => &[SYS],
+        NodeRead => &[SYS, SEC],
+        NodeWrite => &[SEC],
+        ConfigRead => &[SYS, SEC],
+        AuditRead => &[AUD],
+        ExportInterfaces => &[SYS, OP],
+        ExportPolicies => &[SYS, SEC],
+        ExportAccounts => &[SYS, SEC],
+    }
+}
+
+impl Principal {
+    /// 403 unless the role may do `action`.
+    pub fn authorize(&self, action: Action) -> ApiResult<()> {
+        if allowed(action).contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden())
+        }
+    }
+
+    /// Whether this account may see a resource owned by `agency` (`None`: platform-wide).
+    pub fn sees(&self, agency: Option<&str>) -> bool {
+        match (self.role, agency) {
+            (Role::AgencyOperator, Some(a)) => self.agency_id.as_deref() == Some(a),
+            _ => true,
+        }
+    }
+
+    /// 404 (`no such {what}`) when an agency operator reaches for another agency's resource.
+    pub fn scope(&self, agency: Option<&str>, what: &str) -> ApiResult<()> {
+        if self.sees(agency) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(what))
+        }
+    }
+
+    /// Agency operators may only write platform-wide resources they were never granted; this
+    /// names their agency for inputs that may omit it.
+    pub fn own_agency(&self) -> Option<&str> {
+        match self.role {
+            Role::AgencyOperator => self.agency_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_admin_reads_audit_and_nothing_else() {
+        use Action::*;
+        for a in Action::ALL {
+            assert_eq!(allowed(a).contains(&AUD), a == AuditRead, "{a:?}");
+            if a == AuditRead {
+                assert_eq!(allowed(a), &[AUD]);
+            }
+        }
+        assert!(!allowed(ServicePublish).contains(&OP));
+        assert_eq!(ServicePublish.name(), "service-publish");
+        assert_eq!(permissions(AUD), vec!["audit-read".to_string()]);
+    }
+}

@@ -1,0 +1,226 @@
+//! Secrets at rest and the small cryptographic helpers of the control plane (ring only).
+//!
+//! The master key (32 bytes) comes from `FENFA_MASTER_KEY` (base64 or 64 hex digits) or, when
+//! unset, from `<data-dir>/master.key`, generated on first start with mode 0600. It never
+//! leaves this module: secrets are sealed with AES-256-GCM under it (random 96-bit nonce, the
+//! secret's purpose and owner as associated data, so a ciphertext cannot be moved to another
+//! record), and the admin audit chain uses a key derived from it.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{digest, hmac};
+
+/// File name of the generated master key inside the data dir.
+pub const MASTER_KEY_FILE: &str = "master.key";
+const SEALED_PREFIX: &str = "v1:";
+
+/// The key that seals every secret the store holds.
+pub struct MasterKey {
+    aead: LessSafeKey,
+    audit: hmac::Key,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        // A 32-byte key is always a valid AES-256 key.
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
+        let derive = hmac::Key::new(hmac::HMAC_SHA256, bytes);
+        let audit_key = hmac::sign(&derive, b"fenfa-admin audit chain v1");
+        Self {
+            aead: LessSafeKey::new(unbound),
+            audit: hmac::Key::new(hmac::HMAC_SHA256, audit_key.as_ref()),
+        }
+    }
+
+    /// Parses `FENFA_MASTER_KEY`: base64 (standard) or hex of exactly 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex_decode(text).ok_or("bad hex")?
+        } else {
+            STANDARD
+                .decode(text)
+                .map_err(|_| "FENFA_MASTER_KEY is neither 64 hex digits nor base64".to_string())?
+        };
+        let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            format!(
+                "FENFA_MASTER_KEY decodes to {} bytes; exactly 32 are needed (`openssl rand -base64 32`)",
+                bytes.len()
+            )
+        })?;
+        Ok(Self::from_bytes(&arr))
+    }
+
+    /// The env key if given, else the data dir's key file, generated when missing.
+    pub fn load(env: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        if let Some(text) = env.filter(|t| !t.trim().is_empty()) {
+            return Self::parse(text);
+        }
+        let path = data_dir.join(MASTER_KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes: [u8; 32] = random_array();
+                write_private(&path, STANDARD.encode(bytes).as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                tracing::warn!(file = %path.display(), "generated a new master key; back it up: without it the stored secrets cannot be read");
+                Ok(Self::from_bytes(&bytes))
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Seals `plain` for `context` (e.g. `signing-key:sk_…`): `v1:` + base64(nonce ‖ ciphertext ‖ tag).
+    pub fn seal(&self, context: &str, plain: &[u8]) -> String {
+        let nonce_bytes: [u8; NONCE_LEN] = random_array();
+        let mut buf = plain.to_vec();
+        // Sealing only fails when the input exceeds AES-GCM's limit (~64 GiB).
+        let _ = self.aead.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce_bytes),
+            Aad::from(context.as_bytes()),
+            &mut buf,
+        );
+        let mut out = nonce_bytes.to_vec();
+        out.extend_from_slice(&buf);
+        format!("{SEALED_PREFIX}{}", STANDARD.encode(out))
+    }
+
+    /// Opens what [`MasterKey::seal`] produced for the same `context`.
+    pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, String> {
+        let b64 = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .ok_or("not a sealed secret")?;
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|_| "sealed secret is not base64")?;
+        if raw.len() < NONCE_LEN + aead::AES_256_GCM.tag_len() {
+            return Err("sealed secret is too short".into());
+        }
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce")?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .aead
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
+            .map_err(|_| {
+                "sealed secret does not open under this master key (wrong key, or moved)"
+            })?;
+        Ok(plain.to_vec())
+    }
+
+    /// HMAC-SHA256 under the audit chain key, hex.
+    pub fn audit_mac(&self, data: &[u8]) -> String {
+        hex(hmac::sign(&self.audit, data).as_ref())
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+pub fn random_array<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // The system RNG failing is not something a control plane can work around.
+    SystemRandom::new()
+        .fill(&mut out)
+        .unwrap_or_else(|_| panic!("the system random number generator failed"));
+    out
+}
+
+/// A fresh bearer secret: 32 random bytes, base64url.
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_array::<32>())
+}
+
+/// A fresh resource id: `prefix_` + 16 hex digits.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", hex(&random_array::<8>()))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, data).as_ref())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Compares two byte strings without an early exit.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_in_their_context() {
+        let k = MasterKey::from_bytes(&[7u8; 32]);
+        let s = k.seal("signing-key:a", b"secret");
+        assert!(s.starts_with("v1:"));
+        assert!(!s.contains("secret"));
+        assert_eq!(k.open("signing-key:a", &s).unwrap(), b"secret");
+        assert!(k.open("signing-key:b", &s).is_err());
+        let other = MasterKey::from_bytes(&[8u8; 32]);
+        assert!(other.open("signing-key:a", &s).is_err());
+    }
+
+    #[test]
+    fn master_key_parses_hex_and_base64_of_32_bytes_only() {
+        assert!(MasterKey::parse(&"ab".repeat(32)).is_ok());
+        assert!(MasterKey::parse(&STANDARD.encode([1u8; 32])).is_ok());
+        assert!(MasterKey::parse(&STANDARD.encode([1u8; 16]))
+            .unwrap_err()
+            .contains("16 bytes"));
+    }
+
+    #[test]
+    fn generated_key_file_is_reused_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = MasterKey::load(None, dir.path()).unwrap();
+        let sealed = a.seal("x", b"y");
+        let b = MasterKey::load(None, dir.path()).unwrap();
+        assert_eq!(b.open("x", &sealed).unwrap(), b"y");
+        let mode = std::fs::metadata(dir.path().join(MASTER_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,716 @@
+//! The resources the control plane keeps, and their inputs.
+//!
+//! Parse, don't validate: inputs are `#[serde(deny_unknown_fields)]` structs whose field types
+//! ([`Name`], [`Channel`], [`Destination`], …) cannot hold a bad value, so a request body that
+//! deserializes is well-formed, and a failure names the field (`rules[1].destination`). What
+//! only the whole picture can tell (an upstream outside the network policy, a route clashing
+//! with another) is checked when the change is rendered and compiled (`crate::commit`).
+//!
+//! Stored resources keep secrets only sealed (`v1:…`, see `crate::crypto`); the `view` of a
+//! resource, which is what the API returns, never includes them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use fenfa_gateway::config::model::Upstream;
+use fenfa_plugins::Cidr;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The four roles. An account holds exactly one, so no account holds two admin roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    SystemAdmin,
+    SecurityAdmin,
+    AuditAdmin,
+    AgencyOperator,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::SystemAdmin,
+        Role::SecurityAdmin,
+        Role::AuditAdmin,
+        Role::AgencyOperator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SystemAdmin => "system-admin",
+            Role::SecurityAdmin => "security-admin",
+            Role::AuditAdmin => "audit-admin",
+            Role::AgencyOperator => "agency-operator",
+        }
+    }
+
+    /// The three admin roles need a second factor (TOTP).
+    pub fn is_admin(self) -> bool {
+        !matches!(self, Role::AgencyOperator)
+    }
+
+    /// Chinese label used in exports.
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Role::SystemAdmin => "系统管理员",
+            Role::SecurityAdmin => "安全管理员",
+            Role::AuditAdmin => "审计管理员",
+            Role::AgencyOperator => "委办局操作员",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a role"))
+    }
+}
+
+/// A mini-program host channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Wechat,
+    Alipay,
+    Baidu,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Wechat => "wechat",
+            Channel::Alipay => "alipay",
+            Channel::Baidu => "baidu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Api,
+    H5,
+}
+
+impl ServiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Api => "api",
+            ServiceKind::H5 => "h5",
+        }
+    }
+}
+
+/// draft → submitted → published ⇄ offline (see `docs/admin.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    Draft,
+    Submitted,
+    Published,
+    Offline,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Draft => "draft",
+            Lifecycle::Submitted => "submitted",
+            Lifecycle::Published => "published",
+            Lifecycle::Offline => "offline",
+        }
+    }
+}
+
+/// A resource name: 1–64 of `a-z 0-9 - _ .`, starting with a letter or digit. Names become
+/// gateway names, metric labels and audit fields, so they are kept boring.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Name(String);
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok_first = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if s.is_empty() || s.len() > 64 || !ok_first {
+            return Err(format!(
+                "`{s}` is not a name: 1 to 64 characters, starting with a lower-case letter or digit"
+            ));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "`{s}` is not a name: only lower-case letters, digits, `-`, `_` and `.`"
+            ));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.0
+    }
+}
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Free text shown to people (titles, descriptions): 1–200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Text(String);
+
+impl TryFrom<String> for Text {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let n = s.chars().count();
+        if n == 0 || n > 200 || s.trim().is_empty() {
+            return Err("expected 1 to 200 characters".into());
+        }
+        if s.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Text(s))
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> String {
+        t.0
+    }
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a network policy allows upstream traffic to: a CIDR (`10.20.0.0/16`, a single address
+/// is `/32`), an exact host name, or a wildcard (`*.gov.example`, any deeper name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Destination {
+    Cidr(Cidr),
+    Host(String),
+    Wildcard(String),
+}
+
+impl TryFrom<String> for Destination {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            let prefix = if ip.is_ipv4() { 32 } else { 128 };
+            return Cidr::new(ip, prefix)
+                .map(Destination::Cidr)
+                .map_err(|e| e.to_string());
+        }
+        if s.contains('/') {
+            return s
+                .parse::<Cidr>()
+                .map(Destination::Cidr)
+                .map_err(|e| e.to_string());
+        }
+        let (wild, host) = match s.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, s.as_str()),
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
+            return Err(format!(
+                "`{s}` is neither a CIDR, an IP address, a host name nor `*.domain`"
+            ));
+        }
+        let host = host.to_ascii_lowercase();
+        Ok(if wild {
+            Destination::Wildcard(host)
+        } else {
+            Destination::Host(host)
+        })
+    }
+}
+
+impl From<Destination> for String {
+    fn from(d: Destination) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Cidr(c) => write!(f, "{c}"),
+            Destination::Host(h) => f.write_str(h),
+            Destination::Wildcard(h) => write!(f, "*.{h}"),
+        }
+    }
+}
+
+impl Destination {
+    /// Whether the target host (an address or a name, as written in `host:port`) is inside.
+    pub fn contains(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match (self, host.parse::<IpAddr>()) {
+            (Destination::Cidr(c), Ok(ip)) => c.contains(ip),
+            (Destination::Cidr(_), Err(_)) => false,
+            (_, Ok(_)) => false,
+            (Destination::Host(h), Err(_)) => h.eq_ignore_ascii_case(host),
+            (Destination::Wildcard(h), Err(_)) => {
+                let host = host.to_ascii_lowercase();
+                host.len() > h.len() + 1
+                    && host.ends_with(h.as_str())
+                    && host.as_bytes()[host.len() - h.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+}
+
+/// One allowed upstream destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub destination: Destination,
+    pub port: Port,
+    pub protocol: Protocol,
+}
+
+/// A TCP port, 1–65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Port(pub u16);
+
+impl TryFrom<u32> for Port {
+    type Error = String;
+    fn try_from(p: u32) -> Result<Self, String> {
+        match u16::try_from(p) {
+            Ok(p) if p > 0 => Ok(Port(p)),
+            _ => Err(format!("{p} is not a port (1 to 65535)")),
+        }
+    }
+}
+
+impl From<Port> for u32 {
+    fn from(p: Port) -> u32 {
+        u32::from(p.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Retired,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored resources
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Agency {
+    pub id: String,
+    pub name: Name,
+    pub title: Text,
+    #[serde(default)]
+    pub contact: Option<Text>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub agency_id: String,
+    pub name: Name,
+    pub title: Text,
+    pub kind: ServiceKind,
+    #[serde(default)]
+    pub description: Option<Text>,
+    /// The gateway's own upstream model: targets, balancing, timeouts, health checks.
+    pub upstream: Upstream,
+    pub status: Lifecycle,
+    /// Channels it is published on (empty unless published).
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// App ids allowed to call it; empty = any app on a published channel.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Why a system admin sent it back, if it was rejected.
+    #[serde(default)]
+    pub review_note: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Route {
+    pub id: String,
+    pub service_id: String,
+    pub name: Name,
+    #[serde(default)]
+    pub description: Option<Text>,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub channel: Channel,
+    pub app_id: AppId,
+    pub name: Text,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A mini-program app id as the host channel issues it (`wx1234…`, `2021…`): 1–64 visible ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppId(String);
+
+impl TryFrom<String> for AppId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("expected 1 to 64 visible ASCII characters".into());
+        }
+        Ok(AppId(s))
+    }
+}
+
+impl From<AppId> for String {
+    fn from(a: AppId) -> String {
+        a.0
+    }
+}
+
+impl AppId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    pub id: String,
+    pub agency_id: String,
+    pub name: Name,
+    #[serde(default)]
+    pub description: Option<Text>,
+    pub rules: Vec<Rule>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An entry of the token JWKS (the unified identity service's verification keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenKey {
+    pub id: String,
+    pub kid: String,
+    pub alg: String,
+    /// The JWK's public members (for `oct` keys, without `k`).
+    pub jwk: serde_json::Map<String, Value>,
+    /// `k` of an `oct` (HS256) key, sealed.
+    #[serde(default)]
+    pub sealed_k: Option<String>,
+    pub status: KeyStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A key an agency's backends use to check the gateway signature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub id: String,
+    pub agency_id: String,
+    pub key_id: Name,
+    /// Base64 of the secret, sealed.
+    pub sealed_secret: String,
+    pub status: KeyStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Request-rate limits of one service (the `rate-limit` plugin's `limits`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limit {
+    pub id: String,
+    pub service_id: String,
+    pub limits: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Platform settings owned by the security admin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Accepted `iss` of client tokens.
+    pub token_issuer: String,
+    /// Required `aud` of client tokens.
+    pub token_audience: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            token_issuer: "https://id.city.example".into(),
+            token_audience: "fenfa".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyInput {
+    pub name: Name,
+    pub title: Text,
+    #[serde(default)]
+    pub contact: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceInput {
+    /// Optional for agency operators (their own agency); required for the system admin.
+    #[serde(default)]
+    pub agency_id: Option<String>,
+    pub name: Name,
+    pub title: Text,
+    pub kind: ServiceKind,
+    #[serde(default)]
+    pub description: Option<Text>,
+    pub upstream: Upstream,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishInput {
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub apps: Vec<AppId>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectInput {
+    #[serde(default)]
+    pub reason: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineInput {
+    /// Channels to withdraw; all when absent.
+    #[serde(default)]
+    pub channels: Option<Vec<Channel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteInput {
+    pub service_id: String,
+    pub name: Name,
+    #[serde(default)]
+    pub description: Option<Text>,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppInput {
+    pub channel: Channel,
+    pub app_id: AppId,
+    pub name: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    pub agency_id: String,
+    pub name: Name,
+    #[serde(default)]
+    pub description: Option<Text>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKeyInput {
+    /// One JWK with `kid` and `alg` (public members only; `k` for HS256).
+    pub jwk: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyInput {
+    pub agency_id: String,
+    /// Defaults to `<agency>-<date>-<random>`.
+    #[serde(default)]
+    pub key_id: Option<Name>,
+    /// Base64 of ≥ 32 bytes; generated when absent (and then shown once).
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitInput {
+    pub service_id: String,
+    /// The `rate-limit` plugin's `limits`: `[{key, rate, per, burst}]`.
+    pub limits: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(s: &str) -> Destination {
+        Destination::try_from(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn destinations_parse_and_match() {
+        assert!(dest("10.20.0.0/16").contains("10.20.3.4"));
+        assert!(!dest("10.20.0.0/16").contains("10.21.0.1"));
+        assert!(dest("127.0.0.1").contains("127.0.0.1"));
+        assert!(dest("api.gov.example").contains("API.gov.example"));
+        assert!(!dest("api.gov.example").contains("x.api.gov.example"));
+        assert!(dest("*.gov.example").contains("a.b.gov.example"));
+        assert!(!dest("*.gov.example").contains("gov.example"));
+        assert!(!dest("*.gov.example").contains("evilgov.example"));
+        assert!(!dest("10.0.0.0/8").contains("internal.example"));
+        assert!(dest("::1").contains("[::1]"));
+        assert!(Destination::try_from("10.1.0.0/8".to_string()).is_err());
+        assert!(Destination::try_from("bad host!".to_string()).is_err());
+    }
+
+    #[test]
+    fn names_are_boring() {
+        assert!(Name::try_from("social-security".to_string()).is_ok());
+        assert!(Name::try_from("Social".to_string()).is_err());
+        assert!(Name::try_from("-x".to_string()).is_err());
+        assert!(Name::try_from(String::new()).is_err());
+    }
+}
+
+/// Every configuration resource at one moment: what a commit reads, changes and renders.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub agencies: Vec<Agency>,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    pub apps: Vec<App>,
+    pub policies: Vec<NetworkPolicy>,
+    pub token_keys: Vec<TokenKey>,
+    pub signing_keys: Vec<SigningKey>,
+    pub limits: Vec<Limit>,
+    pub settings: Settings,
+}
+
+impl Snapshot {
+    pub fn agency(&self, id: &str) -> Option<&Agency> {
+        self.agencies.iter().find(|a| a.id == id)
+    }
+
+    pub fn service(&self, id: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+
+    /// The agency a resource belongs to, for scoping (`None` for platform-wide resources).
+    pub fn agency_of(&self, kind: &str, id: &str) -> Option<String> {
+        match kind {
+            "agency" => Some(id.to_string()),
+            "service" => self.service(id).map(|s| s.agency_id.clone()),
+            "route" => self
+                .routes
+                .iter()
+                .find(|r| r.id == id)
+                .and_then(|r| self.service(&r.service_id))
+                .map(|s| s.agency_id.clone()),
+            "network-policy" => self
+                .policies
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.agency_id.clone()),
+            "signing-key" => self
+                .signing_keys
+                .iter()
+                .find(|k| k.id == id)
+                .map(|k| k.agency_id.clone()),
+            "limit" => self
+                .limits
+                .iter()
+                .find(|l| l.id == id)
+                .and_then(|l| self.service(&l.service_id))
+                .map(|s| s.agency_id.clone()),
+            _ => None,
+        }
+    }
+}
