@@ -144,7 +144,10 @@ impl Gateway {
                     .map(|t| (s.name.to_string(), t.addr))
             })
             .collect();
-        self.live.store(Some(rt.clone()));
+        let old = self.live.swap(Some(rt.clone()));
+        if let Some(old) = old {
+            retire(old);
+        }
         self.health.retain(&live);
         let generation = self.metrics.config_generation.fetch_add(1, Relaxed) + 1;
         self.metrics.reloads.fetch_add(1, Relaxed);
@@ -164,6 +167,25 @@ impl Gateway {
     /// The persisted last good config text, if any.
     pub fn last_good(data_dir: &Path) -> Option<String> {
         std::fs::read_to_string(data_dir.join(LAST_GOOD)).ok()
+    }
+}
+
+/// Drops a replaced snapshot off the request path. Requests still running on it hold clones; if
+/// the last of them dropped it, a proxy worker would spend the time freeing it (hundreds of
+/// milliseconds for 100k routes) in the middle of serving. A reaper thread waits until it holds
+/// the only reference and frees it there.
+fn retire(old: Arc<Runtime>) {
+    let spawned = std::thread::Builder::new()
+        .name("fenfa-retire".into())
+        .spawn(move || {
+            let start = std::time::Instant::now();
+            while Arc::strong_count(&old) > 1 && start.elapsed() < std::time::Duration::from_secs(600) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to free the old config; freeing it inline");
     }
 }
 

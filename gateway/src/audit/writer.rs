@@ -441,6 +441,9 @@ pub struct Incident {
     pub at: String,
 }
 
+/// How often the writer drains the queue (the queue is sized for far more than this much traffic).
+const POLL: Duration = Duration::from_millis(5);
+
 /// Runs the writer until a `Shutdown` message or until every sender is gone.
 pub fn run(
     mut trail: Trail,
@@ -463,7 +466,14 @@ pub fn run(
         };
         let mut acks = Vec::new();
         let mut stop = None;
-        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+        // Poll instead of blocking on the channel: a receiver parked in `recv` must be woken by
+        // the sender (a futex syscall and a context switch on the proxy's request path for every
+        // record). Sleeping a few milliseconds and draining in batches keeps senders syscall-free.
+        std::thread::sleep(wait.clamp(Duration::from_millis(1), POLL));
+        match rx.try_recv().map_err(|e| match e {
+            TryRecvError::Empty => RecvTimeoutError::Timeout,
+            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+        }) {
             Ok(msg) => {
                 let mut next = Some(msg);
                 let mut n = 0;

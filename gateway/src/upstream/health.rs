@@ -46,6 +46,7 @@ impl HealthRegistry {
 
     /// Drops state for targets no longer in any service (called after a successful swap).
     pub fn retain(&self, live: &[(String, SocketAddr)]) {
+        let live: std::collections::HashSet<&(String, SocketAddr)> = live.iter().collect();
         let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|k, _| live.contains(k));
     }
