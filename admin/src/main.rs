@@ -10,6 +10,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fenfa_admin::serve::{self, ServeArgs};
 
+/// The same allocator as `fenfa-gateway` (the single-node platform runs the gateway in process).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "fenfa-admin", version, about = "Fenfa control plane")]
 struct Cli {
