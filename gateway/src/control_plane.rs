@@ -112,6 +112,8 @@ pub fn follow(gw: Arc<Gateway>, cp: ControlPlane, base: Config, mut version: i64
     std::thread::Builder::new()
         .name("fenfa-control-plane".into())
         .spawn(move || {
+            // Compiling big configs must not compete with the proxy workers.
+            let _low = crate::server::LowPriority::enter();
             let mut backoff = Duration::from_millis(250);
             loop {
                 match cp.watch(version, WATCH_SECS) {

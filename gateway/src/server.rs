@@ -236,8 +236,11 @@ impl Watcher {
         let path = self.config.clone();
         let gw = self.gw.clone();
         let why = why.to_string();
-        // Compiling can take a while for big configs: keep it off the async workers.
+        // Compiling can take a while for big configs: keep it off the async workers, on a
+        // thread of the lowest CPU priority so proxy workers preempt it (a 100k-route compile is
+        // ~1 s of CPU that must not show up in request latency).
         let _ = tokio::task::spawn_blocking(move || {
+            let _low = LowPriority::enter();
             let source = format!("file:{} ({why})", path.display());
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
@@ -299,6 +302,33 @@ impl BackgroundService for Watcher {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 19) until dropped, then restores it, so a
+/// pooled thread goes back to normal. Best effort: failure only means a normal priority.
+pub struct LowPriority {
+    before: Option<i32>,
+}
+
+impl LowPriority {
+    pub fn enter() -> Self {
+        let tid = rustix::thread::gettid();
+        let before = rustix::process::getpriority_process(Some(tid)).ok();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+            tracing::debug!(error = %e, "cannot lower the compile thread's priority");
+        }
+        Self { before }
+    }
+}
+
+impl Drop for LowPriority {
+    fn drop(&mut self) {
+        if let Some(p) = self.before {
+            // Raising priority back needs CAP_SYS_NICE; without it the thread stays low, which
+            // only affects later blocking tasks in this pool (all of them background work).
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), p);
         }
     }
 }
