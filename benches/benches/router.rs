@@ -37,7 +37,11 @@ fn lookup(c: &mut Criterion) {
             let mut k = 0;
             b.iter(|| {
                 k = (k + 1) % paths.len();
-                black_box(r.lookup(Some("api.example.com"), &paths[k], &Method::GET).found().is_some())
+                black_box(
+                    r.lookup(Some("api.example.com"), &paths[k], &Method::GET)
+                        .found()
+                        .is_some(),
+                )
             })
         });
     }

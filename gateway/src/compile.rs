@@ -199,7 +199,9 @@ impl Rewrite {
 pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigError> {
     check_listeners(config)?;
     crate::audit::validate(&config.audit).map_err(|e| match e.split_once(": ") {
-        Some((path, msg)) if path.starts_with("audit.") && !path.contains(' ') => ConfigError::at(path, msg),
+        Some((path, msg)) if path.starts_with("audit.") && !path.contains(' ') => {
+            ConfigError::at(path, msg)
+        }
         _ => ConfigError::at("audit", e),
     })?;
     let certificates = if config.gateway.tls.certificates.is_empty() {
@@ -844,7 +846,10 @@ fn build_chain(
             {
                 return Err(ConfigError::at(
                     name_path.clone(),
-                    format!("`{}` is attached by `{gen_path}` and cannot be replaced or disabled here", p.name),
+                    format!(
+                        "`{}` is attached by `{gen_path}` and cannot be replaced or disabled here",
+                        p.name
+                    ),
                 ));
             }
             merged.retain(|(_, _, q)| q.name != p.name);

@@ -28,7 +28,10 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("url", &self.url).field("token", &"<redacted>").finish()
+        f.debug_struct("ControlPlane")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .finish()
     }
 }
 
@@ -52,7 +55,8 @@ impl ControlPlane {
             "{}/v1/dataplane/watch?version={version}&timeout={timeout}",
             base.path.trim_end_matches('/')
         );
-        let (status, headers, body) = get(&base, &path, &self.token, Duration::from_secs(timeout + 10))?;
+        let (status, headers, body) =
+            get(&base, &path, &self.token, Duration::from_secs(timeout + 10))?;
         match status {
             200 => {
                 let version = headers
@@ -64,7 +68,9 @@ impl ControlPlane {
                 Ok(Watch::Changed { text, version })
             }
             304 => Ok(Watch::Unchanged),
-            401 | 403 => Err(format!("the control plane refused the node token ({status})")),
+            401 | 403 => Err(format!(
+                "the control plane refused the node token ({status})"
+            )),
             s => Err(format!("the control plane answered {s}")),
         }
     }
@@ -100,10 +106,14 @@ pub fn initial_load(gw: &Gateway, cp: &ControlPlane, base: &Config) -> Result<i6
                 "!!! STARTING ON THE LAST GOOD CONFIG from {}; will switch to the control plane's as soon as it answers",
                 gw.data_dir.join(crate::gateway::LAST_GOOD).display()
             );
-            gw.apply_text(&text, "last-good").map_err(|e| format!("{why}; and the last good config is unusable too: {e}"))?;
+            gw.apply_text(&text, "last-good")
+                .map_err(|e| format!("{why}; and the last good config is unusable too: {e}"))?;
             Ok(0)
         }
-        None => Err(format!("{why} (and no last good config in {})", gw.data_dir.display())),
+        None => Err(format!(
+            "{why} (and no last good config in {})",
+            gw.data_dir.display()
+        )),
     }
 }
 
@@ -153,15 +163,19 @@ fn get(url: &HttpUrl, path: &str, token: &str, timeout: Duration) -> Result<Answ
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
         .next()
         .ok_or_else(|| format!("{} resolves to no address", url.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: fenfa-gateway\r\n\r\n",
         url.host, url.port
     );
-    s.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("sending the request: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("reading the answer: {e}"))?;
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("reading the answer: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -174,12 +188,15 @@ fn get(url: &HttpUrl, path: &str, token: &str, timeout: Duration) -> Result<Answ
         .and_then(|c| c.parse().ok())
         .ok_or("the control plane's answer has no status line")?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
     if chunked {
         body = dechunk(&body)?;
     }
@@ -189,9 +206,13 @@ fn get(url: &HttpUrl, path: &str, token: &str, timeout: Duration) -> Result<Answ
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(data.len());
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or("bad chunked body")?;
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunked body")?;
         let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(out);
@@ -210,7 +231,10 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_decoded() {
-        assert_eq!(dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").unwrap(), b"hello world");
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").unwrap(),
+            b"hello world"
+        );
         assert!(dechunk(b"5\r\nhel").is_err());
     }
 

@@ -180,7 +180,9 @@ fn retire(old: Arc<Runtime>) {
         .spawn(move || {
             let _low = crate::server::LowPriority::enter();
             let start = std::time::Instant::now();
-            while Arc::strong_count(&old) > 1 && start.elapsed() < std::time::Duration::from_secs(600) {
+            while Arc::strong_count(&old) > 1
+                && start.elapsed() < std::time::Duration::from_secs(600)
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             drop(old);

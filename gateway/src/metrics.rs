@@ -239,7 +239,11 @@ impl Metrics {
             self.reload_failures.load(Relaxed)
         );
         let _ = writeln!(out, "# TYPE fenfa_control_plane_errors_total counter");
-        let _ = writeln!(out, "fenfa_control_plane_errors_total {}", self.control_plane_errors.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "fenfa_control_plane_errors_total {}",
+            self.control_plane_errors.load(Relaxed)
+        );
         let _ = writeln!(out, "# TYPE fenfa_config_generation gauge");
         let _ = writeln!(
             out,

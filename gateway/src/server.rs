@@ -50,7 +50,8 @@ pub fn run(opts: Options) -> Result<(), String> {
         Some(cp) => {
             // The base file is optional: without it, default listeners and settings.
             let base = match std::fs::read_to_string(&opts.config) {
-                Ok(text) => crate::config::parse(&text).map_err(|e| format!("{}: {e}", opts.config.display()))?,
+                Ok(text) => crate::config::parse(&text)
+                    .map_err(|e| format!("{}: {e}", opts.config.display()))?,
                 Err(_) => crate::config::Config::default(),
             };
             let version = crate::control_plane::initial_load(&gw, cp, &base)?;

@@ -44,8 +44,15 @@ impl Plugin for ChannelCheck {
     fn request(&self, _req: &RequestView<'_>, ctx: &mut RequestCtx) -> Flow {
         let Some(id) = &ctx.identity else {
             return Flow::Respond(
-                Reply::new(StatusCode::UNAUTHORIZED, "missing_token", "this service needs a signed-in caller")
-                    .with_header(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"fenfa\"")),
+                Reply::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "this service needs a signed-in caller",
+                )
+                .with_header(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"fenfa\""),
+                ),
             );
         };
         if !self.channels.contains(&id.channel) {
@@ -79,13 +86,19 @@ impl PluginFactory for Factory {
             if !CHANNELS.contains(&ch.as_str()) {
                 return Err(SchemaError::new(
                     format!("channels[{i}]"),
-                    format!("`{ch}` is not a channel; expected one of {}", CHANNELS.join(", ")),
+                    format!(
+                        "`{ch}` is not a channel; expected one of {}",
+                        CHANNELS.join(", ")
+                    ),
                 ));
             }
         }
         for (i, app) in c.apps.iter().enumerate() {
             if app.is_empty() {
-                return Err(SchemaError::new(format!("apps[{i}]"), "an app id cannot be empty"));
+                return Err(SchemaError::new(
+                    format!("apps[{i}]"),
+                    "an app id cannot be empty",
+                ));
             }
         }
         Ok(Arc::new(ChannelCheck {
@@ -131,27 +144,44 @@ mod tests {
 
     #[test]
     fn unpublished_channel_is_forbidden_and_published_one_passes() {
-        let p = Factory.build(&serde_json::json!({"channels": ["wechat", "alipay"]})).unwrap();
+        let p = Factory
+            .build(&serde_json::json!({"channels": ["wechat", "alipay"]}))
+            .unwrap();
         assert_eq!(run(&p, &mut ctx("wechat", "a")), None);
-        assert_eq!(run(&p, &mut ctx("baidu", "a")), Some((403, "channel_not_published")));
+        assert_eq!(
+            run(&p, &mut ctx("baidu", "a")),
+            Some((403, "channel_not_published"))
+        );
     }
 
     #[test]
     fn app_allow_list_restricts_callers() {
-        let p = Factory.build(&serde_json::json!({"channels": ["wechat"], "apps": ["wx1"]})).unwrap();
+        let p = Factory
+            .build(&serde_json::json!({"channels": ["wechat"], "apps": ["wx1"]}))
+            .unwrap();
         assert_eq!(run(&p, &mut ctx("wechat", "wx1")), None);
-        assert_eq!(run(&p, &mut ctx("wechat", "wx2")), Some((403, "app_not_allowed")));
+        assert_eq!(
+            run(&p, &mut ctx("wechat", "wx2")),
+            Some((403, "app_not_allowed"))
+        );
     }
 
     #[test]
     fn without_identity_the_caller_must_authenticate() {
-        let p = Factory.build(&serde_json::json!({"channels": ["wechat"]})).unwrap();
-        assert_eq!(run(&p, &mut RequestCtx::default()), Some((401, "missing_token")));
+        let p = Factory
+            .build(&serde_json::json!({"channels": ["wechat"]}))
+            .unwrap();
+        assert_eq!(
+            run(&p, &mut RequestCtx::default()),
+            Some((401, "missing_token"))
+        );
     }
 
     #[test]
     fn unknown_channel_in_config_names_the_field() {
-        let e = Factory.build(&serde_json::json!({"channels": ["wechat", "weixin"]})).unwrap_err();
+        let e = Factory
+            .build(&serde_json::json!({"channels": ["wechat", "weixin"]}))
+            .unwrap_err();
         assert_eq!(e.path, "channels[1]");
     }
 }

@@ -203,7 +203,13 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
         Flow::Continue
     }
     /// Upstream-request phase: edit the headers the upstream receives. Runs once per attempt.
-    fn upstream_request(&self, _req: &UpstreamView<'_>, _ctx: &RequestCtx, _headers: &mut dyn HeaderEdits) {}
+    fn upstream_request(
+        &self,
+        _req: &UpstreamView<'_>,
+        _ctx: &RequestCtx,
+        _headers: &mut dyn HeaderEdits,
+    ) {
+    }
     /// Response phase: edit the headers the client receives.
     fn response(&self, _ctx: &RequestCtx, _status: u16, _headers: &mut dyn HeaderEdits) {}
     /// Log phase: observe the finished request.

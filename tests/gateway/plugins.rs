@@ -337,7 +337,9 @@ routes:
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("routes[0].plugins[0].name: `channel-check` is attached by `services[0].publish`"),
+        err.contains(
+            "routes[0].plugins[0].name: `channel-check` is attached by `services[0].publish`"
+        ),
         "{err}"
     );
 }
