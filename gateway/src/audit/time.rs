@@ -123,7 +123,9 @@ pub fn from_ms(ms: i64) -> SystemTime {
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+/// Days since the Unix epoch as (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm). Shared with the control plane's report timestamps.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
