@@ -9,8 +9,6 @@
 //!
 //! This runs on its own thread with a blocking HTTP/1.1 client: it never touches the request path.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +16,7 @@ use std::time::Duration;
 use crate::audit::sink::HttpUrl;
 use crate::config::{self, Config};
 use crate::gateway::Gateway;
+use crate::http_client;
 
 /// Where the control plane is and how to authenticate to it.
 #[derive(Clone)]
@@ -55,21 +54,28 @@ impl ControlPlane {
             "{}/v1/dataplane/watch?version={version}&timeout={timeout}",
             base.path.trim_end_matches('/')
         );
-        let (status, headers, body) =
-            get(&base, &path, &self.token, Duration::from_secs(timeout + 10))?;
-        match status {
+        let auth = format!("Bearer {}", self.token);
+        let answer = http_client::request(
+            &base,
+            "GET",
+            &path,
+            &[("Authorization", &auth), ("Accept", "application/json")],
+            b"",
+            Duration::from_secs(timeout + 10),
+        )?;
+        match answer.status {
             200 => {
-                let version = headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-fenfa-config-version"))
-                    .and_then(|(_, v)| v.trim().parse().ok())
+                let version = answer
+                    .header("x-fenfa-config-version")
+                    .and_then(|v| v.parse().ok())
                     .ok_or("the control plane sent a config without X-Fenfa-Config-Version")?;
-                let text = String::from_utf8(body).map_err(|_| "the config is not UTF-8")?;
+                let text = String::from_utf8(answer.body).map_err(|_| "the config is not UTF-8")?;
                 Ok(Watch::Changed { text, version })
             }
             304 => Ok(Watch::Unchanged),
             401 | 403 => Err(format!(
-                "the control plane refused the node token ({status})"
+                "the control plane refused the node token ({})",
+                answer.status
             )),
             s => Err(format!("the control plane answered {s}")),
         }
@@ -152,91 +158,9 @@ pub fn follow(gw: Arc<Gateway>, cp: ControlPlane, base: Config, mut version: i64
         .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the control-plane thread"));
 }
 
-/// A blocking HTTP/1.1 GET with a bearer token: (status, headers, body). Reads to EOF
-/// (`Connection: close`), decoding a chunked body if the server sends one.
-/// An HTTP answer: status, header fields, body.
-type Answer = (u16, Vec<(String, String)>, Vec<u8>);
-
-fn get(url: &HttpUrl, path: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
-    let addr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", url.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: fenfa-gateway\r\n\r\n",
-        url.host, url.port
-    );
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("reading the answer: {e}"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the control plane's answer has no header end")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or("the control plane's answer has no status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    Ok((status, headers, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(data.len());
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunked body")?;
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size")?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err("truncated chunked body".into());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(
-            dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").unwrap(),
-            b"hello world"
-        );
-        assert!(dechunk(b"5\r\nhel").is_err());
-    }
 
     #[test]
     fn merge_keeps_the_nodes_listeners() {

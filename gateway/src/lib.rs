@@ -17,6 +17,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod errors;
 pub mod gateway;
+pub mod http_client;
 pub mod ids;
 pub mod metrics;
 pub mod path;

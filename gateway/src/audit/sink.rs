@@ -11,8 +11,6 @@
 //! stack for a background job. It speaks plain `http://` only; run it over a private network or a
 //! local TLS forwarder (see `docs/audit.md`). OTLP logs are not implemented.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// A batch of records to deliver.
@@ -140,72 +138,29 @@ impl HttpSink {
     }
 
     fn post(&self, body: &[u8], idempotency_key: &str) -> Result<u16, String> {
-        let addrs = (self.url.host.as_str(), self.url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?;
-        let mut last = String::from("no address");
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = format!("cannot connect to {addr}: {e}"),
-            }
-        }
-        let mut s = stream.ok_or(last)?;
-        s.set_read_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        let host = if self.url.host.contains(':') {
-            format!("[{}]:{}", self.url.host, self.url.port)
+        let auth = format!("Bearer {}", self.token);
+        let answer = crate::http_client::request(
+            &self.url,
+            "POST",
+            &self.url.path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", idempotency_key),
+            ],
+            body,
+            self.timeout,
+        )?;
+        if (200..300).contains(&answer.status) {
+            Ok(answer.status)
         } else {
-            format!("{}:{}", self.url.host, self.url.port)
-        };
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nIdempotency-Key: {idempotency_key}\r\nConnection: close\r\nUser-Agent: fenfa-gateway\r\n\r\n",
-            self.url.path,
-            self.token,
-            body.len()
-        );
-        s.write_all(head.as_bytes())
-            .and_then(|_| s.write_all(body))
-            .map_err(|e| format!("sending the batch: {e}"))?;
-        let mut resp = Vec::with_capacity(1024);
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    resp.extend_from_slice(&buf[..n]);
-                    if resp.len() > 64 * 1024 {
-                        break;
-                    }
-                }
-                Err(e) if resp.is_empty() => return Err(format!("reading the answer: {e}")),
-                Err(_) => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&resp);
-        let status = text
-            .strip_prefix("HTTP/1.")
-            .and_then(|r| r.get(2..5))
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "not an HTTP answer: {:?}",
-                    text.chars().take(80).collect::<String>()
-                )
-            })?;
-        if (200..300).contains(&status) {
-            Ok(status)
-        } else {
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             Err(format!(
-                "the ingest endpoint answered {status}: {}",
-                body.chars().take(200).collect::<String>()
+                "the ingest endpoint answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
             ))
         }
     }
