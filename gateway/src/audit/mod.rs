@@ -19,6 +19,7 @@
 //! counted in `/metrics` and logged).
 
 pub mod chain;
+pub mod json;
 pub mod query;
 pub mod queue;
 pub mod record;

@@ -11,12 +11,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fenfa_plugins::Identity;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use super::json;
 use crate::config::model::AuditSettings;
 
 /// What replaces a masked value.
@@ -100,44 +101,6 @@ impl Parts<'_> {
     }
 }
 
-/// The record as serialised; field order is the order in the file.
-#[derive(Serialize)]
-struct Out<'a> {
-    time: &'a str,
-    request_id: &'a str,
-    node: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    app: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    agency: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a str>,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_status: Option<u16>,
-    latency_us: u64,
-    bytes: u64,
-    decision: Decision,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    denied_by: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'a str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    headers: BTreeMap<&'a str, String>,
-}
-
 /// A record read back from a segment (for `audit query`). Unknown fields are ignored so that
 /// older tools read newer trails.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -171,10 +134,11 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     node: String,
-    /// Lower-case names of the request headers copied into records.
-    headers: Vec<http::HeaderName>,
-    /// Lower-case names whose values are always replaced by `***`.
-    mask_headers: Vec<String>,
+    /// `,"node":"…"`, escaped once here rather than for every record.
+    node_field: Vec<u8>,
+    /// The request headers copied into records: lower-case name, sorted and without repeats
+    /// (the order of the `headers` object), and whether the value is masked.
+    headers: Vec<(http::HeaderName, bool)>,
     /// Query keys whose values are kept verbatim.
     keep_query_values: Vec<String>,
 }
@@ -190,14 +154,26 @@ impl Recorder {
                     .map_err(|_| format!("audit.headers[{i}]: `{h}` is not a header name"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mask: Vec<String> = settings
+            .mask_headers
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        let mut headers: Vec<(http::HeaderName, bool)> = headers
+            .into_iter()
+            .map(|name| {
+                let masked = mask.iter().any(|m| m == name.as_str());
+                (name, masked)
+            })
+            .collect();
+        headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        headers.dedup_by(|a, b| a.0 == b.0);
+        let mut node_field = b",\"node\":".to_vec();
+        json::push_str(&mut node_field, node);
         Ok(Self {
             node: node.to_string(),
+            node_field,
             headers,
-            mask_headers: settings
-                .mask_headers
-                .iter()
-                .map(|h| h.trim().to_ascii_lowercase())
-                .collect(),
             keep_query_values: settings.keep_query_values.clone(),
         })
     }
@@ -208,99 +184,199 @@ impl Recorder {
 
     /// The record for `p`, as one JSON object (no newline). `arrived` is when the request head
     /// was read: `now - latency`.
+    ///
+    /// Written by hand into one buffer (see [`super::json`]): this runs on the proxy thread for
+    /// every request. Field order is the order in the file; absent optional fields are left out.
     pub fn encode(&self, p: &Parts<'_>, arrived: SystemTime) -> Vec<u8> {
-        let time = super::time::format(arrived);
-        let mut path = String::with_capacity(p.path.len() + p.query.map_or(0, |q| q.len() + 1));
-        path.push_str(p.path);
-        if let Some(q) = p.query {
-            path.push('?');
-            mask_query(q, &self.keep_query_values, &mut path);
+        self.encode_at_ms(p, super::time::unix_ms(arrived))
+    }
+
+    /// [`Recorder::encode`] with the arrival time in milliseconds since the epoch.
+    fn encode_at_ms(&self, p: &Parts<'_>, arrived_ms: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.capacity_for(p));
+        out.extend_from_slice(b"{\"time\":\"");
+        super::time::push_ms(arrived_ms, &mut out);
+        out.extend_from_slice(b"\",\"request_id\":");
+        json::push_str(&mut out, p.request_id);
+        out.extend_from_slice(&self.node_field);
+        if let Some(ip) = p.client_ip {
+            out.extend_from_slice(b",\"client_ip\":");
+            json::push_ip(&mut out, ip);
         }
-        truncate(&mut path, MAX_PATH);
-        let mut headers = BTreeMap::new();
-        for name in &self.headers {
-            let mut values = p.headers.get_all(name).iter().peekable();
+        if let Some(id) = p.identity {
+            str_field(&mut out, "channel", &id.channel);
+            str_field(&mut out, "app", &id.app);
+            str_field(&mut out, "user", &id.user);
+        }
+        for (name, value) in [
+            ("agency", p.agency),
+            ("service", p.service),
+            ("route", p.route),
+        ] {
+            if !value.is_empty() {
+                str_field(&mut out, name, value);
+            }
+        }
+        str_field(&mut out, "method", p.method);
+        out.extend_from_slice(b",\"path\":\"");
+        self.push_path(&mut out, p.path, p.query);
+        out.extend_from_slice(b"\",\"status\":");
+        json::push_u64(&mut out, p.status.into());
+        if let Some(upstream) = p.upstream {
+            str_field(&mut out, "upstream", upstream);
+        }
+        if let Some(status) = p.upstream_status {
+            out.extend_from_slice(b",\"upstream_status\":");
+            json::push_u64(&mut out, status.into());
+        }
+        out.extend_from_slice(b",\"latency_us\":");
+        json::push_u64(&mut out, p.latency_us);
+        out.extend_from_slice(b",\"bytes\":");
+        json::push_u64(&mut out, p.bytes_sent);
+        out.extend_from_slice(b",\"decision\":\"");
+        out.extend_from_slice(p.decision().as_str().as_bytes());
+        out.push(b'"');
+        match (p.denied_by, p.error) {
+            (Some((plugin, code)), _) => {
+                str_field(&mut out, "denied_by", plugin);
+                str_field(&mut out, "code", code);
+            }
+            (None, Some(code)) => str_field(&mut out, "code", code),
+            (None, None) => {}
+        }
+        self.push_headers(&mut out, p.headers);
+        out.push(b'}');
+        out
+    }
+
+    /// Room for the whole record in one allocation: the names, punctuation and numbers take at
+    /// most [`FIXED`], the strings their own length (more only when one needs escaping, rare:
+    /// the buffer then grows once). Masking can lengthen a query: `a=1&b=2` → `a=***&b=***`.
+    fn capacity_for(&self, p: &Parts<'_>) -> usize {
+        /// Field names, quotes, commas, the time, the numbers and the decision, at their widest.
+        const FIXED: usize = 350;
+        let identity = p
+            .identity
+            .map_or(0, |i| i.channel.len() + i.app.len() + i.user.len());
+        let query = p
+            .query
+            .map_or(0, |q| q.len() + 1 + 3 * (q.matches('=').count()));
+        let denial =
+            p.denied_by.map_or(0, |(a, b)| a.len() + b.len()) + p.error.map_or(0, str::len);
+        let headers = if self.headers.is_empty() {
+            0
+        } else {
+            self.headers.len() * (MAX_HEADER_VALUE + 32)
+        };
+        FIXED
+            + self.node_field.len()
+            + p.request_id.len()
+            + identity
+            + p.agency.len()
+            + p.service.len()
+            + p.route.len()
+            + p.method.len()
+            + (p.path.len() + query).min(MAX_PATH)
+            + p.upstream.map_or(0, str::len)
+            + denial
+            + headers
+    }
+
+    /// The path and masked query, cut to [`MAX_PATH`] bytes, escaped (without quotes).
+    fn push_path(&self, out: &mut Vec<u8>, path: &str, query: Option<&str>) {
+        let start = out.len();
+        out.extend_from_slice(path.as_bytes());
+        if let Some(q) = query {
+            out.push(b'?');
+            mask_query(q, &self.keep_query_values, out);
+        }
+        // Everything from `start` is valid UTF-8: pieces of `&str`s cut at ASCII delimiters.
+        if out.len() - start > MAX_PATH {
+            let mut end = start + MAX_PATH - '…'.len_utf8();
+            while out[end] & 0xc0 == 0x80 {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.extend_from_slice("…".as_bytes());
+        }
+        // A request target has no quotes or control characters in practice; escape if it does.
+        if json::needs_escape(&out[start..]) {
+            let raw = out.split_off(start);
+            json::push_escaped(out, &raw);
+        }
+    }
+
+    /// `,"headers":{…}` with the configured request headers that are present (none: nothing).
+    fn push_headers(&self, out: &mut Vec<u8>, headers: &HeaderMap) {
+        let mut any = false;
+        for (name, masked) in &self.headers {
+            let mut values = headers.get_all(name).iter().peekable();
             if values.peek().is_none() {
                 continue;
             }
-            let value = if self.mask_headers.iter().any(|m| m == name.as_str()) {
-                MASK.to_string()
-            } else {
-                let mut v = values
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                truncate(&mut v, MAX_HEADER_VALUE);
-                v
-            };
-            headers.insert(name.as_str(), value);
+            out.extend_from_slice(if any { b"," } else { b",\"headers\":{" });
+            any = true;
+            json::push_str(out, name.as_str());
+            out.push(b':');
+            if *masked {
+                json::push_str(out, MASK);
+                continue;
+            }
+            let mut v = String::new();
+            for (i, value) in values.enumerate() {
+                if i > 0 {
+                    v.push_str(", ");
+                }
+                v.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            }
+            truncate(&mut v, MAX_HEADER_VALUE);
+            json::push_str(out, &v);
         }
-        fn non_empty(s: &str) -> Option<&str> {
-            (!s.is_empty()).then_some(s)
+        if any {
+            out.push(b'}');
         }
-        let (denied_by, code) = match (p.denied_by, p.error) {
-            (Some((plugin, code)), _) => (Some(plugin), Some(code)),
-            (None, Some(code)) => (None, Some(code)),
-            (None, None) => (None, None),
-        };
-        let out = Out {
-            time: &time,
-            request_id: p.request_id,
-            node: &self.node,
-            client_ip: p.client_ip,
-            channel: p.identity.map(|i| i.channel.as_str()),
-            app: p.identity.map(|i| i.app.as_str()),
-            user: p.identity.map(|i| i.user.as_str()),
-            agency: non_empty(p.agency),
-            service: non_empty(p.service),
-            route: non_empty(p.route),
-            method: p.method,
-            path: &path,
-            status: p.status,
-            upstream: p.upstream,
-            upstream_status: p.upstream_status,
-            latency_us: p.latency_us,
-            bytes: p.bytes_sent,
-            decision: p.decision(),
-            denied_by,
-            code,
-            headers,
-        };
-        let mut buf = Vec::with_capacity(384 + path.len());
-        // Serialising a struct of strings and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut buf, &out);
-        buf
     }
 
     /// Convenience for the proxy: arrival time from the latency.
     pub fn encode_now(&self, p: &Parts<'_>) -> Vec<u8> {
-        let arrived = SystemTime::now()
-            .checked_sub(Duration::from_micros(p.latency_us))
-            .unwrap_or_else(SystemTime::now);
-        self.encode(p, arrived)
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let arrived_us = now_us.saturating_sub(p.latency_us.min(i64::MAX as u64) as i64);
+        self.encode_at_ms(p, arrived_us.max(0).div_euclid(1000))
     }
 }
 
 /// Appends `query` with every value replaced by `***` (keys kept; `keep` lists keys whose
 /// values stay). `a=1&b&c=` becomes `a=***&b&c=***`.
-pub fn mask_query(query: &str, keep: &[String], out: &mut String) {
-    for (i, pair) in query.split('&').enumerate() {
+pub fn mask_query(query: &str, keep: &[String], out: &mut Vec<u8>) {
+    // Byte-wise: `&` and `=` are ASCII, so every cut is on a character boundary.
+    for (i, pair) in query.as_bytes().split(|&b| b == b'&').enumerate() {
         if i > 0 {
-            out.push('&');
+            out.push(b'&');
         }
-        match pair.split_once('=') {
-            Some((k, v)) => {
-                out.push_str(k);
-                out.push('=');
-                if keep.iter().any(|kk| kk == k) {
-                    out.push_str(v);
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+                out.extend_from_slice(k);
+                out.push(b'=');
+                if keep.iter().any(|kk| kk.as_bytes() == k) {
+                    out.extend_from_slice(v);
                 } else {
-                    out.push_str(MASK);
+                    out.extend_from_slice(MASK.as_bytes());
                 }
             }
-            None => out.push_str(pair),
+            None => out.extend_from_slice(pair),
         }
     }
+}
+
+/// `,"name":"value"`.
+fn str_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    json::push_str(out, value);
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
@@ -351,12 +427,12 @@ mod tests {
 
     #[test]
     fn query_values_are_masked_and_keys_kept() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         mask_query("a=1&b&c=&d=x=y", &[], &mut out);
-        assert_eq!(out, "a=***&b&c=***&d=***");
-        let mut out = String::new();
+        assert_eq!(out, b"a=***&b&c=***&d=***");
+        let mut out = Vec::new();
         mask_query("page=2&q=secret", &["page".into()], &mut out);
-        assert_eq!(out, "page=2&q=***");
+        assert_eq!(out, b"page=2&q=***");
     }
 
     #[test]
@@ -419,6 +495,269 @@ mod tests {
         assert_eq!(v["decision"], "error");
         assert_eq!(v["code"], "route_not_found");
         assert!(v.get("denied_by").is_none());
+    }
+
+    /// The record format as first written with `serde_json`: the reference the hand-written
+    /// encoder must reproduce byte for byte.
+    #[derive(Serialize)]
+    struct Out<'a> {
+        time: &'a str,
+        request_id: &'a str,
+        node: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_ip: Option<IpAddr>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        app: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agency: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        service: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        route: Option<&'a str>,
+        method: &'a str,
+        path: &'a str,
+        status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upstream: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upstream_status: Option<u16>,
+        latency_us: u64,
+        bytes: u64,
+        decision: Decision,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        denied_by: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<&'a str>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<&'a str, String>,
+    }
+
+    /// What the serde-based encoder wrote for `p` under `settings`.
+    fn reference(
+        node: &str,
+        settings: &AuditSettings,
+        p: &Parts<'_>,
+        arrived: SystemTime,
+    ) -> Vec<u8> {
+        let time = super::super::time::format(arrived);
+        let mut path = Vec::new();
+        path.extend_from_slice(p.path.as_bytes());
+        if let Some(q) = p.query {
+            path.push(b'?');
+            mask_query(q, &settings.keep_query_values, &mut path);
+        }
+        let mut path = String::from_utf8(path).unwrap();
+        truncate(&mut path, MAX_PATH);
+        let mut headers = BTreeMap::new();
+        for h in &settings.headers {
+            let name = h.trim().to_ascii_lowercase();
+            let values: Vec<String> = p
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let masked = settings
+                .mask_headers
+                .iter()
+                .any(|m| m.to_ascii_lowercase() == name);
+            let mut value = if masked {
+                MASK.to_string()
+            } else {
+                values.join(", ")
+            };
+            truncate(&mut value, MAX_HEADER_VALUE);
+            headers.insert(name, value);
+        }
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let (denied_by, code) = match (p.denied_by, p.error) {
+            (Some((plugin, code)), _) => (Some(plugin), Some(code)),
+            (None, Some(code)) => (None, Some(code)),
+            (None, None) => (None, None),
+        };
+        fn non_empty(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
+        serde_json::to_vec(&Out {
+            time: &time,
+            request_id: p.request_id,
+            node,
+            client_ip: p.client_ip,
+            channel: p.identity.map(|i| i.channel.as_str()),
+            app: p.identity.map(|i| i.app.as_str()),
+            user: p.identity.map(|i| i.user.as_str()),
+            agency: non_empty(p.agency),
+            service: non_empty(p.service),
+            route: non_empty(p.route),
+            method: p.method,
+            path: &path,
+            status: p.status,
+            upstream: p.upstream,
+            upstream_status: p.upstream_status,
+            latency_us: p.latency_us,
+            bytes: p.bytes_sent,
+            decision: p.decision(),
+            denied_by,
+            code,
+            headers,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_hand_written_record_is_byte_for_byte_what_serde_json_writes() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet: Vec<char> = "aZ09/-_.~%\"\\\u{1}\n中é😀 ".chars().collect();
+        let text = |rng: &mut fastrand::Rng, max: usize| -> String {
+            let len = rng.usize(0..=max);
+            (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect()
+        };
+        for round in 0..400 {
+            let settings = AuditSettings {
+                headers: vec![
+                    "X-Trace".into(),
+                    "user-agent".into(),
+                    "authorization".into(),
+                    "x-trace".into(),
+                ],
+                keep_query_values: vec!["page".into()],
+                ..AuditSettings::default()
+            };
+            let node = text(&mut rng, 12);
+            let r = Recorder::new(&node, &settings).unwrap();
+            let mut h = HeaderMap::new();
+            if rng.bool() {
+                h.append("user-agent", "MiniProgram/1.0 \"q\"".parse().unwrap());
+                h.append(
+                    "user-agent",
+                    http::HeaderValue::from_bytes(b"caf\xc3\xa9 \xff").unwrap(),
+                );
+            }
+            if rng.bool() {
+                h.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
+            }
+            if rng.bool() {
+                h.insert("x-trace", "y".repeat(rng.usize(0..400)).parse().unwrap());
+            }
+            let id = Identity {
+                user: text(&mut rng, 20),
+                channel: text(&mut rng, 8),
+                app: text(&mut rng, 8),
+                token_id: None,
+                expires_at: 0,
+            };
+            let path = format!(
+                "/{}",
+                text(&mut rng, if round % 10 == 0 { 3000 } else { 40 })
+            );
+            let query = match rng.u8(0..4) {
+                0 => None,
+                1 => Some("page=2&idcard=110101199001011234&flag".to_string()),
+                _ => Some(format!(
+                    "{}={}&page={}",
+                    text(&mut rng, 5),
+                    text(&mut rng, 5),
+                    text(&mut rng, 900)
+                )),
+            };
+            let agency = text(&mut rng, 6);
+            let request_id = text(&mut rng, 16);
+            let p = Parts {
+                request_id: &request_id,
+                client_ip: match rng.u8(0..3) {
+                    0 => None,
+                    1 => Some(IpAddr::from([rng.u8(..), 0, 113, rng.u8(..)])),
+                    _ => Some("2001:db8::17".parse().unwrap()),
+                },
+                identity: rng.bool().then_some(&id),
+                agency: &agency,
+                service: if rng.bool() { "permits" } else { "" },
+                route: if rng.bool() { "r\"1" } else { "" },
+                method: "GET",
+                path: &path,
+                query: query.as_deref(),
+                headers: &h,
+                status: rng.u16(100..600),
+                upstream: rng.bool().then_some("127.0.0.1:8001"),
+                upstream_status: rng.bool().then(|| rng.u16(100..600)),
+                latency_us: rng.u64(..),
+                bytes_sent: rng.u64(..),
+                denied_by: rng.bool().then_some(("rate-limit", "rate_limited")),
+                error: rng.bool().then_some("upstream_unavailable"),
+            };
+            let at = super::super::time::from_ms(rng.i64(0..4_102_444_800_000));
+            let ours = r.encode(&p, at);
+            let want = reference(&node, &settings, &p, at);
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&want),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_fits_the_buffer_it_is_first_given() {
+        // Widest fixed parts: every optional field present, IPv6, the longest numbers and
+        // decision, a masked query longer than the original.
+        let r = Recorder::new("node-a", &settings()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("user-agent", "x".repeat(400).parse().unwrap());
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        let id = Identity {
+            user: "u".into(),
+            channel: "c".into(),
+            app: "a".into(),
+            token_id: None,
+            expires_at: 0,
+        };
+        let mut p = parts(&h, Some(&id));
+        p.client_ip = Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap());
+        p.query = Some("a=1&b=2&c=3&d");
+        p.latency_us = u64::MAX;
+        p.bytes_sent = u64::MAX;
+        p.status = u16::MAX;
+        p.upstream_status = Some(u16::MAX);
+        let at = super::super::time::from_ms(4_102_444_800_000);
+        for denied in [false, true] {
+            if denied {
+                p.denied_by = Some(("rate-limit", "rate_limited"));
+                p.error = Some("rate_limited");
+            }
+            for r in [
+                &r,
+                &Recorder::new("node-a", &AuditSettings::default()).unwrap(),
+            ] {
+                let first = r.capacity_for(&p);
+                let out = r.encode(&p, at);
+                assert!(out.len() <= first, "{} > {first}", out.len());
+                assert_eq!(out.capacity(), first, "the buffer grew");
+            }
+        }
+        // And without the options, it is not wasteful.
+        let h = HeaderMap::new();
+        let p = parts(&h, None);
+        let out = Recorder::new("node-a", &AuditSettings::default())
+            .unwrap()
+            .encode(&p, at);
+        assert!(
+            out.capacity() < out.len() + 300,
+            "{} for {}",
+            out.capacity(),
+            out.len()
+        );
     }
 
     #[test]

@@ -21,17 +21,66 @@ pub fn format(t: SystemTime) -> String {
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_ms(ms: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    push_ms(ms, &mut out);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+///
+/// The proxy formats a time for every request and most fall in the same second as the one
+/// before, so each thread keeps the last second's `YYYY-MM-DDTHH:MM:SS` and only adds the
+/// milliseconds.
+pub fn push_ms(ms: i64, out: &mut Vec<u8>) {
+    thread_local! {
+        static LAST: std::cell::Cell<(i64, [u8; 19])> = const { std::cell::Cell::new((i64::MIN, [0; 19])) };
+    }
     let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
+    let (cached, text) = LAST.get();
+    if cached == secs {
+        out.extend_from_slice(&text);
+    } else {
+        let start = out.len();
+        push_secs(secs, out);
+        if let Ok(text) = <[u8; 19]>::try_from(&out[start..]) {
+            LAST.set((secs, text));
+        }
+    }
+    out.push(b'.');
+    push_digits(out, ms.rem_euclid(1000), 3);
+    out.push(b'Z');
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch.
+fn push_secs(secs: i64, out: &mut Vec<u8>) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    if (0..10_000).contains(&y) {
+        push_digits(out, y, 4);
+    } else {
+        out.extend_from_slice(y.to_string().as_bytes());
+    }
+    for (sep, value) in [
+        (b'-', m),
+        (b'-', d),
+        (b'T', sod / 3600),
+        (b':', (sod % 3600) / 60),
+        (b':', sod % 60),
+    ] {
+        out.push(sep);
+        push_digits(out, value, 2);
+    }
+}
+
+/// Appends `0 <= n < 10^width` as exactly `width` decimal digits.
+fn push_digits(out: &mut Vec<u8>, n: i64, width: u32) {
+    let mut div = 10i64.pow(width - 1);
+    while div > 0 {
+        out.push(b'0' + ((n / div) % 10) as u8);
+        div /= 10;
+    }
 }
 
 /// Parses a time bound: unix seconds (`1717230605`), a date (`2024-06-01`, midnight UTC), or
@@ -122,7 +171,6 @@ pub fn from_ms(ms: i64) -> SystemTime {
     }
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
 /// Days since the Unix epoch as (year, month, day), proleptic Gregorian (Howard Hinnant's
 /// algorithm). Shared with the control plane's report timestamps.
 pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
@@ -158,6 +206,17 @@ mod tests {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_ms(1_717_230_605_123), "2024-06-01T08:30:05.123Z");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_ms(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn times_in_the_same_second_differ_only_in_milliseconds() {
+        // The second is cached per thread: the next second, or an earlier one, is not stale.
+        assert_eq!(format_ms(1_717_230_605_123), "2024-06-01T08:30:05.123Z");
+        assert_eq!(format_ms(1_717_230_605_999), "2024-06-01T08:30:05.999Z");
+        assert_eq!(format_ms(1_717_230_606_000), "2024-06-01T08:30:06.000Z");
+        assert_eq!(format_ms(1_717_230_605_001), "2024-06-01T08:30:05.001Z");
     }
 
     #[test]
