@@ -89,7 +89,6 @@ fn bench(c: &mut Criterion) {
         max_bytes: 64 << 20,
         max_age: std::time::Duration::from_secs(3600),
         retention: std::time::Duration::from_secs(3600),
-        flush_interval: std::time::Duration::from_millis(100),
         fsync_interval: std::time::Duration::from_secs(1),
     };
     g.bench_function("append", |b| {

@@ -121,7 +121,6 @@ impl Audit {
             max_bytes: settings.segment_max_bytes,
             max_age: settings.segment_max_age.0,
             retention: Duration::from_secs(u64::from(settings.retention_days) * 86_400),
-            flush_interval: settings.flush_interval.0,
             fsync_interval: settings.fsync_interval.0,
         };
         let shipped_through = Arc::new(AtomicU64::new(u64::MAX));
@@ -249,8 +248,8 @@ pub fn validate(s: &AuditSettings) -> Result<(), String> {
             "audit.retention_days is below the 180 days MLPS level 3 requires"
         );
     }
-    if s.flush_interval.0.is_zero() || s.fsync_interval.0.is_zero() {
-        return Err("audit.flush_interval and audit.fsync_interval must be above zero".into());
+    if s.fsync_interval.0.is_zero() {
+        return Err("audit.fsync_interval must be above zero".into());
     }
     if let Some(ship) = &s.ship {
         if ship.batch_records == 0 || ship.batch_records > 10_000 {

@@ -382,7 +382,6 @@ mod tests {
             max_bytes: 700,
             max_age: Duration::from_secs(3600),
             retention: Duration::from_secs(3600),
-            flush_interval: Duration::from_millis(10),
             fsync_interval: Duration::from_secs(1),
         };
         let mut t = Trail::open(dir.path(), key, "n").unwrap();

@@ -355,7 +355,6 @@ mod tests {
             max_bytes: 600,
             max_age: std::time::Duration::from_secs(3600),
             retention: std::time::Duration::from_secs(3600),
-            flush_interval: std::time::Duration::from_millis(10),
             fsync_interval: std::time::Duration::from_secs(1),
         };
         for i in 0..n {

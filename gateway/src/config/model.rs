@@ -83,9 +83,8 @@ pub struct AuditSettings {
     pub queue_capacity: usize,
     /// Answer 503 `audit_unavailable` rather than serve a request whose record has no room.
     pub strict: bool,
-    /// How often `head.json` (the signed end of the trail) is brought up to date.
-    pub flush_interval: HumanDuration,
-    /// How often the active segment is fsynced (also on seal and shutdown).
+    /// How often the active segment is fsynced (also on seal and shutdown); `head.json`, the
+    /// signed end of the trail, is rewritten after each.
     pub fsync_interval: HumanDuration,
     /// Request headers copied into each record (by name). Empty by default.
     pub headers: Vec<String>,
@@ -108,7 +107,6 @@ impl Default for AuditSettings {
             retention_days: 180,
             queue_capacity: 65_536,
             strict: false,
-            flush_interval: HumanDuration::from_millis(100),
             fsync_interval: HumanDuration::from_secs(1),
             headers: Vec::new(),
             mask_headers: [
