@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
+import audit_cost  # noqa: E402
 import procs  # noqa: E402
 import report  # noqa: E402
 import scale  # noqa: E402
@@ -61,6 +62,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="route counts for the scale runs (default 10,1000,10000,100000)")
     p.add_argument("--no-scale", action="store_true", help="skip the scale runs")
     p.add_argument("--no-compare", action="store_true", help="skip the side-by-side runs")
+    p.add_argument("--audit-slices", type=int,
+                   help="slices of the side-by-side audit-cost measurement (default 8, quick 2; "
+                        "0 skips it)")
+    p.add_argument("--audit-slice", type=float,
+                   help="seconds per audit-cost slice (default 5, quick 2)")
+    p.add_argument("--audit-aa", action="store_true",
+                   help="A/A check of the audit-cost method: audit on in both gateways")
     p.add_argument("--reload-every", type=float, default=1.0,
                    help="under load, at most one reload per this many seconds (default 1)")
     p.add_argument("--no-pin", action="store_true",
@@ -75,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.duration = a.duration or (3.0 if a.quick else 15.0)
     a.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else 3.0)
     a.idle_reloads = 2 if a.quick else 5
+    a.audit_slices = a.audit_slices if a.audit_slices is not None else (2 if a.quick else 8)
+    a.audit_slice = a.audit_slice or (2.0 if a.quick else 5.0)
     a.threads = [int(t) for t in a.threads.split(",") if t]
     a.routes = [int(r) for r in a.routes.split(",") if r]
     names = [t.name for t in targets.TARGETS]
@@ -192,6 +202,17 @@ def compare(a, ctx: targets.Ctx, token: str, tokens_file: Path, rows: list[Row],
             upstream.stop()
 
 
+def measure_audit_cost(a, ctx: targets.Ctx, token: str, threads: int) -> audit_cost.AuditCost:
+    proxy_cpus, load_cpus, wrk_threads = cpu_layout(threads, not a.no_pin)
+    params = WrkParams(wrk_threads, a.connections, a.audit_slice, min(a.warmup, 1.0), load_cpus)
+    upstream = targets.start_upstream(ctx, load_cpus)
+    try:
+        return audit_cost.measure(ctx, threads, proxy_cpus, params, token, a.audit_slices,
+                                  a.audit_slice, log, aa=a.audit_aa)
+    finally:
+        upstream.stop()
+
+
 def run_scale(a, ctx: targets.Ctx, token: str) -> tuple[list[scale.ScaleRow], str, str]:
     threads = 1
     proxy_cpus, load_cpus, wrk_threads = cpu_layout(threads, not a.no_pin)
@@ -247,6 +268,10 @@ def main(argv: list[str]) -> int:
     setups: dict[int, str] = {}
     if not a.no_compare:
         compare(a, ctx, token, tokens_file, rows, setups)
+    costs: dict[int, audit_cost.AuditCost] = {}
+    if a.audit_slices > 0 and ctx.audit_supported:
+        for threads in a.threads:
+            costs[threads] = measure_audit_cost(a, ctx, token, threads)
     scale_rows, scale_setup, scale_errors = ([], "", "")
     if not a.no_scale:
         scale_rows, scale_setup, scale_errors = run_scale(a, ctx, token)
@@ -269,7 +294,10 @@ def main(argv: list[str]) -> int:
             continue
         md += ["", f"#### {threads} proxy thread{'s' if threads > 1 else ''}",
                "", f"{setups[threads]}.", "", report.comparison_table(table, threads), "",
-               report.ratios(table, threads)]
+               report.ratios(table, threads, costs.get(threads))]
+    for threads, cost in costs.items():
+        md += ["", f"#### Audit cost, {threads} proxy thread{'s' if threads > 1 else ''} "
+               "(side by side)", "", f"{cost.setup}.", "", audit_cost.table(cost)]
     if not a.no_scale:
         md += ["", "#### Scale (full chain, audit on)", "", f"{scale_setup}.", "",
                report.scale_table(scale_rows)]
@@ -282,7 +310,8 @@ def main(argv: list[str]) -> int:
         log("appended to BENCHMARKS.md")
     if not a.keep:
         tokens_file.unlink(missing_ok=True)
-    failed = any(r.error for r in rows) or bool(scale_errors)
+    failed = (any(r.error for r in rows) or bool(scale_errors)
+              or any(c.error or not c.complete for c in costs.values()))
     return 1 if failed else 0
 
 

@@ -22,7 +22,10 @@ class Proc:
     """A process this harness started."""
 
     def __init__(self, name: str, argv: list[str], log: Path, cpus: str | None,
-                 stdout: Path | None = None, cwd: Path | None = None):
+                 stdout: Path | None = None, cwd: Path | None = None,
+                 own_session: bool = False):
+        """`own_session`: start it in a new session, hence its own scheduler autogroup, so that
+        it gets an equal share of a contended CPU whatever its thread count."""
         self.name = name
         self.log = log
         self.started = time.monotonic()
@@ -31,7 +34,8 @@ class Proc:
         err = log.open("ab")
         out = stdout.open("ab") if stdout else err
         self.popen = subprocess.Popen(prefix + argv, stdout=out, stderr=err,
-                                      stdin=subprocess.DEVNULL, cwd=cwd)
+                                      stdin=subprocess.DEVNULL, cwd=cwd,
+                                      start_new_session=own_session)
         self.pid = self.popen.pid
 
     def alive(self) -> bool:

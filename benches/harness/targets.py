@@ -201,7 +201,7 @@ def probe_audit(ctx: Ctx) -> None:
 
 def start_fenfa(ctx: Ctx, name: str, template: str, threads: int, cpus: str | None,
                 audit: bool | None, values: dict | None = None,
-                ready_timeout: float = 30.0) -> Running:
+                ready_timeout: float = 30.0, own_session: bool = False) -> Running:
     port, status_port = procs.free_port(), procs.free_port()
     data_dir = ctx.run_dir / f"{name}-t{threads}-data"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -214,7 +214,7 @@ def start_fenfa(ctx: Ctx, name: str, template: str, threads: int, cpus: str | No
     if check.returncode != 0:
         raise RuntimeError(f"fenfa-gateway check rejected {conf}: {check.stderr.strip()}")
     p = Proc(name, [str(ctx.fenfa), "--config", str(conf), "--data-dir", str(data_dir)],
-             ctx.run_dir / f"{name}-t{threads}.log", cpus)
+             ctx.run_dir / f"{name}-t{threads}.log", cpus, own_session=own_session)
     procs.wait_http(p, status_port, "/readyz", timeout=ready_timeout, ok=lambda s: s == 200)
     return Running(name, port, p, status_port=status_port, artefacts=[data_dir])
 
