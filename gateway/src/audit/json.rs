@@ -37,10 +37,8 @@ pub fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {
         };
         out.extend_from_slice(&s[start..i]);
         if short.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+            super::chain::push_hex(out, &[b]);
         } else {
             out.extend_from_slice(short);
         }

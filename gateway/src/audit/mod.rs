@@ -194,15 +194,6 @@ impl Audit {
         }
     }
 
-    /// Waits (at most `timeout`) until everything queued so far is written to the segment file.
-    pub fn flush(&self, timeout: Duration) -> bool {
-        let Some(l) = self.live.get() else {
-            return true;
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        l.queue.control(queue::Msg::Flush(tx), timeout) && rx.recv_timeout(timeout).is_ok()
-    }
-
     /// Writes everything queued, seals the active segment, fsyncs, and stops the threads. Waits
     /// at most `timeout` for the writer. Safe to call from several threads: the first does the
     /// work, the others wait for it.

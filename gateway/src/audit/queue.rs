@@ -24,8 +24,6 @@ const CONTROL_ROOM: usize = 8;
 pub enum Msg {
     /// One encoded record (a JSON object without `seq`/`prev`/`mac`).
     Record(Vec<u8>),
-    /// Write everything received so far to the file (not fsync) and answer.
-    Flush(std::sync::mpsc::Sender<()>),
     /// Write everything, seal the active segment, fsync, answer, and stop.
     Shutdown(std::sync::mpsc::Sender<()>),
 }

@@ -446,7 +446,6 @@ pub fn run(
     let mut errors = ErrorLog::default();
     trail.retention(&policy, shipped_through.load(Relaxed));
     loop {
-        let mut acks = Vec::new();
         let mut stop = None;
         // Poll instead of blocking on the channel: a receiver parked in `recv` must be woken by
         // the sender (a futex syscall and a context switch on the proxy's request path for every
@@ -467,7 +466,6 @@ pub fn run(
                             write_with_retry(&mut trail, &body, &policy, &counters, &mut errors);
                             head_dirty = true;
                         }
-                        Msg::Flush(ack) => acks.push(ack),
                         Msg::Shutdown(ack) => {
                             stop = Some(ack);
                         }
@@ -506,14 +504,11 @@ pub fn run(
             }
             last_sync = Instant::now();
         }
-        if (head_dirty && synced) || !acks.is_empty() {
+        if head_dirty && synced {
             match trail.write_head(false) {
                 Ok(()) => head_dirty = false,
                 Err(e) => errors.log("cannot write audit head.json", &e),
             }
-        }
-        for ack in acks {
-            let _ = ack.send(());
         }
         if trail.due_for_size(&policy) || trail.due_for_age(policy.max_age) {
             let reason = if trail.due_for_size(&policy) {
