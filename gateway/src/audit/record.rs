@@ -291,12 +291,8 @@ impl Recorder {
             mask_query(q, &self.keep_query_values, out);
         }
         // Everything from `start` is valid UTF-8: pieces of `&str`s cut at ASCII delimiters.
-        if out.len() - start > MAX_PATH {
-            let mut end = start + MAX_PATH - '…'.len_utf8();
-            while out[end] & 0xc0 == 0x80 {
-                end -= 1;
-            }
-            out.truncate(end);
+        if let Some(end) = cut_at(&out[start..], MAX_PATH) {
+            out.truncate(start + end);
             out.extend_from_slice("…".as_bytes());
         }
         // A request target has no quotes or control characters in practice; escape if it does.
@@ -381,15 +377,24 @@ fn str_field(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
 fn truncate(s: &mut String, max: usize) {
-    if s.len() <= max {
-        return;
+    if let Some(end) = cut_at(s.as_bytes(), max) {
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+/// Where to cut UTF-8 text longer than `max` bytes so that it ends on a character boundary and
+/// the `…` that marks the cut still fits; `None` when it fits as it is.
+fn cut_at(text: &[u8], max: usize) -> Option<usize> {
+    if text.len() <= max {
+        return None;
     }
     let mut end = max.saturating_sub('…'.len_utf8());
-    while !s.is_char_boundary(end) {
+    // A UTF-8 continuation byte (10xxxxxx) is inside a character.
+    while end > 0 && text[end] & 0xc0 == 0x80 {
         end -= 1;
     }
-    s.truncate(end);
-    s.push('…');
+    Some(end)
 }
 
 #[cfg(test)]
