@@ -1,7 +1,9 @@
 //! Cost of the audit trail per request, on the proxy thread and on the writer thread:
 //!
-//! - `audit/encode`: what the proxy's log phase pays — masking the query and serialising one
-//!   record (the `try_send` that follows is a few atomics).
+//! - `audit/encode`: masking the query and serialising one record into a fresh buffer.
+//! - `audit/record`: what the proxy's log phase pays — the same record encoded straight into the
+//!   thread's lane of the queue (bound check, lane lock, framing), with the writer's drain of the
+//!   lanes every 1,024 records counted in.
 //! - `audit/chain`: what the writer pays per record — appending `seq` and the HMAC-SHA256 link.
 //! - `audit/append`: the writer's whole per-record path into its buffer (chain + buffered write),
 //!   with a segment rotation every 64 MiB.
@@ -18,9 +20,11 @@ use std::time::SystemTime;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use fenfa_gateway::audit::chain::{Key, GENESIS};
+use fenfa_gateway::audit::queue::Queue;
 use fenfa_gateway::audit::writer::{Policy, Trail};
 use fenfa_gateway::audit::{Parts, Recorder};
 use fenfa_gateway::config::model::AuditSettings;
+use fenfa_gateway::metrics::AuditCounters;
 use fenfa_plugins::Identity;
 use http::HeaderMap;
 
@@ -69,6 +73,21 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("encode", |b| {
         b.iter(|| black_box(recorder.encode(black_box(&p), at)))
+    });
+    let counters = Arc::new(AuditCounters::default());
+    let queue = Queue::new(65_536, false, counters);
+    let (mut batches, mut spare, mut n) = (Vec::new(), Vec::new(), 0u32);
+    g.bench_function("record", |b| {
+        b.iter(|| {
+            queue.push(None, |out| recorder.encode_now_into(black_box(&p), out));
+            n += 1;
+            if n % 1024 == 0 {
+                queue.drain(&mut batches, &mut spare, false);
+                for batch in batches.drain(..) {
+                    queue.written(batch, &mut spare);
+                }
+            }
+        })
     });
     let mut line = Vec::with_capacity(1024);
     g.bench_function("chain", |b| {

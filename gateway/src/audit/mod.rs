@@ -14,9 +14,9 @@
 //! - [`verify`] and [`query`]: the `fenfa-gateway audit verify|query` commands.
 //! - [`sink`] and [`ship`]: at-least-once delivery to the control plane from a persisted cursor.
 //!
-//! What it may not do: block the proxy (the request path only serialises one record and does a
-//! `try_send`), record tokens, secrets or query values, or lose a record silently (every drop is
-//! counted in `/metrics` and logged).
+//! What it may not do: block the proxy (the request path only serialises one record into its
+//! thread's lane of the queue), record tokens, secrets or query values, or lose a record silently
+//! (every drop is counted in `/metrics` and logged).
 
 pub mod chain;
 pub mod json;
@@ -154,12 +154,12 @@ impl Audit {
             }
             None => None,
         };
-        let (queue, rx) =
-            queue::Queue::new(settings.queue_capacity, settings.strict, counters.clone());
+        let queue = queue::Queue::new(settings.queue_capacity, settings.strict, counters.clone());
         let seq = trail.seq();
+        let for_writer = queue.clone();
         let writer = std::thread::Builder::new()
             .name("fenfa-audit-writer".into())
-            .spawn(move || writer::run(trail, rx, policy, counters, shipped_through))
+            .spawn(move || writer::run(trail, for_writer, policy, counters, shipped_through))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
         if self.live.set(Live { queue, recorder }).is_err() {
             return Err("the audit trail is already started".into());
@@ -189,9 +189,8 @@ impl Audit {
     #[inline]
     pub fn record(&self, slot: Option<Slot>, parts: &Parts<'_>) {
         let Some(l) = self.live.get() else { return };
-        if l.queue.reserve(slot) {
-            l.queue.send_reserved(l.recorder.encode_now(parts));
-        }
+        l.queue
+            .push(slot, |out| l.recorder.encode_now_into(parts, out));
     }
 
     /// Writes everything queued, seals the active segment, fsyncs, and stops the threads. Waits
@@ -202,12 +201,9 @@ impl Audit {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         let Some(t) = threads.take() else { return };
         let (tx, rx) = std::sync::mpsc::channel();
-        let started = std::time::Instant::now();
-        if l.queue.control(queue::Msg::Shutdown(tx), timeout)
-            && rx
-                .recv_timeout(timeout.saturating_sub(started.elapsed()))
-                .is_ok()
-        {
+        l.queue.request_stop(tx);
+        t.writer.thread().unpark();
+        if rx.recv_timeout(timeout).is_ok() {
             let _ = t.writer.join();
         } else {
             tracing::error!(

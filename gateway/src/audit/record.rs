@@ -188,25 +188,28 @@ impl Recorder {
     /// Written by hand into one buffer (see [`super::json`]): this runs on the proxy thread for
     /// every request. Field order is the order in the file; absent optional fields are left out.
     pub fn encode(&self, p: &Parts<'_>, arrived: SystemTime) -> Vec<u8> {
-        self.encode_at_ms(p, super::time::unix_ms(arrived))
+        let mut out = Vec::new();
+        self.encode_into(p, super::time::unix_ms(arrived), &mut out);
+        out
     }
 
-    /// [`Recorder::encode`] with the arrival time in milliseconds since the epoch.
-    fn encode_at_ms(&self, p: &Parts<'_>, arrived_ms: i64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.capacity_for(p));
+    /// Appends the record to `out` (the proxy's lane in the queue), with the arrival time in
+    /// milliseconds since the epoch. Makes room for all of it first, so `out` grows at most once.
+    fn encode_into(&self, p: &Parts<'_>, arrived_ms: i64, out: &mut Vec<u8>) {
+        out.reserve(self.capacity_for(p));
         out.extend_from_slice(b"{\"time\":\"");
-        super::time::push_ms(arrived_ms, &mut out);
+        super::time::push_ms(arrived_ms, out);
         out.extend_from_slice(b"\",\"request_id\":");
-        json::push_str(&mut out, p.request_id);
+        json::push_str(out, p.request_id);
         out.extend_from_slice(&self.node_field);
         if let Some(ip) = p.client_ip {
             out.extend_from_slice(b",\"client_ip\":");
-            json::push_ip(&mut out, ip);
+            json::push_ip(out, ip);
         }
         if let Some(id) = p.identity {
-            str_field(&mut out, "channel", &id.channel);
-            str_field(&mut out, "app", &id.app);
-            str_field(&mut out, "user", &id.user);
+            str_field(out, "channel", &id.channel);
+            str_field(out, "app", &id.app);
+            str_field(out, "user", &id.user);
         }
         for (name, value) in [
             ("agency", p.agency),
@@ -214,39 +217,38 @@ impl Recorder {
             ("route", p.route),
         ] {
             if !value.is_empty() {
-                str_field(&mut out, name, value);
+                str_field(out, name, value);
             }
         }
-        str_field(&mut out, "method", p.method);
+        str_field(out, "method", p.method);
         out.extend_from_slice(b",\"path\":\"");
-        self.push_path(&mut out, p.path, p.query);
+        self.push_path(out, p.path, p.query);
         out.extend_from_slice(b"\",\"status\":");
-        json::push_u64(&mut out, p.status.into());
+        json::push_u64(out, p.status.into());
         if let Some(upstream) = p.upstream {
-            str_field(&mut out, "upstream", upstream);
+            str_field(out, "upstream", upstream);
         }
         if let Some(status) = p.upstream_status {
             out.extend_from_slice(b",\"upstream_status\":");
-            json::push_u64(&mut out, status.into());
+            json::push_u64(out, status.into());
         }
         out.extend_from_slice(b",\"latency_us\":");
-        json::push_u64(&mut out, p.latency_us);
+        json::push_u64(out, p.latency_us);
         out.extend_from_slice(b",\"bytes\":");
-        json::push_u64(&mut out, p.bytes_sent);
+        json::push_u64(out, p.bytes_sent);
         out.extend_from_slice(b",\"decision\":\"");
         out.extend_from_slice(p.decision().as_str().as_bytes());
         out.push(b'"');
         match (p.denied_by, p.error) {
             (Some((plugin, code)), _) => {
-                str_field(&mut out, "denied_by", plugin);
-                str_field(&mut out, "code", code);
+                str_field(out, "denied_by", plugin);
+                str_field(out, "code", code);
             }
-            (None, Some(code)) => str_field(&mut out, "code", code),
+            (None, Some(code)) => str_field(out, "code", code),
             (None, None) => {}
         }
-        self.push_headers(&mut out, p.headers);
+        self.push_headers(out, p.headers);
         out.push(b'}');
-        out
     }
 
     /// Room for the whole record in one allocation: the names, punctuation and numbers take at
@@ -333,13 +335,13 @@ impl Recorder {
         }
     }
 
-    /// Convenience for the proxy: arrival time from the latency.
-    pub fn encode_now(&self, p: &Parts<'_>) -> Vec<u8> {
+    /// For the proxy: appends the record to `out`, arrival time from the latency.
+    pub fn encode_now_into(&self, p: &Parts<'_>, out: &mut Vec<u8>) {
         let now_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
         let arrived_us = now_us.saturating_sub(p.latency_us.min(i64::MAX as u64) as i64);
-        self.encode_at_ms(p, arrived_us.max(0).div_euclid(1000))
+        self.encode_into(p, arrived_us.max(0).div_euclid(1000), out)
     }
 }
 
@@ -482,6 +484,12 @@ mod tests {
         assert_eq!(back.decision, Some(Decision::Allowed));
     }
 
+    fn now(r: &Recorder, p: &Parts<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.encode_now_into(p, &mut out);
+        out
+    }
+
     #[test]
     fn denials_name_the_plugin_and_gateway_errors_the_code() {
         let r = Recorder::new("n", &AuditSettings::default()).unwrap();
@@ -489,14 +497,14 @@ mod tests {
         let mut p = parts(&h, None);
         p.denied_by = Some(("rate-limit", "rate_limited"));
         p.error = Some("rate_limited");
-        let v: serde_json::Value = serde_json::from_slice(&r.encode_now(&p)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&now(&r, &p)).unwrap();
         assert_eq!(v["decision"], "denied");
         assert_eq!(v["denied_by"], "rate-limit");
         assert_eq!(v["code"], "rate_limited");
         assert!(v.get("user").is_none());
         let mut p = parts(&h, None);
         p.error = Some("route_not_found");
-        let v: serde_json::Value = serde_json::from_slice(&r.encode_now(&p)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&now(&r, &p)).unwrap();
         assert_eq!(v["decision"], "error");
         assert_eq!(v["code"], "route_not_found");
         assert!(v.get("denied_by").is_none());

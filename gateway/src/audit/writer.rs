@@ -21,17 +21,14 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::chain::{self, Key, Mac};
-use super::queue::{Msg, Queue};
+use super::queue::{self, Queue};
 use super::segment::{self, Checkpoint, Head};
 use crate::metrics::AuditCounters;
 
-/// Largest batch taken off the queue before writing it out.
-const MAX_BATCH: usize = 4096;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -432,10 +429,11 @@ pub struct Incident {
 /// over 3 million requests per second; a SIGKILL loses at most about this much (docs/audit.md).
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// Runs the writer until a `Shutdown` message or until every sender is gone.
+/// Runs the writer until [`Queue::request_stop`] (answered once everything is written and
+/// sealed), or until nobody else holds the queue.
 pub fn run(
     mut trail: Trail,
-    rx: Receiver<Msg>,
+    queue: Arc<Queue>,
     policy: Policy,
     counters: Arc<AuditCounters>,
     shipped_through: Arc<AtomicU64>,
@@ -444,55 +442,35 @@ pub fn run(
     let mut last_retention = Instant::now();
     let mut head_dirty = false;
     let mut errors = ErrorLog::default();
+    let mut batches = Vec::new();
+    let mut spare = Vec::new();
     trail.retention(&policy, shipped_through.load(Relaxed));
     loop {
-        let mut stop = None;
-        // Poll instead of blocking on the channel: a receiver parked in `recv` must be woken by
-        // the sender (a futex syscall and a context switch on the proxy's request path for every
-        // record). Sleeping and draining in batches keeps senders syscall-free, and makes each
-        // write to the segment one large one.
-        std::thread::sleep(POLL);
-        match rx.try_recv().map_err(|e| match e {
-            TryRecvError::Empty => RecvTimeoutError::Timeout,
-            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-        }) {
-            Ok(msg) => {
-                let mut next = Some(msg);
-                let mut n = 0;
-                while let Some(msg) = next.take() {
-                    match msg {
-                        Msg::Record(body) => {
-                            Queue::taken(&counters);
-                            write_with_retry(&mut trail, &body, &policy, &counters, &mut errors);
-                            head_dirty = true;
-                        }
-                        Msg::Shutdown(ack) => {
-                            stop = Some(ack);
-                        }
-                    }
-                    n += 1;
-                    // After a shutdown request, keep draining what is already queued.
-                    if n < MAX_BATCH || stop.is_some() {
-                        match rx.try_recv() {
-                            Ok(m) => next = Some(m),
-                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {}
-                        }
-                    }
-                }
+        // Poll instead of being woken per record: waking a parked thread costs the sender a
+        // futex syscall on the proxy's request path. Draining in batches keeps senders
+        // syscall-free and makes each write to the segment one large one. A shutdown request
+        // unparks the writer at once.
+        std::thread::park_timeout(POLL);
+        let stop = queue.stop_requested();
+        let last = stop.is_some() || Arc::strong_count(&queue) == 1;
+        // The last drain also closes the lanes: what comes after it is counted as dropped.
+        queue.drain(&mut batches, &mut spare, last);
+        for batch in batches.drain(..) {
+            for body in queue::records(&batch.bytes) {
+                write_with_retry(&mut trail, body, &policy, &counters, &mut errors);
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                finish(&mut trail, &mut errors);
-                return;
-            }
+            head_dirty = true;
+            queue.written(batch, &mut spare);
         }
         if let Err(e) = trail.flush() {
             counters.write_errors.fetch_add(1, Relaxed);
             errors.log("cannot write audit records; retrying", &e);
         }
-        if let Some(ack) = stop {
+        if last {
             finish(&mut trail, &mut errors);
-            let _ = ack.send(());
+            if let Some(ack) = stop {
+                let _ = ack.send(());
+            }
             return;
         }
         // `head.json` follows the fsync: it then never vouches for lines that a power loss could
