@@ -8,16 +8,17 @@
 //! what is still in the queue (at most the last ~20 ms of records); a power loss can also lose
 //! what was written since the last fsync. Both are documented in `docs/audit.md`.
 //!
-//! Lines are appended whole (a record is far smaller than the 1 MiB buffer, and the buffer is only
-//! ever written out at line boundaries), so a killed process leaves no torn line; one left by a
-//! power loss is cut off (and logged) at the next start, and the segment is sealed as `recovered`.
+//! Each line is sealed straight into the active segment's buffer, which is written out at line
+//! boundaries only (at the end of a drain, or once it holds 1 MiB). A torn final line (a power
+//! loss, or a write cut short) is cut off (and logged) at the next start, and the segment is
+//! sealed as `recovered`.
 //!
 //! A write that fails (disk full, directory gone) is retried with backoff, holding the record;
 //! meanwhile the queue fills and further records are dropped and counted, or in strict mode
 //! requests are answered 503. Nothing is skipped silently.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,6 +32,9 @@ use crate::metrics::AuditCounters;
 
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Pending lines are written out once they reach this many bytes, or at the end of a drain.
+const WRITE_AT: usize = 1 << 20;
 
 /// Writer settings (from `audit:` in the config).
 #[derive(Debug, Clone)]
@@ -53,12 +57,11 @@ pub struct Trail {
     /// What `head.json` will vouch for: (segment, lines written to it). Its mac is `prev` and
     /// its seq is `seq`, so only these two are kept, and the hex is made only when it is written.
     head_at: (u64, u64),
-    line: Vec<u8>,
 }
 
 struct Active {
     index: u64,
-    file: BufWriter<File>,
+    out: SegmentFile,
     bytes: u64,
     lines: u64,
     records: u64,
@@ -69,6 +72,47 @@ struct Active {
     sealed: bool,
     /// Data written since the last fsync.
     unsynced: bool,
+}
+
+/// A segment file and the whole lines not yet written to it. Lines are sealed straight into
+/// `pending` (no copy between a line buffer and a file buffer) and written out together.
+struct SegmentFile {
+    file: File,
+    pending: Vec<u8>,
+}
+
+impl SegmentFile {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes the pending lines (no fsync). On an error, what did get written leaves `pending`
+    /// and the rest stays for the next attempt.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.pending.len() {
+                break Ok(());
+            }
+            match self.file.write(&self.pending[done..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.pending.drain(..done);
+        result
+    }
+
+    /// Writes the pending lines and fsyncs data and metadata.
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.file.sync_all()
+    }
 }
 
 impl Trail {
@@ -91,7 +135,6 @@ impl Trail {
             next_index: first,
             active: None,
             head_at: (first.saturating_sub(1), 0),
-            line: Vec::with_capacity(4096),
         };
         let io = |e: std::io::Error| format!("audit dir {}: {e}", dir.display());
         // What the last run vouched for, read before anything is rewritten.
@@ -128,7 +171,7 @@ impl Trail {
                 let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
                 trail.active = Some(Active {
                     index,
-                    file: BufWriter::with_capacity(1 << 20, file),
+                    out: SegmentFile::new(file),
                     bytes: tail.good_len,
                     lines: tail.lines,
                     records: tail.records,
@@ -166,16 +209,12 @@ impl Trail {
             incident: &'a Incident,
         }
         let body = serde_json::to_vec(&Doc { incident }).map_err(std::io::Error::other)?;
-        self.line.clear();
-        let mac = self.key.seal(&self.prev, &body, b"", &mut self.line);
-        a.file.write_all(&self.line)?;
-        a.file.flush()?;
-        a.file.get_ref().sync_all()?;
-        self.prev = mac;
+        let len = a.out.pending.len();
+        self.prev = self.key.seal(&self.prev, &body, b"", &mut a.out.pending);
         a.lines += 1;
-        a.bytes += self.line.len() as u64;
+        a.bytes += (a.out.pending.len() - len) as u64;
         self.head_at = (a.index, a.lines);
-        Ok(())
+        a.out.sync_all()
     }
 
     pub fn seq(&self) -> u64 {
@@ -198,8 +237,11 @@ impl Trail {
         let Some(a) = self.active.as_mut() else {
             return Err(std::io::Error::other("no active segment"));
         };
+        if a.out.pending.len() >= WRITE_AT {
+            // Before the record is committed: on failure it is retried whole.
+            a.out.flush()?;
+        }
         let seq = self.seq + 1;
-        self.line.clear();
         // `,"seq":N` without a heap allocation: this runs once per request.
         let mut extra = [0u8; 32];
         let tag = b",\"seq\":";
@@ -208,17 +250,16 @@ impl Trail {
         extra[..tag.len()].copy_from_slice(tag);
         extra[tag.len()..tag.len() + n.len()].copy_from_slice(n);
         let extra = &extra[..tag.len() + n.len()];
-        let mac = self.key.seal(&self.prev, body, extra, &mut self.line);
-        a.file.write_all(&self.line)?;
-        // Committed: the line is in the buffer, in order.
-        self.prev = mac;
+        let len = a.out.pending.len();
+        // Committed: the line is sealed straight into the file's buffer, in order.
+        self.prev = self.key.seal(&self.prev, body, extra, &mut a.out.pending);
         self.seq = seq;
         if a.records == 0 {
             a.first_seq = seq;
         }
         a.records += 1;
         a.lines += 1;
-        a.bytes += self.line.len() as u64;
+        a.bytes += (a.out.pending.len() - len) as u64;
         a.unsynced = true;
         self.head_at = (a.index, a.lines);
         if a.bytes >= policy.max_bytes {
@@ -247,7 +288,7 @@ impl Trail {
         self.next_index = index + 1;
         self.active = Some(Active {
             index,
-            file: BufWriter::with_capacity(1 << 20, file),
+            out: SegmentFile::new(file),
             bytes: 0,
             lines: 0,
             records: 0,
@@ -291,17 +332,14 @@ impl Trail {
             }
             let body =
                 serde_json::to_vec(&Doc { checkpoint: &cp }).map_err(std::io::Error::other)?;
-            self.line.clear();
-            let mac = self.key.seal(&self.prev, &body, b"", &mut self.line);
-            a.file.write_all(&self.line)?;
-            self.prev = mac;
+            let len = a.out.pending.len();
+            self.prev = self.key.seal(&self.prev, &body, b"", &mut a.out.pending);
             a.sealed = true;
             a.lines += 1;
-            a.bytes += self.line.len() as u64;
+            a.bytes += (a.out.pending.len() - len) as u64;
             self.head_at = (a.index, a.lines);
         }
-        a.file.flush()?;
-        a.file.get_ref().sync_all()?;
+        a.out.sync_all()?;
         self.active = None;
         segment::fsync_dir(&self.dir);
         self.write_head(true)
@@ -310,7 +348,7 @@ impl Trail {
     /// Writes buffered lines to the file (no fsync).
     pub fn flush(&mut self) -> std::io::Result<()> {
         match self.active.as_mut() {
-            Some(a) => a.file.flush(),
+            Some(a) => a.out.flush(),
             None => Ok(()),
         }
     }
@@ -319,8 +357,8 @@ impl Trail {
     pub fn sync(&mut self) -> std::io::Result<()> {
         if let Some(a) = self.active.as_mut() {
             if a.unsynced {
-                a.file.flush()?;
-                a.file.get_ref().sync_data()?;
+                a.out.flush()?;
+                a.out.file.sync_data()?;
                 a.unsynced = false;
             }
         }
@@ -599,6 +637,23 @@ pub(crate) mod tests {
             assert!(tail.sealed, "{}", path.display());
         }
         assert_eq!(t.seq(), 10);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_every_pending_line_for_the_next_attempt() {
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let mut out = SegmentFile::new(full);
+        out.pending.extend_from_slice(b"{\"a\":1}\n{\"b\":2}\n");
+        let err = out.flush().expect_err("/dev/full refuses every write");
+        assert_eq!(err.raw_os_error(), Some(28), "ENOSPC: {err}");
+        assert_eq!(out.pending, b"{\"a\":1}\n{\"b\":2}\n");
+        // The disk is back: everything pending arrives, once, in order.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        out.file = File::create(&path).unwrap();
+        out.flush().unwrap();
+        assert!(out.pending.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
     }
 
     #[test]
