@@ -171,8 +171,9 @@ impl Queue {
 
     /// Queues one record, which `encode` appends to the buffer it is given (one JSON object, no
     /// newline). Uses the place `slot` reserved, or takes a free one; with none, or once the
-    /// writer has stopped, the record is dropped and counted. Never blocks: the only lock is
-    /// this thread's lane, which the writer holds just long enough to swap a buffer.
+    /// writer has stopped, the record is dropped and counted. Never waits for the writer's
+    /// work: the only lock is this thread's lane, which the writer holds just long enough to
+    /// swap a buffer (and, on a thread's first record, the list of lanes).
     pub fn push(&self, slot: Option<Slot>, encode: impl FnOnce(&mut Vec<u8>)) {
         if !self.reserve(slot) {
             return;
