@@ -114,6 +114,17 @@ pub struct Metrics {
     pub audit: Arc<AuditCounters>,
 }
 
+/// One delivery stream's counters: shipping to the control plane, or OTLP export.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Records the receiver accepted.
+    pub delivered: AtomicU64,
+    /// Failed delivery attempts (each retried).
+    pub failures: AtomicU64,
+    /// Records the receiver refused for good and will not get again (they stay on disk).
+    pub refused: AtomicU64,
+}
+
 /// Audit trail counters (`crate::audit`).
 #[derive(Debug, Default)]
 pub struct AuditCounters {
@@ -125,10 +136,10 @@ pub struct AuditCounters {
     pub rejected: AtomicU64,
     /// Failed segment writes (each retried).
     pub write_errors: AtomicU64,
-    /// Records delivered to the shipping sink.
-    pub shipped: AtomicU64,
-    /// Failed shipping attempts (each retried).
-    pub ship_failures: AtomicU64,
+    /// Shipping to the control plane's ingest endpoint (`audit.ship`).
+    pub ship: Arc<SinkCounters>,
+    /// Export to an OpenTelemetry collector (`audit.otlp`).
+    pub otlp: Arc<SinkCounters>,
     /// Records queued or reserved, not yet taken by the writer.
     pub queued: AtomicU64,
 }
@@ -158,13 +169,28 @@ impl AuditCounters {
             ),
             (
                 "fenfa_audit_records_shipped_total",
-                "Audit records delivered to the shipping sink.",
-                &self.shipped,
+                "Audit records delivered to the control plane.",
+                &self.ship.delivered,
             ),
             (
                 "fenfa_audit_ship_failures_total",
                 "Failed audit shipping attempts (retried).",
-                &self.ship_failures,
+                &self.ship.failures,
+            ),
+            (
+                "fenfa_audit_records_exported_total",
+                "Audit records accepted by the OTLP collector.",
+                &self.otlp.delivered,
+            ),
+            (
+                "fenfa_audit_export_failures_total",
+                "Failed OTLP export attempts (retried).",
+                &self.otlp.failures,
+            ),
+            (
+                "fenfa_audit_export_refused_total",
+                "Audit records the OTLP collector refused for good (still in the local trail).",
+                &self.otlp.refused,
             ),
         ];
         for (name, help, v) in counters {

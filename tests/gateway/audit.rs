@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::support::collector::Collector;
+use crate::support::otlp::OtlpReceiver;
 use crate::support::{client, Gateway, Upstream};
 
 /// The HS256 secret of the test identity service (32 bytes).
@@ -764,4 +765,120 @@ async fn shipping_survives_a_control_plane_outage_and_a_restart_without_losing_r
     assert_eq!(by_key.len(), 15);
     let (ok, out) = verify(&audit_dir(&gw));
     assert!(ok, "{out}");
+}
+
+/// The stored line at (segment, 0-based line).
+fn stored_line(dir: &Path, segment: &str, line: u64) -> String {
+    std::fs::read_to_string(dir.join(segment))
+        .unwrap()
+        .lines()
+        .nth(line as usize)
+        .unwrap_or_else(|| panic!("{segment} has no line {line}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn records_export_as_otlp_logs_the_official_schema_accepts_after_a_collector_outage() {
+    let up = Upstream::start("a");
+    // The collector is "down" (503) for its first 3 requests.
+    let otlp = OtlpReceiver::start(3);
+    let audit = format!(
+        "audit:\n  otlp:\n    url: \"{}\"\n    headers: {{ Authorization: \"Bearer otlp-SECRET-9\" }}\n    batch_records: 4\n    interval: 50ms\n    backoff_max: 200ms\n",
+        otlp.url()
+    );
+    let mut gw = Gateway::start(&config(up.addr, &audit));
+    let alice = token("u-alice", "wechat", "wx-app-1");
+    let mut sent = BTreeMap::new();
+    for i in 0..6 {
+        let (st, id) = get(
+            &gw,
+            &format!("/api/items?idcard=1101&page={i}"),
+            Some(&alice),
+        )
+        .await;
+        assert_eq!(st, 200);
+        sent.insert(id, "SEVERITY_NUMBER_INFO");
+    }
+    for _ in 0..2 {
+        let (st, id) = get(&gw, "/api/items", None).await;
+        assert_eq!(st, 401);
+        sent.insert(id, "SEVERITY_NUMBER_WARN");
+    }
+    let exported = |o: &OtlpReceiver| {
+        let received = o.received();
+        if let Some(e) = received.iter().find(|r| r.get("error").is_some()) {
+            panic!("the OTLP schema refused a request: {e}");
+        }
+        received
+            .iter()
+            .filter(|r| r.get("record").is_some())
+            .map(|r| attr(&r["record"], "fenfa.request_id"))
+            .collect::<BTreeSet<_>>()
+    };
+    wait_for("8 records exported", Duration::from_secs(15), || {
+        exported(&otlp).len() == 8
+    });
+    assert!(gw.metric("fenfa_audit_export_failures_total").unwrap() >= 3.0);
+    assert!(gw.metric("fenfa_audit_records_exported_total").unwrap() >= 8.0);
+    assert_eq!(gw.metric("fenfa_audit_export_refused_total"), Some(0.0));
+    stop(&mut gw);
+
+    let received = otlp.received();
+    assert_eq!(exported(&otlp).len(), 8);
+    let dir = audit_dir(&gw);
+    let mut seen = BTreeSet::new();
+    for r in &received {
+        assert_eq!(r["auth"], "Bearer otlp-SECRET-9");
+        assert_eq!(r["resource"]["service.name"], "fenfa-gateway");
+        assert!(!r["resource"]["service.instance.id"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+        assert_eq!(r["scope"], "fenfa.audit");
+        let rec = &r["record"];
+        let id = attr(rec, "fenfa.request_id");
+        assert_eq!(rec["severityNumber"], sent[id.as_str()], "{rec}");
+        // The body is the stored line, byte for byte: still verifiable against the chain.
+        let segment = attr(rec, "fenfa.audit.segment");
+        let offset: u64 = attr(rec, "fenfa.audit.offset").parse().unwrap();
+        assert_eq!(
+            rec["body"]["stringValue"].as_str().unwrap(),
+            stored_line(&dir, &segment, offset)
+        );
+        let time: u64 = rec["timeUnixNano"].as_str().unwrap().parse().unwrap();
+        assert_eq!(time % 1_000_000, 0, "millisecond records");
+        assert!(attr(rec, "url.path").starts_with("/api/items"));
+        assert!(
+            !rec.to_string().contains("1101&"),
+            "query values stay masked"
+        );
+        seen.insert(id);
+    }
+    assert_eq!(
+        seen,
+        sent.keys().cloned().collect(),
+        "every request exported"
+    );
+    assert!(
+        !gw.logs().contains("otlp-SECRET-9"),
+        "the header value is never logged"
+    );
+    let (ok, out) = verify(&dir);
+    assert!(ok, "{out}");
+}
+
+/// A string attribute of an OTLP log record (as protobuf's JSON printer writes it).
+fn attr(record: &Value, key: &str) -> String {
+    let a = record["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == key)
+        .unwrap_or_else(|| panic!("no attribute {key} in {record}"));
+    let v = &a["value"];
+    v["stringValue"]
+        .as_str()
+        .or(v["intValue"].as_str())
+        .unwrap()
+        .to_string()
 }

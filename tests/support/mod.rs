@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod collector;
+pub mod otlp;
 pub mod tokens;
 pub mod upstream;
 

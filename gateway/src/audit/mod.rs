@@ -12,7 +12,8 @@
 //! - [`segment`]: segment files, `head.json`, `retention.json`, recovery after a crash.
 //! - [`chain`]: the key and the HMAC chain that makes changes, deletions and reordering visible.
 //! - [`verify`] and [`query`]: the `fenfa-gateway audit verify|query` commands.
-//! - [`sink`] and [`ship`]: at-least-once delivery to the control plane from a persisted cursor.
+//! - [`sink`] and [`ship`]: at-least-once delivery to the control plane from a persisted cursor;
+//!   [`otlp`]: the same to an OpenTelemetry collector, as OTLP logs.
 //!
 //! What it may not do: block the proxy (the request path only serialises one record into its
 //! thread's lane of the queue), record tokens, secrets or query values, or lose a record silently
@@ -20,6 +21,7 @@
 
 pub mod chain;
 pub mod json;
+pub mod otlp;
 pub mod query;
 pub mod queue;
 pub mod record;
@@ -88,7 +90,7 @@ struct Live {
 
 struct Threads {
     writer: JoinHandle<()>,
-    shipper: Option<ship::Shipper>,
+    shippers: Vec<ship::Shipper>,
 }
 
 impl Audit {
@@ -123,50 +125,77 @@ impl Audit {
             retention: Duration::from_secs(u64::from(settings.retention_days) * 86_400),
             fsync_interval: settings.fsync_interval.0,
         };
-        let shipped_through = Arc::new(AtomicU64::new(u64::MAX));
-        let shipper = match &settings.ship {
-            Some(s) => {
-                let token = match (&s.token, &s.token_file) {
-                    (_, Some(file)) => std::fs::read_to_string(file)
-                        .map_err(|e| format!("audit.ship.token_file: cannot read {file}: {e}"))?
-                        .trim()
-                        .to_string(),
-                    (Some(t), None) => t.clone(),
-                    (None, None) => return Err("audit.ship: set `token_file` (or `token`)".into()),
-                };
-                let sink = sink::HttpSink::new(&s.url, token, s.timeout.0)
-                    .map_err(|e| format!("audit.ship.url: {e}"))?;
-                Some(
-                    ship::Shipper::spawn(
-                        dir.clone(),
-                        node.to_string(),
-                        Box::new(sink),
-                        ship::Policy {
-                            batch_records: s.batch_records,
-                            interval: s.interval.0,
-                            backoff_max: s.backoff_max.0,
-                        },
-                        counters.clone(),
-                        shipped_through.clone(),
-                    )
-                    .map_err(|e| format!("cannot start the audit shipper: {e}"))?,
+        // One shipper per configured sink, each with its own cursor; retention waits for all.
+        let mut shippers = Vec::new();
+        let mut shipped = Vec::new();
+        let mut spawn = |sink: Box<dyn sink::Sink>,
+                         policy: ship::Policy,
+                         sink_counters: &Arc<crate::metrics::SinkCounters>|
+         -> Result<(), String> {
+            let through = Arc::new(AtomicU64::new(0));
+            let name = sink.name().to_string();
+            shippers.push(
+                ship::Shipper::spawn(
+                    dir.clone(),
+                    node.to_string(),
+                    sink,
+                    policy,
+                    sink_counters.clone(),
+                    through.clone(),
                 )
-            }
-            None => None,
+                .map_err(|e| format!("cannot start the audit shipper ({name}): {e}"))?,
+            );
+            shipped.push(through);
+            Ok(())
         };
+        if let Some(s) = &settings.ship {
+            let token = match (&s.token, &s.token_file) {
+                (_, Some(file)) => std::fs::read_to_string(file)
+                    .map_err(|e| format!("audit.ship.token_file: cannot read {file}: {e}"))?
+                    .trim()
+                    .to_string(),
+                (Some(t), None) => t.clone(),
+                (None, None) => return Err("audit.ship: set `token_file` (or `token`)".into()),
+            };
+            let sink = sink::HttpSink::new(&s.url, token, s.timeout.0)
+                .map_err(|e| format!("audit.ship.url: {e}"))?;
+            spawn(
+                Box::new(sink),
+                ship::Policy {
+                    batch_records: s.batch_records,
+                    interval: s.interval.0,
+                    backoff_max: s.backoff_max.0,
+                },
+                &counters.ship,
+            )?;
+        }
+        if let Some(o) = &settings.otlp {
+            let sink = otlp::OtlpSink::new(o, node, counters.otlp.clone())?;
+            spawn(
+                Box::new(sink),
+                ship::Policy {
+                    batch_records: o.batch_records,
+                    interval: o.interval.0,
+                    backoff_max: o.backoff_max.0,
+                },
+                &counters.otlp,
+            )?;
+        }
         let queue = queue::Queue::new(settings.queue_capacity, settings.strict, counters.clone());
         let seq = trail.seq();
         let for_writer = queue.clone();
         let writer = std::thread::Builder::new()
             .name("fenfa-audit-writer".into())
-            .spawn(move || writer::run(trail, for_writer, policy, counters, shipped_through))
+            .spawn(move || writer::run(trail, for_writer, policy, counters, shipped))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
         if self.live.set(Live { queue, recorder }).is_err() {
             return Err("the audit trail is already started".into());
         }
-        *self.threads.lock().unwrap_or_else(|p| p.into_inner()) = Some(Threads { writer, shipper });
+        *self.threads.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Threads { writer, shippers });
         tracing::info!(dir = %dir.display(), key = %key.id, seq, strict = settings.strict,
-            shipping = settings.ship.as_ref().map_or("off", |s| s.url.as_str()), "audit trail open");
+            shipping = settings.ship.as_ref().map_or("off", |s| s.url.as_str()),
+            otlp = settings.otlp.as_ref().map_or("off", |o| o.url.as_str()), "audit trail open");
         Ok(())
     }
 
@@ -211,7 +240,7 @@ impl Audit {
                 "the audit writer did not finish in time; records still queued are lost"
             );
         }
-        if let Some(s) = t.shipper {
+        for s in t.shippers {
             s.stop();
         }
     }
@@ -248,6 +277,9 @@ pub fn validate(s: &AuditSettings) -> Result<(), String> {
         ship.url
             .parse::<sink::HttpUrl>()
             .map_err(|e| format!("audit.ship.url: {e}"))?;
+    }
+    if let Some(o) = &s.otlp {
+        otlp::validate(o)?;
     }
     Ok(())
 }

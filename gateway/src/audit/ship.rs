@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segment;
 use super::sink::{Batch, Sink};
-use crate::metrics::AuditCounters;
+use crate::metrics::SinkCounters;
 
 /// Most bytes read from a segment per batch.
 const MAX_READ: usize = 4 << 20;
@@ -90,7 +90,7 @@ impl Shipper {
         node: String,
         sink: Box<dyn Sink>,
         policy: Policy,
-        counters: Arc<AuditCounters>,
+        counters: Arc<SinkCounters>,
         shipped_through: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = std::sync::mpsc::channel();
@@ -129,7 +129,7 @@ struct Run {
     node: String,
     sink: Box<dyn Sink>,
     policy: Policy,
-    counters: Arc<AuditCounters>,
+    counters: Arc<SinkCounters>,
     shipped_through: Arc<AtomicU64>,
     cursor_path: PathBuf,
     cursor: Option<Cursor>,
@@ -210,7 +210,7 @@ impl Run {
                     match self.sink.send(&batch) {
                         Ok(()) => {
                             self.counters
-                                .shipped
+                                .delivered
                                 .fetch_add(records.len() as u64, Relaxed);
                             if let Some(since) = failing_since.take() {
                                 tracing::info!(after = ?since.elapsed(), "audit shipping recovered");
@@ -227,7 +227,7 @@ impl Run {
                             self.cursor = Some(c);
                         }
                         Err(e) => {
-                            self.counters.ship_failures.fetch_add(1, Relaxed);
+                            self.counters.failures.fetch_add(1, Relaxed);
                             let since = *failing_since.get_or_insert_with(Instant::now);
                             if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                                 tracing::warn!(sink = self.sink.name(), error = %e, failing_for = ?since.elapsed(), retry_in = ?backoff,
@@ -391,7 +391,7 @@ mod tests {
         t.flush().unwrap();
         let sink = Memory::default();
         sink.down.store(true, Relaxed);
-        let counters = Arc::new(AuditCounters::default());
+        let counters = Arc::new(SinkCounters::default());
         let policy = Policy {
             batch_records: 2,
             interval: Duration::from_millis(10),
@@ -407,7 +407,7 @@ mod tests {
             through.clone(),
         )
         .unwrap();
-        wait("failures", || counters.ship_failures.load(Relaxed) >= 2);
+        wait("failures", || counters.failures.load(Relaxed) >= 2);
         assert!(sink.got.lock().unwrap().is_empty());
         sink.down.store(false, Relaxed);
         wait("7 records", || sink.got.lock().unwrap().len() == 7);

@@ -9,7 +9,7 @@
 //! The HTTP sink is a deliberately small HTTP/1.1 client over `std::net::TcpStream` (one
 //! connection per batch, `Connection: close`): the gateway does not carry a second HTTP client
 //! stack for a background job. It speaks plain `http://` only; run it over a private network or a
-//! local TLS forwarder (see `docs/audit.md`). OTLP logs are not implemented.
+//! local TLS forwarder (see `docs/audit.md`). The OTLP logs sink is in [`super::otlp`].
 
 use std::time::Duration;
 

@@ -474,7 +474,7 @@ pub fn run(
     queue: Arc<Queue>,
     policy: Policy,
     counters: Arc<AuditCounters>,
-    shipped_through: Arc<AtomicU64>,
+    shipped: Vec<Arc<AtomicU64>>,
 ) {
     let mut last_sync = Instant::now();
     let mut last_retention = Instant::now();
@@ -482,7 +482,7 @@ pub fn run(
     let mut errors = ErrorLog::default();
     let mut batches = Vec::new();
     let mut spare = Vec::new();
-    trail.retention(&policy, shipped_through.load(Relaxed));
+    trail.retention(&policy, shipped_through(&shipped));
     loop {
         // Poll instead of being woken per record: waking a parked thread costs the sender a
         // futex syscall on the proxy's request path. Draining in batches keeps senders
@@ -537,10 +537,20 @@ pub fn run(
             }
         }
         if last_retention.elapsed() >= RETENTION_EVERY {
-            trail.retention(&policy, shipped_through.load(Relaxed));
+            trail.retention(&policy, shipped_through(&shipped));
             last_retention = Instant::now();
         }
     }
+}
+
+/// The newest segment every sink has delivered: retention deletes nothing after it. Without
+/// sinks, nothing holds retention back.
+fn shipped_through(shipped: &[Arc<AtomicU64>]) -> u64 {
+    shipped
+        .iter()
+        .map(|s| s.load(Relaxed))
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 fn write_with_retry(
@@ -637,6 +647,16 @@ pub(crate) mod tests {
             assert!(tail.sealed, "{}", path.display());
         }
         assert_eq!(t.seq(), 10);
+    }
+
+    #[test]
+    fn retention_waits_for_the_slowest_sink() {
+        assert_eq!(shipped_through(&[]), u64::MAX);
+        let http = Arc::new(AtomicU64::new(7));
+        let otlp = Arc::new(AtomicU64::new(3));
+        assert_eq!(shipped_through(&[http.clone(), otlp.clone()]), 3);
+        otlp.store(9, Relaxed);
+        assert_eq!(shipped_through(&[http, otlp]), 7);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! (`crate::compile`), which turns a [`Config`] into a runtime or names the offending field.
 //! `docs/config.md` documents every field; keep the two in step.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
@@ -94,6 +96,8 @@ pub struct AuditSettings {
     pub keep_query_values: Vec<String>,
     /// Ship records to the control plane.
     pub ship: Option<AuditShip>,
+    /// Also export records as OpenTelemetry logs (OTLP/HTTP, JSON) to a collector.
+    pub otlp: Option<AuditOtlp>,
 }
 
 impl Default for AuditSettings {
@@ -119,6 +123,7 @@ impl Default for AuditSettings {
             .to_vec(),
             keep_query_values: Vec::new(),
             ship: None,
+            otlp: None,
         }
     }
 }
@@ -154,6 +159,41 @@ impl std::fmt::Debug for AuditShip {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
+            .field("batch_records", &self.batch_records)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("backoff_max", &self.backoff_max)
+            .finish()
+    }
+}
+
+/// `audit.otlp`: an OpenTelemetry collector's OTLP/HTTP logs endpoint.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditOtlp {
+    /// `http://host:4318/v1/logs`; batches are POSTed here as OTLP JSON.
+    pub url: String,
+    /// Extra request headers, e.g. the collector's `Authorization` (values never logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// How often to look for new records when everything is exported.
+    #[serde(default = "default_ship_interval")]
+    pub interval: HumanDuration,
+    /// Connect, send and answer timeout per batch.
+    #[serde(default = "default_ship_timeout")]
+    pub timeout: HumanDuration,
+    /// Longest pause between retries while the collector fails.
+    #[serde(default = "default_ship_backoff_max")]
+    pub backoff_max: HumanDuration,
+}
+
+impl std::fmt::Debug for AuditOtlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOtlp")
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("batch_records", &self.batch_records)
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
