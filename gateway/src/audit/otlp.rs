@@ -37,12 +37,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Headers the client sets itself; `audit.otlp.headers` may not override them.
-const RESERVED: [&str; 5] = [
+const RESERVED: [&str; 6] = [
     "host",
     "content-length",
     "content-type",
     "connection",
     "transfer-encoding",
+    "user-agent",
 ];
 
 /// Posts batches to an OTLP/HTTP logs endpoint.
