@@ -48,7 +48,10 @@ pub struct Gateway {
     pub plugins: Registry,
     pub sni: Arc<SniResolver>,
     pub data_dir: PathBuf,
-    pub node: String,
+    /// The host name: this node's name until the config names it (`gateway.node`).
+    host_node: String,
+    /// `gateway.node`, once the first config is live ([`Gateway::name_node`]).
+    named_node: std::sync::OnceLock<String>,
     status: Mutex<ReloadStatus>,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending traffic.
     pub draining: AtomicBool,
@@ -65,10 +68,25 @@ impl Gateway {
             plugins: Registry::builtin(),
             sni: Arc::new(SniResolver::default()),
             data_dir,
-            node,
+            host_node: node,
+            named_node: std::sync::OnceLock::new(),
             status: Mutex::new(ReloadStatus::default()),
             draining: AtomicBool::new(false),
             audit: crate::audit::Audit::default(),
+        }
+    }
+
+    /// This node's name: `gateway.node` from the config the gateway started with, else the
+    /// host name. The same name is in `/status` and in every audit record.
+    pub fn node(&self) -> &str {
+        self.named_node.get().unwrap_or(&self.host_node)
+    }
+
+    /// Fixes the node's name from the config at startup (later calls change nothing: a node
+    /// keeps its name until it restarts, as its audit records do).
+    pub fn name_node(&self, name: Option<&str>) {
+        if let Some(name) = name {
+            let _ = self.named_node.set(name.to_string());
         }
     }
 

@@ -64,11 +64,12 @@ pub fn run(opts: Options) -> Result<(), String> {
     if let Some(node) = &settings.node {
         tracing::info!(node, "node name from config");
     }
+    gw.name_node(settings.node.as_deref());
     // The audit trail starts before any listener: no request goes unrecorded.
     gw.audit.start(
         &rt.config.audit,
         &opts.data_dir,
-        settings.node.as_deref().unwrap_or(&gw.node),
+        gw.node(),
         gw.metrics.audit.clone(),
     )?;
 

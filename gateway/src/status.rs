@@ -56,7 +56,7 @@ impl StatusApp {
             })
             .unwrap_or_default();
         serde_json::json!({
-            "node": self.gw.node,
+            "node": self.gw.node(),
             "ready": self.ready(),
             "draining": self.gw.draining.load(Relaxed),
             "config": st,

@@ -783,10 +783,12 @@ async fn records_export_as_otlp_logs_the_official_schema_accepts_after_a_collect
     // The collector is "down" (503) for its first 3 requests.
     let otlp = OtlpReceiver::start(3);
     let audit = format!(
-        "audit:\n  otlp:\n    url: \"{}\"\n    headers: {{ Authorization: \"Bearer otlp-SECRET-9\" }}\n    batch_records: 4\n    interval: 50ms\n    backoff_max: 200ms\n",
+        "gateway:\n  node: gw-otlp-1\naudit:\n  otlp:\n    url: \"{}\"\n    headers: {{ Authorization: \"Bearer otlp-SECRET-9\" }}\n    batch_records: 4\n    interval: 50ms\n    backoff_max: 200ms\n",
         otlp.url()
     );
     let mut gw = Gateway::start(&config(up.addr, &audit));
+    // The configured node name, the same in /status, the records and the OTLP resource.
+    assert_eq!(gw.status_json()["node"], "gw-otlp-1");
     let alice = token("u-alice", "wechat", "wx-app-1");
     let mut sent = BTreeMap::new();
     for i in 0..6 {
@@ -830,10 +832,7 @@ async fn records_export_as_otlp_logs_the_official_schema_accepts_after_a_collect
     for r in &received {
         assert_eq!(r["auth"], "Bearer otlp-SECRET-9");
         assert_eq!(r["resource"]["service.name"], "fenfa-gateway");
-        assert!(!r["resource"]["service.instance.id"]
-            .as_str()
-            .unwrap()
-            .is_empty());
+        assert_eq!(r["resource"]["service.instance.id"], "gw-otlp-1");
         assert_eq!(r["scope"], "fenfa.audit");
         let rec = &r["record"];
         let id = attr(rec, "fenfa.request_id");
@@ -841,9 +840,11 @@ async fn records_export_as_otlp_logs_the_official_schema_accepts_after_a_collect
         // The body is the stored line, byte for byte: still verifiable against the chain.
         let segment = attr(rec, "fenfa.audit.segment");
         let offset: u64 = attr(rec, "fenfa.audit.offset").parse().unwrap();
+        let line = stored_line(&dir, &segment, offset);
+        assert_eq!(rec["body"]["stringValue"].as_str().unwrap(), line);
         assert_eq!(
-            rec["body"]["stringValue"].as_str().unwrap(),
-            stored_line(&dir, &segment, offset)
+            serde_json::from_str::<Value>(&line).unwrap()["node"],
+            "gw-otlp-1"
         );
         let time: u64 = rec["timeUnixNano"].as_str().unwrap().parse().unwrap();
         assert_eq!(time % 1_000_000, 0, "millisecond records");
