@@ -18,6 +18,14 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The start of the body, for an error message (a receiver's explanation, not its data).
+    pub fn excerpt(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(200)
+            .collect()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

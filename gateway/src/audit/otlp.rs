@@ -265,10 +265,6 @@ fn rejected(body: &[u8]) -> (u64, String) {
     (n, p["errorMessage"].as_str().unwrap_or("").to_string())
 }
 
-fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).chars().take(200).collect()
-}
-
 impl Sink for OtlpSink {
     fn name(&self) -> &str {
         "otlp"
@@ -300,11 +296,11 @@ impl Sink for OtlpSink {
             }
             408 | 429 | 500..=599 => Err(format!(
                 "the OTLP collector answered {status}: {}",
-                excerpt(&answer.body)
+                answer.excerpt()
             )),
             _ => {
                 self.counters.refused.fetch_add(n, Relaxed);
-                tracing::error!(status, records = n, segment = batch.segment, offset = batch.offset, answer = %excerpt(&answer.body),
+                tracing::error!(status, records = n, segment = batch.segment, offset = batch.offset, answer = %answer.excerpt(),
                     "the OTLP collector refused a batch of audit records for good (not retried); they stay in the local trail");
                 Ok(())
             }

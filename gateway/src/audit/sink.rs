@@ -157,10 +157,7 @@ impl HttpSink {
             Err(format!(
                 "the ingest endpoint answered {}: {}",
                 answer.status,
-                String::from_utf8_lossy(&answer.body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
+                answer.excerpt()
             ))
         }
     }
