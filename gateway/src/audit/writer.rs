@@ -74,6 +74,17 @@ struct Active {
     unsynced: bool,
 }
 
+impl Active {
+    /// Seals one line (`body` plus `extra` members) into the segment's buffer, chained to
+    /// `prev`, which becomes the line's mac.
+    fn chain(&mut self, key: &Key, prev: &mut Mac, body: &[u8], extra: &[u8]) {
+        let before = self.out.pending.len();
+        *prev = key.seal(prev, body, extra, &mut self.out.pending);
+        self.lines += 1;
+        self.bytes += (self.out.pending.len() - before) as u64;
+    }
+}
+
 /// A segment file and the whole lines not yet written to it. Lines are sealed straight into
 /// `pending` (no copy between a line buffer and a file buffer) and written out together.
 struct SegmentFile {
@@ -209,10 +220,7 @@ impl Trail {
             incident: &'a Incident,
         }
         let body = serde_json::to_vec(&Doc { incident }).map_err(std::io::Error::other)?;
-        let len = a.out.pending.len();
-        self.prev = self.key.seal(&self.prev, &body, b"", &mut a.out.pending);
-        a.lines += 1;
-        a.bytes += (a.out.pending.len() - len) as u64;
+        a.chain(&self.key, &mut self.prev, &body, b"");
         self.head_at = (a.index, a.lines);
         a.out.sync_all()
     }
@@ -250,16 +258,13 @@ impl Trail {
         extra[..tag.len()].copy_from_slice(tag);
         extra[tag.len()..tag.len() + n.len()].copy_from_slice(n);
         let extra = &extra[..tag.len() + n.len()];
-        let len = a.out.pending.len();
         // Committed: the line is sealed straight into the file's buffer, in order.
-        self.prev = self.key.seal(&self.prev, body, extra, &mut a.out.pending);
+        a.chain(&self.key, &mut self.prev, body, extra);
         self.seq = seq;
         if a.records == 0 {
             a.first_seq = seq;
         }
         a.records += 1;
-        a.lines += 1;
-        a.bytes += (a.out.pending.len() - len) as u64;
         a.unsynced = true;
         self.head_at = (a.index, a.lines);
         if a.bytes >= policy.max_bytes {
@@ -332,11 +337,8 @@ impl Trail {
             }
             let body =
                 serde_json::to_vec(&Doc { checkpoint: &cp }).map_err(std::io::Error::other)?;
-            let len = a.out.pending.len();
-            self.prev = self.key.seal(&self.prev, &body, b"", &mut a.out.pending);
+            a.chain(&self.key, &mut self.prev, &body, b"");
             a.sealed = true;
-            a.lines += 1;
-            a.bytes += (a.out.pending.len() - len) as u64;
             self.head_at = (a.index, a.lines);
         }
         a.out.sync_all()?;
