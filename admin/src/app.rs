@@ -32,6 +32,9 @@ pub struct Options {
     pub bootstrap: crate::auth::Bootstrap,
     /// Ship the in-process gateway's request audit to this control plane (single node).
     pub local_ship: Option<LocalShip>,
+    /// The plugin kinds commits may name (the config checker and the in-process gateway use
+    /// it). [`Options::new`] sets `fenfa_plugins::builtin()`; an embedder adds its own.
+    pub plugins: fenfa_plugins::Registry,
 }
 
 /// Where the in-process gateway ships its request audit: this control plane's ingest endpoint,
@@ -40,6 +43,8 @@ pub struct Options {
 pub struct LocalShip {
     pub url: String,
     pub token_file: PathBuf,
+    /// The CA the gateway trusts for an `https://` URL (`audit.ship.tls.ca`).
+    pub ca: Option<PathBuf>,
 }
 
 impl Options {
@@ -53,6 +58,7 @@ impl Options {
             watch_timeout: Duration::from_secs(25),
             bootstrap: crate::auth::Bootstrap::default(),
             local_ship: None,
+            plugins: fenfa_plugins::builtin(),
         }
     }
 }
@@ -81,16 +87,21 @@ impl App {
         opts: Options,
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<App>, Vec<crate::auth::Issued>), String> {
-        std::fs::create_dir_all(&opts.data_dir)
-            .map_err(|e| format!("cannot create {}: {e}", opts.data_dir.display()))?;
+        // Everything in the data dir is private to the service account: the database (password
+        // hashes, sealed secrets), the master key, the rendered config (keys in clear), the
+        // local node token, and the in-process gateway's own dir (last good config, audit key).
+        fenfa_gateway::gateway::secure_private_dir(&opts.data_dir, PRIVATE_FILES)
+            .map_err(|e| format!("cannot make {} private: {e}", opts.data_dir.display()))?;
         let master = MasterKey::load(opts.master_key.as_deref(), &opts.data_dir)?;
         let store = Store::open(&opts.database).await?;
+        check_master_key(&store, &master).await?;
         let version = crate::store::current_version(&store.pool)
             .await
             .map_err(|e| e.to_string())?;
         let checker = Arc::new(Gateway::new(
             opts.data_dir.join("check"),
             "fenfa-admin-check".into(),
+            opts.plugins.clone(),
         ));
         let (tx, _) = watch::channel(version);
         let app = Arc::new(App {
@@ -109,6 +120,9 @@ impl App {
                 .map_err(|e| e.to_string())?;
         } else {
             app.write_gateway_file().await;
+        }
+        if app.opts.gateway_file.is_some() {
+            tokio::spawn(follow_database(Arc::downgrade(&app)));
         }
         Ok((app, issued))
     }
@@ -129,15 +143,12 @@ impl App {
                 return;
             }
         };
-        let text = match &self.opts.local_ship {
-            Some(ship) => match with_local_ship(&text, ship) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot add audit shipping to the gateway config");
-                    text
-                }
-            },
-            None => text,
+        let text = match local_config(&text, &self.opts) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make the gateway config this process's own");
+                text
+            }
         };
         if let Err(e) = crate::crypto::write_private(&path, text.as_bytes()) {
             tracing::error!(file = %path.display(), error = %e, "cannot write the gateway config file");
@@ -145,13 +156,82 @@ impl App {
     }
 }
 
-/// The rendered config with `audit.ship` pointing at this control plane.
-fn with_local_ship(text: &str, ship: &LocalShip) -> Result<String, String> {
+/// How often a process looks for commits made by another process on the same database.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Follows the database's config version like a remote gateway follows the control plane: a
+/// commit made through another control-plane process on the same database reaches this
+/// process's gateway file (and wakes its watchers) within [`FOLLOW_INTERVAL`]. Ends with the app.
+async fn follow_database(app: std::sync::Weak<App>) {
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        match crate::store::current_version(&app.store.pool).await {
+            Ok(v) if v != *app.version.borrow() => {
+                let _guard = app.write.lock().await;
+                tracing::info!(
+                    version = v,
+                    "config committed by another process; following it"
+                );
+                app.version.send_replace(v);
+                app.write_gateway_file().await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the config version"),
+        }
+    }
+}
+
+/// Files of the data dir that hold secrets (mode 0600; the dir itself is 0700).
+pub const PRIVATE_FILES: &[&str] = &[
+    "fenfa-admin.db",
+    "fenfa-admin.db-wal",
+    "fenfa-admin.db-shm",
+    crate::crypto::MASTER_KEY_FILE,
+    "gateway.yaml",
+    crate::serve::LOCAL_NODE_TOKEN,
+];
+
+/// Compares the master key with the key check value in the database (stored by the first
+/// process to start on it): a process with another key would answer 500 on every sealed
+/// secret, so it refuses to start instead.
+async fn check_master_key(store: &Store, master: &MasterKey) -> Result<(), String> {
+    let mine = master.check_value();
+    let stored = crate::store::init_key_check(&store.pool, &mine)
+        .await
+        .map_err(|e| format!("the master key check: {e}"))?;
+    if stored != mine {
+        return Err(
+            "the master key does not match the one this database was set up with: every process on one database must use the same key (set FENFA_MASTER_KEY, or copy <data-dir>/master.key from the first process; see docs/operations.md)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The rendered config as this process's in-process gateway runs it: its own listeners, the
+/// node name `local-gateway`, and `audit.ship` pointing at this control plane.
+fn local_config(text: &str, opts: &Options) -> Result<String, String> {
     let mut cfg = fenfa_gateway::config::parse(text).map_err(|e| e.to_string())?;
-    let ship = serde_json::json!({
+    // The stored config carries the listeners of the process that committed it; this process's
+    // gateway listens where this process was told to.
+    cfg.listeners = opts.listeners.clone();
+    // The in-process gateway is the node `local-gateway`: the same name in its audit records,
+    // its `/status`, `/v1/nodes` and the token it ships with.
+    cfg.gateway.node = Some(crate::serve::LOCAL_NODE.to_string());
+    let Some(ship) = &opts.local_ship else {
+        return serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string());
+    };
+    let mut ship_json = serde_json::json!({
         "url": ship.url,
         "token_file": ship.token_file.display().to_string(),
     });
+    if let Some(ca) = &ship.ca {
+        ship_json["tls"] = serde_json::json!({"ca": ca.display().to_string()});
+    }
+    let ship = ship_json;
     cfg.audit.ship = Some(serde_json::from_value(ship).map_err(|e| e.to_string())?);
     serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())
 }
@@ -163,6 +243,22 @@ pub fn router(app: AppState) -> Router {
 
 /// Serves until the listener fails or the process ends.
 pub async fn serve(app: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// Like [`serve`], over TLS: each connection's handshake completes before the router sees it.
+pub async fn serve_tls(
+    app: AppState,
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // `tap_io` only so that `ConnectInfo<SocketAddr>` applies to the TLS listener too.
+    let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
     axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),

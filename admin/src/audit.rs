@@ -174,3 +174,48 @@ pub fn view(r: &AuditRow) -> Value {
         "hash": r.hash,
     })
 }
+
+/// `fenfa-admin audit verify`: opens the database directly (no API, no running control plane)
+/// with the master key of `data_dir` (or `FENFA_MASTER_KEY`) and checks the whole chain. Nothing
+/// is created: a missing key or database is an error, not a fresh start.
+pub async fn verify_offline(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    master_key_env: Option<&str>,
+) -> Result<Verification, String> {
+    let master = match master_key_env.filter(|k| !k.trim().is_empty()) {
+        Some(k) => MasterKey::parse(k)?,
+        None => {
+            let path = data_dir.join(crate::crypto::MASTER_KEY_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read the master key {}: {e} (or set FENFA_MASTER_KEY)",
+                    path.display()
+                )
+            })?;
+            MasterKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+    };
+    let url = match database {
+        Some(u) => u.to_string(),
+        None => {
+            let file = data_dir.join("fenfa-admin.db");
+            if !file.is_file() {
+                return Err(format!(
+                    "no database at {} (give --database)",
+                    file.display()
+                ));
+            }
+            format!("sqlite://{}", file.display())
+        }
+    };
+    let store = store::Store::open(&url).await?;
+    if let Ok(Some(kcv)) = store::key_check(&store.pool).await {
+        if kcv != master.check_value() {
+            return Err("the master key does not match this database's; the chain cannot be checked with it".into());
+        }
+    }
+    verify(&store.pool, &master)
+        .await
+        .map_err(|e| format!("reading the admin audit: {e}"))
+}

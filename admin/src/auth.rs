@@ -2,10 +2,15 @@
 //! with an idle timeout, and the request extractors that turn a bearer token into a
 //! [`Principal`] (people) or a [`Node`] (gateways).
 //!
-//! Rules: argon2id passwords under the complexity rule of `crate::password`; 5 failed sign-ins
-//! in a row lock the account for 15 minutes (a wrong or missing TOTP code counts as a failure);
-//! the three admin roles need a TOTP code (RFC 6238) and a code is accepted once only; a session
-//! ends after 30 minutes without a request. Session and node tokens are stored as SHA-256 only.
+//! Rules: argon2id passwords under the rule of `crate::password` (complexity, no common
+//! passwords); 5 failed sign-ins in a row from one source address lock that user name for that
+//! source for 15 minutes (a wrong or missing TOTP code counts as a failure; other sources are not
+//! affected, so nobody can lock out the well-known accounts from afar); every failure answers
+//! the same `401 bad_credentials`, whatever was wrong; the three admin roles need a TOTP code
+//! (RFC 6238), sent with the password, and a code is accepted once only; an admin account
+//! without a TOTP secret gets one at its first correct sign-in, shown to its owner only there;
+//! a session ends after 30 minutes without a request. Session and node tokens are stored as
+//! SHA-256 only.
 
 use std::net::SocketAddr;
 
@@ -54,16 +59,16 @@ impl Default for Bootstrap {
 }
 
 impl Bootstrap {
-    /// `FENFA_ADMIN_PASSWORD` / `FENFA_ADMIN_TOTP_SECRET` (account `admin`, system-admin),
-    /// `FENFA_SECURITY_PASSWORD` / `FENFA_SECURITY_TOTP_SECRET` (`security`, security-admin),
-    /// `FENFA_AUDIT_PASSWORD` / `FENFA_AUDIT_TOTP_SECRET` (`auditor`, audit-admin).
+    /// `FENFA_ADMIN_USERNAME` / `FENFA_ADMIN_PASSWORD` / `FENFA_ADMIN_TOTP_SECRET` (account
+    /// `admin` unless named, system-admin), the same with `FENFA_SECURITY_` (`security`,
+    /// security-admin) and `FENFA_AUDIT_` (`auditor`, audit-admin).
     pub fn from_env() -> Self {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let acc = |user: &str, role, prefix: &str| InitialAccount {
-            username: user.into(),
+            username: get(&format!("FENFA_{prefix}_USERNAME")).unwrap_or_else(|| user.into()),
             role,
             password: get(&format!("FENFA_{prefix}_PASSWORD")),
             totp_secret: get(&format!("FENFA_{prefix}_TOTP_SECRET")),
@@ -104,6 +109,8 @@ pub async fn bootstrap(app: &App) -> Result<Vec<Issued>, String> {
     }
     let mut issued = Vec::new();
     for acc in &app.opts.bootstrap.accounts {
+        crate::model::Name::try_from(acc.username.clone())
+            .map_err(|e| format!("the initial account name `{}`: {e}", acc.username))?;
         let (pw, pw_generated) = match &acc.password {
             Some(p) => {
                 password::check_complexity(p, &acc.username)
@@ -142,6 +149,9 @@ pub async fn bootstrap(app: &App) -> Result<Vec<Issued>, String> {
             disabled: false,
             created_at: now,
             updated_at: now,
+            created_by: Some("system".into()),
+            last_login: 0,
+            role_pending: false,
         };
         let mut w = begin_write(app).await.map_err(|e| e.to_string())?;
         store::insert_user(&mut w.tx, &user)
@@ -178,10 +188,13 @@ pub fn user_view(u: &UserRow, now: i64) -> Value {
         "username": u.username,
         "role": u.role,
         "agency_id": u.agency_id,
+        "role_granted": !u.role_pending,
         "disabled": u.disabled,
         "locked": u.locked_until > now,
         "totp_enrolled": u.sealed_totp.is_some(),
         "created_at": u.created_at,
+        "created_by": u.created_by,
+        "last_login": (u.last_login > 0).then_some(u.last_login),
         "updated_at": u.updated_at,
     })
 }
@@ -262,7 +275,9 @@ impl FromRequestParts<AppState> for Principal {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub id: String,
+    /// The name the node was registered with: the only node its batches may be filed under.
     pub name: String,
+    pub source_ip: String,
 }
 
 impl FromRequestParts<AppState> for Node {
@@ -280,6 +295,7 @@ impl FromRequestParts<AppState> for Node {
         Ok(Node {
             id: row.id,
             name: row.name,
+            source_ip: source_ip(parts),
         })
     }
 }
@@ -295,7 +311,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SourceIp {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginInput {
     pub username: String,
@@ -330,36 +346,45 @@ pub async fn login(
         id: u.map(|u| u.id.clone()).unwrap_or_default(),
         ..Default::default()
     };
-    let Some(user) = store::user_by_name(pool, &input.username).await? else {
-        // Same work as for a real account, so timing does not tell which names exist.
-        let pw = input.password.clone();
-        let _ = tokio::task::spawn_blocking(move || password::verify(&pw, password::dummy_hash()))
-            .await;
-        let w = begin_write(&app).await?;
-        w.finish(&actor("-"), "auth.login_failed", target(None))
-            .await?;
-        return Err(bad_credentials());
-    };
     let now = app.now();
-    let role = user.role.as_str();
-    if user.locked_until > now {
+    // The lockout belongs to (typed name, source): the same answer for names that do not exist.
+    let (failures, locked_until) = {
+        let mut conn = pool.acquire().await?;
+        store::throttle(&mut conn, &typed, &ip).await?
+    };
+    let user = store::user_by_name(pool, &input.username).await?;
+    let role = user.as_ref().map(|u| u.role.as_str()).unwrap_or("-");
+    if locked_until > now {
         let w = begin_write(&app).await?;
-        w.finish(&actor(role), "auth.login_locked", target(Some(&user)))
+        w.finish(&actor(role), "auth.login_locked", target(user.as_ref()))
             .await?;
-        return Err(ApiError::Locked(user.locked_until - now));
+        return Err(ApiError::Locked(locked_until - now));
     }
-    let (pw, hash) = (input.password.clone(), user.password_hash.clone());
+    // Same work for unknown names as for real accounts, so timing does not tell which exist.
+    let (pw, hash) = (
+        input.password.clone(),
+        user.as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| password::dummy_hash().to_string()),
+    );
     let pw_ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
         .await
-        .map_err(ApiError::internal)?;
-    let mut step = user.totp_last_step;
+        .map_err(ApiError::internal)?
+        && user.is_some();
+    let usable = user
+        .as_ref()
+        .is_some_and(|u| !u.disabled && !u.role_pending);
+    if let (Some(user), true, true) = (&user, pw_ok, usable) {
+        if user.role.is_admin() && user.sealed_totp.is_none() {
+            return enrol_totp(&app, user, &ip, &typed).await;
+        }
+    }
+    let mut step = user.as_ref().map(|u| u.totp_last_step).unwrap_or(0);
     let mut second_ok = true;
-    let mut totp_missing = false;
-    if pw_ok && user.role.is_admin() {
-        second_ok = false;
-        match (&input.totp, &user.sealed_totp) {
-            (None, _) => totp_missing = true,
-            (Some(code), Some(sealed)) => {
+    if let (Some(user), true) = (&user, pw_ok) {
+        if user.role.is_admin() {
+            second_ok = false;
+            if let (Some(code), Some(sealed)) = (&input.totp, &user.sealed_totp) {
                 let secret = app
                     .master
                     .open(&format!("totp:{}", user.id), sealed)
@@ -372,58 +397,97 @@ pub async fn login(
                     }
                 }
             }
-            (Some(_), None) => {}
         }
     }
-    if !user.disabled && pw_ok && second_ok {
+    if let (Some(user), true, true, true) = (&user, usable, pw_ok, second_ok) {
         let token = random_token();
         let mut w = begin_write(&app).await?;
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = 0, totp_last_step = $2 WHERE id = $1")
+        sqlx::query("UPDATE users SET failed_logins = 0, totp_last_step = $2, last_login = $3 WHERE id = $1")
             .bind(&user.id)
             .bind(step)
+            .bind(now)
             .execute(&mut *w.tx)
             .await?;
+        store::clear_throttle(&mut w.tx, &typed, Some(&ip)).await?;
         sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, last_seen) VALUES ($1, $2, $3, $3)")
             .bind(sha256_hex(token.as_bytes()))
             .bind(&user.id)
             .bind(now)
             .execute(&mut *w.tx)
             .await?;
-        w.finish(&actor(role), "auth.login", target(Some(&user)))
+        w.finish(&actor(role), "auth.login", target(Some(user)))
             .await?;
+        let mut view = user_view(user, now);
+        view["last_login"] = json!(now);
         return Ok(Json(json!({
             "token": token,
             "token_type": "Bearer",
             "idle_timeout_seconds": IDLE_TIMEOUT_SECS,
-            "user": user_view(&user, now),
+            "user": view,
         })));
     }
-    let failures = user.failed_logins + 1;
+    let failures = failures + 1;
     let (failures, locked_until) = if failures >= MAX_FAILURES {
         (0, now + LOCKOUT_SECS)
     } else {
         (failures, 0)
     };
     let mut w = begin_write(&app).await?;
-    sqlx::query("UPDATE users SET failed_logins = $2, locked_until = $3 WHERE id = $1")
-        .bind(&user.id)
-        .bind(failures)
-        .bind(locked_until)
-        .execute(&mut *w.tx)
-        .await?;
+    store::set_throttle(&mut w.tx, &typed, &ip, failures, locked_until).await?;
+    if let Some(user) = &user {
+        // The account shows as locked while any source is locked out of it.
+        sqlx::query("UPDATE users SET locked_until = $2 WHERE id = $1 AND locked_until < $2")
+            .bind(&user.id)
+            .bind(locked_until)
+            .execute(&mut *w.tx)
+            .await?;
+    }
     let action = if locked_until > 0 {
         "auth.lockout"
     } else {
         "auth.login_failed"
     };
-    w.finish(&actor(role), action, target(Some(&user))).await?;
-    if totp_missing && !user.disabled {
-        return Err(ApiError::Unauthorized(
-            "totp_required",
-            "this account needs a TOTP code from its authenticator app (`totp`)".into(),
-        ));
-    }
+    w.finish(&actor(role), action, target(user.as_ref()))
+        .await?;
     Err(bad_credentials())
+}
+
+/// The first correct sign-in of an admin account without a TOTP secret: a new secret, shown
+/// here once, to the one who knows the password. No session yet: sign in again with a code.
+async fn enrol_totp(app: &App, user: &UserRow, ip: &str, typed: &str) -> ApiResult<Json<Value>> {
+    let secret = random_array::<20>();
+    let mut w = begin_write(app).await?;
+    let n = sqlx::query("UPDATE users SET sealed_totp = $2, totp_last_step = 0 WHERE id = $1 AND sealed_totp IS NULL")
+        .bind(&user.id)
+        .bind(app.master.seal(&format!("totp:{}", user.id), &secret))
+        .execute(&mut *w.tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(bad_credentials());
+    }
+    store::clear_throttle(&mut w.tx, typed, Some(ip)).await?;
+    w.finish(
+        &Actor {
+            name: user.username.clone(),
+            role: user.role.as_str().to_string(),
+            source_ip: ip.to_string(),
+        },
+        "auth.totp_enrolled",
+        AuditTarget {
+            kind: "user".into(),
+            id: user.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(Json(json!({
+        "totp_enrollment": {
+            "secret": totp::base32_encode(&secret),
+            "otpauth_uri": totp::otpauth_uri(TOTP_ISSUER, &user.username, &secret),
+        },
+        "message": "add this secret to your authenticator app now (it is shown only this once), then sign in again with a code (`totp`)",
+    })))
 }
 
 /// `POST /v1/auth/logout`.
@@ -457,7 +521,7 @@ pub async fn me(State(app): State<AppState>, p: Principal) -> ApiResult<Json<Val
     Ok(Json(user_view(&u, app.now())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     pub current_password: String,

@@ -10,6 +10,14 @@
 //!
 //! Handlers call [`Principal::authorize`] before touching anything, and
 //! [`Principal::scope`] with the owning agency of what they touch.
+//!
+//! Accounts acting on accounts follow a finer table, [`account_rule`] (docs/admin.md, "Who can
+//! do what to whom"): the system admin creates accounts and runs their life cycle, but an admin
+//! role takes effect only once the security admin grants it, and only the security admin
+//! changes roles and resets second factors; nobody changes their own account this way; what
+//! would silence an audit admin (disable, delete, reset, change role) needs two people — a
+//! request by one of the system and security admins and the same request by the other.
+//! Every refusal is recorded in the admin audit ([`record_refusal`]).
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::Role;
@@ -51,6 +59,7 @@ pub enum Action {
     SettingsRead,
     SettingsWrite,
     UserRead,
+    UserCreate,
     UserWrite,
     NodeRead,
     NodeWrite,
@@ -62,7 +71,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 29] = {
+    pub const ALL: [Action; 30] = {
         use Action::*;
         [
             AgencyRead,
@@ -86,6 +95,7 @@ impl Action {
             SettingsRead,
             SettingsWrite,
             UserRead,
+            UserCreate,
             UserWrite,
             NodeRead,
             NodeWrite,
@@ -150,7 +160,9 @@ pub fn allowed(action: Action) -> &'static [Role] {
         SettingsRead => &[SYS, SEC],
         SettingsWrite => &[SEC],
         UserRead => &[SYS, SEC],
-        UserWrite => &[SYS],
+        UserCreate => &[SYS],
+        // Which account changes each may make, on whom: [`account_rule`].
+        UserWrite => &[SYS, SEC],
         NodeRead => &[SYS, SEC],
         NodeWrite => &[SEC],
         ConfigRead => &[SYS, SEC],
@@ -195,6 +207,127 @@ impl Principal {
             Role::AgencyOperator => self.agency_id.as_deref(),
             _ => None,
         }
+    }
+}
+
+/// Account-changing actions, as the separation-of-duties table names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountAction {
+    Create,
+    ChangeRole,
+    Disable,
+    Enable,
+    Delete,
+    ResetPassword,
+    ResetTotp,
+    Unlock,
+    MoveAgency,
+}
+
+impl AccountAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::ChangeRole => "change-role",
+            Self::Disable => "disable",
+            Self::Enable => "enable",
+            Self::Delete => "delete",
+            Self::ResetPassword => "reset-password",
+            Self::ResetTotp => "reset-totp",
+            Self::Unlock => "unlock",
+            Self::MoveAgency => "move-agency",
+        }
+    }
+}
+
+/// How an allowed account change is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountRule {
+    /// The actor's request alone does it.
+    Alone,
+    /// It needs the same request from an account of the other of the system and security admin
+    /// roles (two people); the first request only registers it.
+    SecondPerson,
+}
+
+/// Whether `actor` may do `action` to an account holding `target` (`pending`: an admin role not
+/// granted yet). `None`: refused. Acting on one's own account is refused before this is asked.
+pub fn account_rule(
+    actor: Role,
+    action: AccountAction,
+    target: Role,
+    pending: bool,
+) -> Option<AccountRule> {
+    use AccountAction::*;
+    use AccountRule::*;
+    if !matches!(actor, SYS | SEC) {
+        return None;
+    }
+    let only = |r: Role| (actor == r).then_some(Alone);
+    match (action, target) {
+        (Create, _) => only(SYS),
+        // Granting a role the system admin asked for when creating the account.
+        (ChangeRole, _) if pending => only(SEC),
+        (ChangeRole | Disable | Delete | ResetPassword | ResetTotp, AUD) => Some(SecondPerson),
+        (ChangeRole | ResetTotp, _) => only(SEC),
+        (Disable | Enable | Delete | ResetPassword | Unlock | MoveAgency, _) => only(SYS),
+    }
+}
+
+impl Principal {
+    /// The rule for `action` on the account `target` (its id, role and whether the role is still
+    /// pending), or 403 when the actor may not (always for one's own account).
+    pub fn account_rule(
+        &self,
+        action: AccountAction,
+        target_id: &str,
+        target: Role,
+        pending: bool,
+    ) -> ApiResult<AccountRule> {
+        if target_id == self.user_id {
+            return Err(ApiError::Forbidden(
+                "nobody may change their own account this way (use /v1/auth/password for your password)".into(),
+            ));
+        }
+        account_rule(self.role, action, target, pending).ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "a {} may not {} an account of role {}{} (see docs/admin.md)",
+                self.role.as_str(),
+                action.name(),
+                target.as_str(),
+                if pending { " (not granted yet)" } else { "" }
+            ))
+        })
+    }
+}
+
+/// Records a refused attempt (403) in the admin audit: who tried what, from where. Failing to
+/// record is logged, and the refusal stands.
+pub async fn record_refusal(
+    app: &crate::app::App,
+    p: &Principal,
+    attempted: &str,
+    resource_kind: &str,
+    resource_id: &str,
+    reason: &str,
+) {
+    let res = async {
+        let w = crate::commit::begin_write(app).await?;
+        w.finish(
+            &crate::commit::Actor::from(p),
+            "authz.refused",
+            crate::commit::AuditTarget {
+                kind: resource_kind.to_string(),
+                id: resource_id.to_string(),
+                after: Some(serde_json::json!({"attempted": attempted, "reason": reason})),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "cannot record a refused attempt in the admin audit");
     }
 }
 

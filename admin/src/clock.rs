@@ -46,17 +46,17 @@ impl Clock for ManualClock {
     }
 }
 
-/// RFC 3339 UTC (`2026-11-29T10:31:01Z`) for unix seconds, for reports and exports.
+/// RFC 3339 UTC (`2026-11-29T10:31:01Z`) for unix seconds, for reports and exports. Seconds
+/// outside jiff's range (years -9999 to 9999) are clamped to its ends.
 pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = fenfa_gateway::audit::time::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let secs = secs.clamp(
+        jiff::Timestamp::MIN.as_second(),
+        jiff::Timestamp::MAX.as_second(),
+    );
+    jiff::Timestamp::from_second(secs)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[cfg(test)]

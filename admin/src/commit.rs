@@ -132,6 +132,7 @@ pub async fn validate(
             ));
         }
     }
+    errors.extend(crate::route_space::overlaps(snap, touched));
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
@@ -175,7 +176,7 @@ where
 {
     let guard = app.write.lock().await;
     let now = app.now();
-    let mut tx = app.store.pool.begin().await?;
+    let mut tx = app.store.begin_write().await?;
     let version = store::bump_version(&mut tx).await?;
     let before_snap = store::load_snapshot(&mut tx).await?;
     let mut snap = before_snap.clone();
@@ -234,7 +235,7 @@ where
 pub async fn initial(app: &App) -> ApiResult<()> {
     let guard = app.write.lock().await;
     let now = app.now();
-    let mut tx = app.store.pool.begin().await?;
+    let mut tx = app.store.begin_write().await?;
     let version = store::bump_version(&mut tx).await?;
     let snap = store::load_snapshot(&mut tx).await?;
     let text = validate(app, &snap, ("", ""), version).await?;
@@ -302,7 +303,7 @@ pub struct Write<'a> {
 
 pub async fn begin_write(app: &App) -> ApiResult<Write<'_>> {
     let guard = app.write.lock().await;
-    let tx = app.store.pool.begin().await?;
+    let tx = app.store.begin_write().await?;
     Ok(Write {
         _guard: guard,
         tx,

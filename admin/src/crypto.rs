@@ -118,31 +118,25 @@ impl MasterKey {
         Ok(plain.to_vec())
     }
 
+    /// The key check value: HMAC-SHA256 of a fixed label under a key derived from the master
+    /// key (it tells whether two keys are the same without revealing either).
+    pub fn check_value(&self) -> String {
+        format!(
+            "kcv1:{}",
+            &self.audit_mac(b"fenfa-admin master key check v1")[..32]
+        )
+    }
+
     /// HMAC-SHA256 under the audit chain key, hex.
     pub fn audit_mac(&self, data: &[u8]) -> String {
         hex(hmac::sign(&self.audit, data).as_ref())
     }
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only (0600), atomically and durably: the gateway's
+/// `write_atomically`, the one place that knows how.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    fenfa_gateway::gateway::write_atomically(path, bytes)
 }
 
 pub fn random_array<const N: usize>() -> [u8; N] {

@@ -7,7 +7,9 @@
 //! - `POST /v1/dataplane/audit`: a batch of request-audit records,
 //!   `{"node","segment","offset","records":[…]}`. Record `k` is stored under the key
 //!   `(node, segment, offset + k)`; a key already stored is skipped, so re-sending a batch is
-//!   harmless. Answers `200 {"accepted": new, "duplicates": skipped}`.
+//!   harmless. Answers `200 {"accepted": new, "duplicates": skipped}`. The node is the one the
+//!   token was issued to: a batch naming any other node is refused (`403`, nothing stored) and
+//!   the attempt is recorded in the admin audit, so one node cannot pre-empt another's records.
 //!
 //! `docs/admin.md` is the contract for gateway implementers; keep the two in step.
 
@@ -32,12 +34,15 @@ pub const MAX_WATCH_SECS: u64 = 60;
 /// Most records in one ingest batch.
 pub const MAX_BATCH: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WatchQuery {
     #[serde(default)]
     version: i64,
+    /// Seconds to hold the request, 0 to 60; default 25.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     timeout: Option<u64>,
 }
 
@@ -92,12 +97,13 @@ pub async fn watch(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     pub node: String,
     pub segment: String,
     pub offset: u64,
+    #[schema(value_type = Vec<Object>)]
     pub records: Vec<Value>,
 }
 
@@ -117,6 +123,13 @@ pub async fn ingest(
                 "expected 1 to 128 printable characters",
             ));
         }
+    }
+    if b.node != node.name {
+        refuse_foreign_batch(&app, &node, &b).await;
+        return Err(ApiError::Forbidden(format!(
+            "this node token belongs to node `{}`; it may not file records for another node",
+            node.name
+        )));
     }
     if b.records.len() > MAX_BATCH {
         return Err(ApiError::invalid(
@@ -148,7 +161,7 @@ pub async fn ingest(
         rows.push((offset + k as i64, fields, r.to_string()));
     }
     let guard = app.write.lock().await;
-    let mut tx = app.store.pool.begin().await?;
+    let mut tx = app.store.begin_write().await?;
     let new =
         store::request_audit_insert(&mut tx, &b.node, &b.segment, &node.name, app.now(), &rows)
             .await?;
@@ -158,4 +171,35 @@ pub async fn ingest(
         "accepted": new,
         "duplicates": rows.len() as u64 - new,
     })))
+}
+
+/// Records a batch filed under another node's name in the admin audit.
+async fn refuse_foreign_batch(app: &crate::app::App, node: &Node, b: &Batch) {
+    let res = async {
+        let w = crate::commit::begin_write(app).await?;
+        w.finish(
+            &crate::commit::Actor {
+                name: node.name.clone(),
+                role: "gateway-node".into(),
+                source_ip: node.source_ip.clone(),
+            },
+            "dataplane.audit_refused",
+            crate::commit::AuditTarget {
+                kind: "node".into(),
+                id: node.id.clone(),
+                after: Some(json!({
+                    "claimed_node": b.node.chars().take(128).collect::<String>(),
+                    "segment": b.segment.chars().take(128).collect::<String>(),
+                    "offset": b.offset,
+                    "records": b.records.len(),
+                })),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "cannot record a refused audit batch in the admin audit");
+    }
 }

@@ -47,12 +47,22 @@ pub enum ApiError {
     /// 405: the method is not defined on this path (audit records, for instance, are read-only).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 413: the body is over the endpoint's limit (named, e.g. `2 MiB`).
+    #[error("the request body is larger than the limit of {0}")]
+    TooLarge(String),
+    /// 415: the body is not sent as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 409: the resource is in a state that forbids this (e.g. editing a published service).
     #[error("{0}")]
     Conflict(String),
     /// 500: a failure of ours; logged, never detailed to the client.
     #[error("{0}")]
     Internal(String),
+    /// 202: a two-person account change was registered and waits for the second person
+    /// (`crate::approvals`); nothing changed yet. Not a failure, but it ends the handler early.
+    #[error("awaiting approval")]
+    AwaitingApproval(serde_json::Value),
 }
 
 impl ApiError {
@@ -81,7 +91,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AwaitingApproval(_) => StatusCode::ACCEPTED,
         }
     }
 
@@ -95,7 +108,10 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Internal(_) => "internal_error",
+            Self::AwaitingApproval(_) => "awaiting_approval",
         }
     }
 }
@@ -121,6 +137,10 @@ struct Inner<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::AwaitingApproval(approval) = self {
+            let body = serde_json::json!({"status": "awaiting_approval", "approval": approval});
+            return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+        }
         let message = match &self {
             Self::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");

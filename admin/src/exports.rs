@@ -1,6 +1,11 @@
 //! The compliance reports: the registered interface table (注册接口信息表), the network policy
 //! inventory (网络策略清单) and the account-permission list (账户权限配置清单), as JSON or as CSV
 //! (`?format=csv`: UTF-8 with a byte-order mark, so Excel shows the Chinese headers correctly).
+//!
+//! What auditors ask for beyond the lists: who published each interface and when, its rate
+//! limits and the network-policy rule that admits its upstream; the services relying on each
+//! policy rule; each account's creator, last sign-in and lock state. Every export is itself
+//! recorded in the admin audit (`export.<report>`: who took which list, in which format).
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -16,7 +21,7 @@ use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::store;
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     #[default]
@@ -24,8 +29,9 @@ pub enum Format {
     Csv,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     #[serde(default)]
     format: Format,
@@ -113,6 +119,49 @@ impl Report {
     }
 }
 
+/// Records who exported which report (and how many rows) in the admin audit.
+async fn record_export(
+    app: &AppState,
+    p: &Principal,
+    report: &str,
+    format: Format,
+    rows: usize,
+) -> ApiResult<()> {
+    let w = crate::commit::begin_write(app).await?;
+    w.finish(
+        &crate::commit::Actor::from(p),
+        &format!("export.{report}"),
+        crate::commit::AuditTarget {
+            kind: "export".into(),
+            id: report.to_string(),
+            agency_id: p.own_agency().map(str::to_string),
+            after: Some(json!({
+                "format": match format { Format::Json => "json", Format::Csv => "csv" },
+                "rows": rows,
+            })),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// `(who, when)` of the latest `service.publish` of a service, from the admin audit.
+async fn published(app: &AppState, service_id: &str) -> ApiResult<(String, String)> {
+    let rows = store::audit_query(
+        &app.store.pool,
+        &[
+            ("action = ?", store::Bind::Text("service.publish".into())),
+            ("resource_id = ?", store::Bind::Text(service_id.to_string())),
+        ],
+        1,
+    )
+    .await?;
+    Ok(rows
+        .first()
+        .map(|r| (r.actor.clone(), rfc3339(r.at)))
+        .unwrap_or_default())
+}
+
 pub async fn interfaces(
     State(app): State<AppState>,
     p: Principal,
@@ -134,6 +183,26 @@ pub async fn interfaces(
             .map(|t| format!("{scheme}://{}", t.addr))
             .collect();
         let channels: Vec<&str> = svc.channels.iter().map(|c| c.as_str()).collect();
+        let (published_by, published_at) = published(&app, &svc.id).await?;
+        let limits: Vec<String> = s
+            .limits
+            .iter()
+            .filter(|l| l.service_id == svc.id)
+            .map(|l| l.limits.to_string())
+            .collect();
+        let admitted: Vec<String> = crate::policy::admitting(&s, svc)
+            .into_iter()
+            .map(|(pol, i)| {
+                let r = &pol.rules[i];
+                format!(
+                    "{} ({} {}:{})",
+                    pol.name,
+                    r.protocol.as_str(),
+                    r.destination,
+                    r.port.0
+                )
+            })
+            .collect();
         for r in s.routes.iter().filter(|r| r.service_id == svc.id) {
             rows.push(vec![
                 agency.map(|a| a.name.to_string()).unwrap_or_default(),
@@ -159,11 +228,15 @@ pub async fn interfaces(
                 r.paths.join(" "),
                 r.hosts.join(" "),
                 upstream.join(" "),
+                admitted.join("; "),
+                limits.join("; "),
+                published_by.clone(),
+                published_at.clone(),
                 rfc3339(r.updated_at.max(svc.updated_at)),
             ]);
         }
     }
-    Ok(Report {
+    let report = Report {
         file: "interfaces",
         title: "注册接口信息表",
         columns: &[
@@ -181,11 +254,16 @@ pub async fn interfaces(
             ("paths", "路径"),
             ("hosts", "域名"),
             ("upstream", "上游地址"),
+            ("policy", "准入网络策略"),
+            ("limits", "限流"),
+            ("published_by", "发布人"),
+            ("published_at", "发布时间"),
             ("updated_at", "更新时间"),
         ],
         rows,
-    }
-    .answer(q.format, app.now()))
+    };
+    record_export(&app, &p, "interfaces", q.format, report.rows.len()).await?;
+    Ok(report.answer(q.format, app.now()))
 }
 
 pub async fn policies(
@@ -198,7 +276,17 @@ pub async fn policies(
     let mut rows = Vec::new();
     for pol in &s.policies {
         let agency = s.agency(&pol.agency_id);
-        for rule in &pol.rules {
+        for (i, rule) in pol.rules.iter().enumerate() {
+            let relying: Vec<String> = s
+                .services
+                .iter()
+                .filter(|svc| {
+                    crate::policy::admitting(&s, svc)
+                        .iter()
+                        .any(|(q, j)| q.id == pol.id && *j == i)
+                })
+                .map(|svc| svc.name.to_string())
+                .collect();
             rows.push(vec![
                 agency.map(|a| a.name.to_string()).unwrap_or_default(),
                 agency
@@ -212,11 +300,12 @@ pub async fn policies(
                 rule.destination.to_string(),
                 rule.port.0.to_string(),
                 rule.protocol.as_str().to_string(),
+                relying.join(" "),
                 rfc3339(pol.updated_at),
             ]);
         }
     }
-    Ok(Report {
+    let report = Report {
         file: "network-policies",
         title: "网络策略清单",
         columns: &[
@@ -227,11 +316,13 @@ pub async fn policies(
             ("destination", "目的地址"),
             ("port", "端口"),
             ("protocol", "协议"),
+            ("services", "依赖服务"),
             ("updated_at", "更新时间"),
         ],
         rows,
-    }
-    .answer(q.format, app.now()))
+    };
+    record_export(&app, &p, "network-policies", q.format, report.rows.len()).await?;
+    Ok(report.answer(q.format, app.now()))
 }
 
 pub async fn accounts(
@@ -272,11 +363,24 @@ pub async fn accounts(
                 }
                 .to_string(),
                 state.to_string(),
+                if u.locked_until > now { "是" } else { "否" }.to_string(),
+                if u.role_pending {
+                    "待授予"
+                } else {
+                    "已授予"
+                }
+                .to_string(),
+                u.created_by.clone().unwrap_or_default(),
                 rfc3339(u.created_at),
+                if u.last_login > 0 {
+                    rfc3339(u.last_login)
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
-    Ok(Report {
+    let report = Report {
         file: "accounts",
         title: "账户权限配置清单",
         columns: &[
@@ -288,11 +392,16 @@ pub async fn accounts(
             ("permissions", "权限"),
             ("totp", "双因素认证"),
             ("state", "状态"),
+            ("locked", "锁定"),
+            ("role_granted", "角色授予"),
+            ("created_by", "创建人"),
             ("created_at", "创建时间"),
+            ("last_login", "最近登录"),
         ],
         rows,
-    }
-    .answer(q.format, now))
+    };
+    record_export(&app, &p, "accounts", q.format, report.rows.len()).await?;
+    Ok(report.answer(q.format, now))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod commit;
 pub mod crypto;
 pub mod dataplane;
+pub mod demo_env;
 pub mod error;
 pub mod exports;
 pub mod model;
@@ -30,6 +32,8 @@ pub mod openapi;
 pub mod password;
 pub mod policy;
 pub mod render;
+pub mod route_space;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod totp;

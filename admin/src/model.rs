@@ -19,7 +19,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The four roles. An account holds exactly one, so no account holds two admin roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     SystemAdmin,
@@ -72,7 +84,19 @@ impl FromStr for Role {
 }
 
 /// A mini-program host channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Wechat,
@@ -90,7 +114,7 @@ impl Channel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     Api,
@@ -107,7 +131,7 @@ impl ServiceKind {
 }
 
 /// draft → submitted → published ⇄ offline (see `docs/admin.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
     Draft,
@@ -129,8 +153,11 @@ impl Lifecycle {
 
 /// A resource name: 1–64 of `a-z 0-9 - _ .`, starting with a letter or digit. Names become
 /// gateway names, metric labels and audit fields, so they are kept boring.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", example = "social-security")]
 pub struct Name(String);
 
 impl TryFrom<String> for Name {
@@ -204,6 +231,88 @@ impl Text {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A path prefix an agency owns (`/social/`): starts with `/`, visible ASCII without `*`, `{`,
+/// `}`, `?` or `#`, at most 200 characters. It covers itself and everything below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = r#"^/[!"$-)+->@-z|~]{0,199}$"#, example = "/social/")]
+pub struct PathPrefix(String);
+
+impl TryFrom<String> for PathPrefix {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if !s.starts_with('/')
+            || s.len() > 200
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"*{}?#".contains(&b))
+        {
+            return Err(format!(
+                "`{s}` is not a path prefix: `/` then visible ASCII without `*`, `{{`, `}}`, `?` or `#`"
+            ));
+        }
+        Ok(PathPrefix(s))
+    }
+}
+
+impl From<PathPrefix> for String {
+    fn from(p: PathPrefix) -> String {
+        p.0
+    }
+}
+
+impl PathPrefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A host an agency owns: a name (`social.city.example`) or `*.domain` (any deeper name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "*.social.city.example")]
+pub struct HostPattern(String);
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match Destination::try_from(s.clone()) {
+            Ok(Destination::Host(h)) => Ok(HostPattern(h)),
+            Ok(Destination::Wildcard(h)) => Ok(HostPattern(format!("*.{h}"))),
+            _ => Err(format!("`{s}` is neither a host name nor `*.domain`")),
+        }
+    }
+}
+
+impl From<HostPattern> for String {
+    fn from(h: HostPattern) -> String {
+        h.0
+    }
+}
+
+impl HostPattern {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A system admin's permission for a route to overlap another agency's routes.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OverlapAllowance {
+    pub reason: Text,
+    /// The system admin who allowed it.
+    pub by: String,
+    pub at: i64,
+}
+
+/// `allow_overlap` in a route input (system admins only).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverlapRequest {
+    /// Why the overlap is wanted; kept on the route and in the admin audit.
+    pub reason: Text,
 }
 
 /// Where a network policy allows upstream traffic to: a CIDR (`10.20.0.0/16`, a single address
@@ -291,7 +400,7 @@ impl Destination {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Http,
@@ -308,7 +417,7 @@ impl Protocol {
 }
 
 /// One allowed upstream destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub destination: Destination,
@@ -337,7 +446,7 @@ impl From<Port> for u32 {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     Active,
@@ -345,21 +454,86 @@ pub enum KeyStatus {
     Retired,
 }
 
+// Schemas of the types that parse themselves (`TryFrom<String>`), for the OpenAPI document.
+
+fn string_schema(
+    description: &str,
+    pattern: Option<&str>,
+    max_length: Option<usize>,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(pattern)
+        .min_length(Some(1))
+        .max_length(max_length)
+        .examples([serde_json::json!(example)])
+        .into()
+}
+
+impl utoipa::PartialSchema for Text {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        // Not blank, no control characters; the length (1 to 200 characters) is checked too.
+        string_schema(
+            "Text shown to people: 1 to 200 characters, not blank, no control characters",
+            Some(
+                r"^[^\S\u0000-\u001f\u007f-\u009f]{0,199}[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]{0,199}$",
+            ),
+            Some(200),
+            "养老金查询",
+        )
+    }
+}
+impl utoipa::ToSchema for Text {}
+
+impl utoipa::PartialSchema for Destination {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "A CIDR (`10.20.0.0/16`), an IP address, a host name, or `*.domain`",
+            None,
+            Some(253),
+            "10.20.0.0/16",
+        )
+    }
+}
+impl utoipa::ToSchema for Destination {}
+
+impl utoipa::PartialSchema for Port {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(65535))
+            .examples([serde_json::json!(8080)])
+            .into()
+    }
+}
+impl utoipa::ToSchema for Port {}
+
 // ---------------------------------------------------------------------------------------------
 // Stored resources
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agency {
     pub id: String,
     pub name: Name,
     pub title: Text,
     #[serde(default)]
     pub contact: Option<Text>,
+    /// Path prefixes of its own; when set, its routes' paths must lie inside them.
+    #[serde(default)]
+    pub path_prefixes: Vec<PathPrefix>,
+    /// Hosts of its own; when set, its routes must name hosts inside them.
+    #[serde(default)]
+    pub hosts: Vec<HostPattern>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Service {
     pub id: String,
     pub agency_id: String,
@@ -369,6 +543,7 @@ pub struct Service {
     #[serde(default)]
     pub description: Option<Text>,
     /// The gateway's own upstream model: targets, balancing, timeouts, health checks.
+    #[schema(value_type = Object, example = json!({"targets": [{"addr": "10.20.1.5:8080"}]}))]
     pub upstream: Upstream,
     pub status: Lifecycle,
     /// Channels it is published on (empty unless published).
@@ -384,7 +559,7 @@ pub struct Service {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Route {
     pub id: String,
     pub service_id: String,
@@ -402,11 +577,14 @@ pub struct Route {
     pub rewrite: Option<String>,
     #[serde(default)]
     pub priority: i32,
+    /// Set by a system admin: this route may overlap other agencies' routes.
+    #[serde(default)]
+    pub allow_overlap: Option<OverlapAllowance>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct App {
     pub id: String,
     pub channel: Channel,
@@ -417,8 +595,9 @@ pub struct App {
 }
 
 /// A mini-program app id as the host channel issues it (`wx1234…`, `2021…`): 1–64 visible ASCII.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^[!-~]{1,64}$", example = "wx1234567890abcdef")]
 pub struct AppId(String);
 
 impl TryFrom<String> for AppId {
@@ -443,7 +622,7 @@ impl AppId {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkPolicy {
     pub id: String,
     pub agency_id: String,
@@ -456,15 +635,17 @@ pub struct NetworkPolicy {
 }
 
 /// An entry of the token JWKS (the unified identity service's verification keys).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenKey {
     pub id: String,
     pub kid: String,
     pub alg: String,
     /// The JWK's public members (for `oct` keys, without `k`).
+    #[schema(value_type = Object)]
     pub jwk: serde_json::Map<String, Value>,
     /// `k` of an `oct` (HS256) key, sealed.
     #[serde(default)]
+    #[schema(ignore)]
     pub sealed_k: Option<String>,
     pub status: KeyStatus,
     pub created_at: i64,
@@ -472,12 +653,13 @@ pub struct TokenKey {
 }
 
 /// A key an agency's backends use to check the gateway signature.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SigningKey {
     pub id: String,
     pub agency_id: String,
     pub key_id: Name,
     /// Base64 of the secret, sealed.
+    #[schema(ignore)]
     pub sealed_secret: String,
     pub status: KeyStatus,
     pub created_at: i64,
@@ -485,17 +667,18 @@ pub struct SigningKey {
 }
 
 /// Request-rate limits of one service (the `rate-limit` plugin's `limits`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limit {
     pub id: String,
     pub service_id: String,
+    #[schema(value_type = Vec<Object>)]
     pub limits: Value,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 /// Platform settings owned by the security admin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Accepted `iss` of client tokens.
@@ -516,16 +699,22 @@ impl Default for Settings {
 // ---------------------------------------------------------------------------------------------
 // Inputs
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgencyInput {
     pub name: Name,
     pub title: Text,
     #[serde(default)]
     pub contact: Option<Text>,
+    /// Path prefixes of its own (`["/social/"]`); none = no restriction.
+    #[serde(default)]
+    pub path_prefixes: Vec<PathPrefix>,
+    /// Hosts of its own (`["social.city.example", "*.social.city.example"]`); none = any.
+    #[serde(default)]
+    pub hosts: Vec<HostPattern>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceInput {
     /// Optional for agency operators (their own agency); required for the system admin.
@@ -536,33 +725,40 @@ pub struct ServiceInput {
     pub kind: ServiceKind,
     #[serde(default)]
     pub description: Option<Text>,
+    /// The gateway's upstream model (`docs/upstreams.md`): `targets`, `balance`, `timeouts`, …
+    #[schema(value_type = Object, example = json!({"targets": [{"addr": "10.20.1.5:8080"}]}))]
     pub upstream: Upstream,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishInput {
+    /// Channels to add to those the service is published on.
     pub channels: Vec<Channel>,
+    /// Apps to add to the service's app list (empty list = any app on its channels).
     #[serde(default)]
     pub apps: Vec<AppId>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectInput {
     #[serde(default)]
     pub reason: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineInput {
-    /// Channels to withdraw; all when absent.
+    /// Channels to withdraw. When neither `channels` nor `apps` is given, all channels.
     #[serde(default)]
     pub channels: Option<Vec<Channel>>,
+    /// Apps to withdraw (the service stays on its channels for the other listed apps).
+    #[serde(default)]
+    pub apps: Option<Vec<AppId>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteInput {
     pub service_id: String,
@@ -580,9 +776,12 @@ pub struct RouteInput {
     pub rewrite: Option<String>,
     #[serde(default)]
     pub priority: i32,
+    /// System admins only: allow this route to overlap other agencies' routes.
+    #[serde(default)]
+    pub allow_overlap: Option<OverlapRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppInput {
     pub channel: Channel,
@@ -590,7 +789,7 @@ pub struct AppInput {
     pub name: Text,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyInput {
     pub agency_id: String,
@@ -600,14 +799,15 @@ pub struct PolicyInput {
     pub rules: Vec<Rule>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenKeyInput {
     /// One JWK with `kid` and `alg` (public members only; `k` for HS256).
+    #[schema(value_type = Object, example = json!({"kty": "EC", "crv": "P-256", "kid": "id-2026", "alg": "ES256", "x": "…", "y": "…"}))]
     pub jwk: serde_json::Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningKeyInput {
     pub agency_id: String,
@@ -619,11 +819,12 @@ pub struct SigningKeyInput {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitInput {
     pub service_id: String,
     /// The `rate-limit` plugin's `limits`: `[{key, rate, per, burst}]`.
+    #[schema(value_type = Vec<Object>, example = json!([{"key": "app", "rate": 100, "per": "1s", "burst": 20}]))]
     pub limits: Value,
 }
 

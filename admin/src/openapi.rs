@@ -1,41 +1,333 @@
 //! `/openapi.json`: an OpenAPI 3.1 document built from the endpoint table
-//! (`crate::api::endpoints`), so every route the router serves is described — a test checks it.
+//! (`crate::api::endpoints`), so every route the router serves is described — a test checks it —
+//! with request, response and query-parameter schemas derived (utoipa) from the very types the
+//! handlers parse and store, the one error shape, and every status a handler can answer.
+//!
+//! This module only describes; it may not decide anything the router or a handler decides.
 
 use axum::Json;
 use serde_json::{json, Map, Value};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::model::*;
+
+/// What an operation takes and answers, beyond the endpoint table.
+#[derive(Default)]
+struct Shape {
+    request: Option<Value>,
+    /// The success body: a schema, `None` for no body (204) or a described object.
+    response: Option<Value>,
+    /// The success body is `{"items": [...]}` of `response`.
+    list: bool,
+    query: Vec<Value>,
+    /// Extra media types of the success answer (exports: CSV).
+    csv: bool,
+}
+
+/// Component schemas, collected as operations refer to them.
+#[derive(Default)]
+struct Schemas(Map<String, Value>);
+
+impl Schemas {
+    fn add(&mut self, name: &str, schema: impl serde::Serialize) {
+        if let Ok(v) = serde_json::to_value(schema) {
+            self.0.insert(name.to_string(), v);
+        }
+    }
+
+    /// Registers `T` (and what it refers to) and returns a reference to it.
+    fn of<T: ToSchema>(&mut self) -> Value {
+        let mut deps = Vec::new();
+        T::schemas(&mut deps);
+        for (n, s) in deps {
+            self.add(&n, s);
+        }
+        let name = T::name();
+        self.add(&name, T::schema());
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+
+    fn params<P: IntoParams>(&mut self) -> Vec<Value> {
+        P::into_params(|| Some(ParameterIn::Query))
+            .into_iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect()
+    }
+}
+
+fn object(description: &str) -> Value {
+    json!({"type": "object", "description": description})
+}
+
+/// The request and response types of each operation: the handlers' own.
+fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
+    use crate::api::{accounts as ac, audit as au, resources as rs, services as sv};
+    let one = |r: Value| Shape {
+        response: Some(r),
+        ..Shape::default()
+    };
+    let with = |req: Value, r: Value| Shape {
+        request: Some(req),
+        response: Some(r),
+        ..Shape::default()
+    };
+    let list = |r: Value, query: Vec<Value>| Shape {
+        response: Some(r),
+        list: true,
+        query,
+        ..Shape::default()
+    };
+    let none = Shape::default;
+    match (method, path) {
+        ("GET", "/healthz") => one(
+            json!({"type": "object", "required": ["status", "config_version"],
+            "properties": {"status": {"type": "string", "enum": ["ok"]}, "config_version": {"type": "integer"}}}),
+        ),
+        ("GET", "/openapi.json") => one(object("An OpenAPI 3.1 document")),
+        ("POST", "/v1/auth/login") => with(
+            s.of::<crate::auth::LoginInput>(),
+            json!({"type": "object",
+            "required": ["token"], "properties": {"token": {"type": "string", "description": "The bearer session token"}}}),
+        ),
+        ("POST", "/v1/auth/logout") => none(),
+        ("GET", "/v1/auth/me") => one(object(
+            "The signed-in account: id, username, role, agency_id",
+        )),
+        ("POST", "/v1/auth/password") => Shape {
+            request: Some(s.of::<crate::auth::PasswordChange>()),
+            ..none()
+        },
+
+        ("GET", "/v1/agencies") => list(s.of::<Agency>(), vec![]),
+        ("POST", "/v1/agencies") | ("PUT", "/v1/agencies/{id}") => {
+            with(s.of::<AgencyInput>(), s.of::<Agency>())
+        }
+        ("GET", "/v1/agencies/{id}") => one(s.of::<Agency>()),
+
+        ("GET", "/v1/services") => {
+            let q = s.params::<sv::Filter>();
+            list(s.of::<Service>(), q)
+        }
+        ("POST", "/v1/services") | ("PUT", "/v1/services/{id}") => {
+            with(s.of::<ServiceInput>(), s.of::<Service>())
+        }
+        ("GET", "/v1/services/{id}") | ("POST", "/v1/services/{id}/submit") => {
+            one(s.of::<Service>())
+        }
+        ("POST", "/v1/services/{id}/publish") => with(s.of::<PublishInput>(), s.of::<Service>()),
+        ("POST", "/v1/services/{id}/offline") => with(s.of::<OfflineInput>(), s.of::<Service>()),
+        ("POST", "/v1/services/{id}/reject") => with(s.of::<RejectInput>(), s.of::<Service>()),
+
+        ("GET", "/v1/routes") => {
+            let q = s.params::<rs::RouteFilter>();
+            list(s.of::<Route>(), q)
+        }
+        ("POST", "/v1/routes") | ("PUT", "/v1/routes/{id}") => {
+            with(s.of::<RouteInput>(), s.of::<Route>())
+        }
+        ("GET", "/v1/routes/{id}") => one(s.of::<Route>()),
+
+        ("GET", "/v1/apps") => list(s.of::<App>(), vec![]),
+        ("POST", "/v1/apps") | ("PUT", "/v1/apps/{id}") => with(s.of::<AppInput>(), s.of::<App>()),
+        ("GET", "/v1/apps/{id}") => one(s.of::<App>()),
+
+        ("GET", "/v1/network-policies") => list(s.of::<NetworkPolicy>(), vec![]),
+        ("POST", "/v1/network-policies") | ("PUT", "/v1/network-policies/{id}") => {
+            with(s.of::<PolicyInput>(), s.of::<NetworkPolicy>())
+        }
+        ("GET", "/v1/network-policies/{id}") => one(s.of::<NetworkPolicy>()),
+
+        ("GET", "/v1/token-keys") => list(s.of::<TokenKey>(), vec![]),
+        ("POST", "/v1/token-keys") => with(s.of::<TokenKeyInput>(), s.of::<TokenKey>()),
+        ("GET", "/v1/token-keys/{id}") | ("POST", "/v1/token-keys/{id}/revoke") => {
+            one(s.of::<TokenKey>())
+        }
+
+        ("GET", "/v1/signing-keys") => list(s.of::<SigningKey>(), vec![]),
+        ("POST", "/v1/signing-keys") => with(s.of::<SigningKeyInput>(), s.of::<SigningKey>()),
+        ("GET", "/v1/signing-keys/{id}") | ("POST", "/v1/signing-keys/{id}/retire") => {
+            one(s.of::<SigningKey>())
+        }
+
+        ("GET", "/v1/limits") => list(s.of::<Limit>(), vec![]),
+        ("POST", "/v1/limits") | ("PUT", "/v1/limits/{id}") => {
+            with(s.of::<LimitInput>(), s.of::<Limit>())
+        }
+        ("GET", "/v1/limits/{id}") => one(s.of::<Limit>()),
+
+        ("GET", "/v1/settings") => one(s.of::<Settings>()),
+        ("PUT", "/v1/settings") => with(s.of::<Settings>(), s.of::<Settings>()),
+        ("GET", "/v1/config") => one(json!({"type": "object", "required": ["version", "config"],
+            "properties": {"version": {"type": "integer"}, "config": {"type": "object"}}})),
+
+        ("GET", "/v1/users") => list(
+            object("An account (never its password hash or TOTP seed)"),
+            vec![],
+        ),
+        ("POST", "/v1/users") => with(
+            s.of::<ac::UserInput>(),
+            object("The account; for admin roles also its one-time TOTP secret"),
+        ),
+        ("PUT", "/v1/users/{id}") => with(s.of::<ac::UserUpdate>(), object("The account")),
+        ("POST", "/v1/users/{id}/reset-password") => Shape {
+            request: Some(s.of::<ac::PasswordReset>()),
+            ..none()
+        },
+        ("GET", "/v1/users/{id}") | ("POST", "/v1/users/{id}/unlock") => one(object("The account")),
+
+        ("GET", "/v1/nodes") => list(
+            object("A gateway node: name, last seen, config version"),
+            vec![],
+        ),
+        ("POST", "/v1/nodes") => with(
+            s.of::<ac::NodeInput>(),
+            object("The node and its token, shown once"),
+        ),
+
+        ("GET", "/v1/audit/admin") => Shape {
+            response: Some(object("`items` (newest first) and `next_before`")),
+            query: s.params::<au::AdminFilter>(),
+            ..none()
+        },
+        ("GET", "/v1/audit/admin/verify") => {
+            one(json!({"type": "object", "required": ["ok", "records"],
+            "properties": {"ok": {"type": "boolean"}, "records": {"type": "integer"},
+                "first_bad_seq": {"type": ["integer", "null"]}, "message": {"type": ["string", "null"]}}}))
+        }
+        ("GET", "/v1/audit/admin/{seq}") => one(object("One admin audit record")),
+        ("GET", "/v1/audit/requests") => Shape {
+            response: Some(object("`items` (newest first) and `next_before`")),
+            query: s.params::<au::RequestFilter>(),
+            ..none()
+        },
+
+        ("GET", p) if p.starts_with("/v1/exports/") => Shape {
+            response: Some(object("`{title, generated_at, columns, items}`")),
+            query: {
+                s.of::<crate::exports::Format>();
+                s.params::<crate::exports::ExportQuery>()
+            },
+            csv: true,
+            ..none()
+        },
+
+        ("GET", "/v1/dataplane/watch") => Shape {
+            response: Some(object("The rendered gateway config")),
+            query: s.params::<crate::dataplane::WatchQuery>(),
+            ..none()
+        },
+        ("POST", "/v1/dataplane/audit") => with(
+            s.of::<crate::dataplane::Batch>(),
+            json!({"type": "object",
+            "required": ["accepted", "duplicates"], "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"}}}),
+        ),
+        _ => none(),
+    }
+}
+
+/// `post /v1/services/{id}/publish` → `post_v1_services_id_publish`.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.extend(seg.chars().filter(|c| !matches!(c, '{' | '}')).map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c
+            } else {
+                '_'
+            }
+        }));
+    }
+    id
+}
+
+fn error_ref(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
 
 /// The document.
 pub fn document() -> Value {
+    let mut schemas = Schemas::default();
     let mut paths: Map<String, Value> = Map::new();
     for (e, _) in crate::api::endpoints() {
-        let params: Vec<Value> = e
+        let mut params: Vec<Value> = e
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let shape = shape(e.method, e.path, &mut schemas);
+        params.extend(shape.query.iter().cloned());
         let security = match e.access {
             "public" => json!([]),
             "node token" => json!([{"nodeToken": []}]),
             _ => json!([{"session": []}]),
         };
-        let mut responses = json!({
-            "200": {"description": "OK"},
-            "400": {"$ref": "#/components/responses/Error"},
-            "422": {"$ref": "#/components/responses/Invalid"},
+        let success_body = shape.response.as_ref().map(|r| {
+            let schema = if shape.list {
+                json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": r}}})
+            } else {
+                r.clone()
+            };
+            let mut content = json!({"application/json": {"schema": schema}});
+            if shape.csv {
+                content["text/csv"] = json!({"schema": {"type": "string"}});
+            }
+            content
         });
-        if e.access != "public" {
-            responses["401"] = json!({"$ref": "#/components/responses/Error"});
-            responses["403"] = json!({"$ref": "#/components/responses/Error"});
-            responses["404"] = json!({"$ref": "#/components/responses/Error"});
+        let ok = |description: &str| match &success_body {
+            Some(c) => json!({"description": description, "content": c}),
+            None => json!({"description": description}),
+        };
+        let mut responses = json!({
+            "400": error_ref("Malformed request (query string, path)"),
+            "404": error_ref("No such resource, or not one the caller may see"),
+            "405": error_ref("Method not allowed on this path"),
+            "500": error_ref("A failure of the control plane (never detailed)"),
+        });
+        match e.method {
+            "POST" => {
+                responses["200"] = ok("OK");
+                responses["201"] = ok("Created");
+                responses["204"] = json!({"description": "Done; no body"});
+            }
+            "DELETE" => responses["204"] = json!({"description": "Deleted"}),
+            _ => responses["200"] = ok("OK"),
         }
-        if e.method == "POST" {
-            responses["201"] = json!({"description": "Created"});
-            responses["409"] = json!({"$ref": "#/components/responses/Error"});
+        if e.method != "GET" {
+            responses["409"] =
+                error_ref("The resource's state forbids this, or it is still referenced");
+            responses["422"] =
+                error_ref("Invalid input (`fields` name each offending field); nothing changed");
         }
-        if e.method == "DELETE" {
-            responses["204"] = json!({"description": "Deleted"});
-            responses["409"] = json!({"$ref": "#/components/responses/Error"});
+        if e.body {
+            responses["413"] = error_ref("The body is over the limit (named in the message)");
+            responses["415"] = error_ref("The body is not `application/json`");
+            responses["422"] =
+                error_ref("Invalid input (`fields` name each offending field); nothing changed");
+        }
+        if !shape.query.is_empty() {
+            responses["422"] = error_ref("Invalid input; nothing changed");
+        }
+        if e.access != "public" || e.path == "/v1/auth/login" {
+            responses["401"] = error_ref("Not signed in, session expired, or bad credentials");
+            responses["403"] = error_ref("The role may not do this, or the account is locked");
+        }
+        if e.method != "GET" && e.path.starts_with("/v1/users/{id}") {
+            // Changes to an audit admin's account need a second person (docs/admin.md).
+            responses["202"] = json!({
+                "description": "Awaiting approval: the other admin role must repeat this request",
+                "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status", "approval"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["awaiting_approval"]},
+                        "approval": {"type": "object", "required": ["id", "action", "target_id", "requested_by", "awaits", "expires_at"],
+                            "properties": {
+                                "id": {"type": "string"}, "action": {"type": "string"},
+                                "target_id": {"type": "string"}, "requested_by": {"type": "string"},
+                                "awaits": {"type": "string"}, "expires_at": {"type": "integer"}}}}}}}
+            });
         }
         if e.path == "/v1/dataplane/watch" {
             responses["304"] = json!({"description": "Nothing newer within the timeout"});
@@ -44,7 +336,7 @@ pub fn document() -> Value {
             "summary": e.summary,
             "description": format!("Access: {}.", e.access),
             "tags": [e.tag],
-            "operationId": format!("{} {}", e.method.to_lowercase(), e.path),
+            "operationId": operation_id(e.method, e.path),
             "security": security,
             "parameters": params,
             "responses": responses,
@@ -59,14 +351,48 @@ pub fn document() -> Value {
             op["x-fenfa-roles"] = json!(roles);
         }
         if e.body {
+            let schema = shape
+                .request
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "additionalProperties": false}));
+            // An empty body reads as `{}`: it is optional exactly when `{}` is a valid input.
+            let required = schema["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .and_then(|n| schemas.0.get(n))
+                .and_then(|v| v["required"].as_array())
+                .is_some_and(|r| !r.is_empty());
             op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": {"type": "object"}}}
+                "required": required,
+                "description": "JSON; an empty body reads as `{}`",
+                "content": {"application/json": {"schema": schema}}
             });
         }
         let entry = paths.entry(e.path.to_string()).or_insert_with(|| json!({}));
         entry[e.method.to_lowercase()] = op;
     }
+    schemas.add(
+        "Error",
+        json!({
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "examples": ["invalid"]},
+                    "message": {"type": "string"},
+                    "fields": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["path", "message"],
+                        "properties": {"path": {"type": "string"}, "message": {"type": "string"}}
+                    }}
+                }
+            }},
+            "examples": [{"error": {"code": "invalid", "message": "upstream.targets[0].addr: `10.30.0.9:8080` (http) is outside the network policy of agency `social`",
+                "fields": [{"path": "upstream.targets[0].addr", "message": "`10.30.0.9:8080` (http) is outside the network policy of agency `social`"}]}}]
+        }),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -80,28 +406,7 @@ pub fn document() -> Value {
                 "session": {"type": "http", "scheme": "bearer", "description": "Session token from POST /v1/auth/login; ends after 30 minutes idle."},
                 "nodeToken": {"type": "http", "scheme": "bearer", "description": "Gateway node token from POST /v1/nodes."},
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string"},
-                            "message": {"type": "string"},
-                            "fields": {"type": "array", "items": {
-                                "type": "object",
-                                "properties": {"path": {"type": "string"}, "message": {"type": "string"}}
-                            }}
-                        }
-                    }}
-                }
-            },
-            "responses": {
-                "Error": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "Invalid": {"description": "Invalid input; nothing changed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            }
+            "schemas": schemas.0,
         }
     })
 }

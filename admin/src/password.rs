@@ -1,7 +1,12 @@
 //! Passwords: the complexity rule, and argon2id hashing (PHC strings, per-password salt).
 //!
 //! The rule (MLPS level 3 practice): at least 12 characters, at least three of lower case, upper
-//! case, digits and symbols, and not containing the user name.
+//! case, digits and symbols, not containing the user name, and not a common password dressed up:
+//! the password, lower-cased, with look-alike digits and symbols read as letters (`P@ssw0rd`) and
+//! with the digits and symbols around it removed (`Password123!` → `password`), must not be one
+//! of the 10,000 most common passwords (`common-passwords.txt`, compiled in: the top of the
+//! xato.net list as the zxcvbn project ships it, MIT licence), nor a run of one character, a
+//! keyboard row or an alphabet or digit sequence.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -28,7 +33,92 @@ pub fn check_complexity(password: &str, username: &str) -> Result<(), String> {
     if !username.is_empty() && password.to_lowercase().contains(&username.to_lowercase()) {
         return Err("must not contain the user name".into());
     }
+    if is_common(password) {
+        return Err(
+            "is a common password, or one with digits or symbols added; choose a less guessable one"
+                .into(),
+        );
+    }
     Ok(())
+}
+
+/// The bundled list of the most common passwords, one a line, lower case.
+const COMMON: &str = include_str!("common-passwords.txt");
+
+fn common_set() -> &'static std::collections::HashSet<&'static str> {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        COMMON
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    })
+}
+
+/// Whether `password` is a common password, or one decorated with digits, symbols or
+/// look-alike characters.
+pub fn is_common(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    let unleet: String = lower
+        .chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' | '!' | '|' => 'i',
+            '3' => 'e',
+            '4' | '@' => 'a',
+            '5' | '$' => 's',
+            '7' | '+' => 't',
+            '8' => 'b',
+            '9' => 'g',
+            _ => c,
+        })
+        .collect();
+    let core = |s: &str| -> String {
+        s.trim_matches(|c: char| !c.is_alphabetic())
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+            .collect()
+    };
+    let set = common_set();
+    let candidates = [
+        lower.clone(),
+        core(&lower),
+        unleet.clone(),
+        core(&unleet),
+        lower
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_string(),
+    ];
+    candidates
+        .iter()
+        .any(|c| c.chars().count() >= 3 && (set.contains(c.as_str()) || is_sequence(c)))
+        || is_sequence(&lower)
+}
+
+/// One character repeated, or a stretch of a keyboard row, the alphabet or the digits.
+fn is_sequence(s: &str) -> bool {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() < 3 {
+        return false;
+    }
+    if chars.iter().all(|c| *c == chars[0]) {
+        return true;
+    }
+    const RUNS: &[&str] = &[
+        "abcdefghijklmnopqrstuvwxyz",
+        "01234567890",
+        "qwertyuiop",
+        "asdfghjkl",
+        "zxcvbnm",
+        "1qaz2wsx3edc4rfv5tgb6yhn7ujm",
+        "qazwsxedcrfvtgbyhnujmikolp",
+    ];
+    RUNS.iter().any(|run| {
+        let rev: String = run.chars().rev().collect();
+        run.contains(s) || rev.contains(s)
+    })
 }
 
 fn hasher() -> Argon2<'static> {
@@ -90,6 +180,20 @@ mod tests {
             .unwrap_err()
             .contains("user name"));
         assert!(check_complexity("Correct-Horse-42", "alice").is_ok());
+        for common in [
+            "Password123!",
+            "P@ssw0rd2026!",
+            "Qwerty123456!",
+            "Iloveyou2026!!",
+            "Aaaaaaaaaaaa1!",
+        ] {
+            assert!(
+                check_complexity(common, "alice")
+                    .unwrap_err()
+                    .contains("common"),
+                "{common}"
+            );
+        }
         assert!(check_complexity(&generate(), "alice").is_ok());
     }
 

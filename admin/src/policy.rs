@@ -20,6 +20,43 @@ pub fn split_addr(addr: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+fn protocol_of(svc: &crate::model::Service) -> Protocol {
+    match svc.upstream.scheme {
+        fenfa_gateway::config::model::Scheme::Http => Protocol::Http,
+        fenfa_gateway::config::model::Scheme::Https => Protocol::Https,
+    }
+}
+
+/// The policy rules (policy, rule index) that admit `svc`'s upstream targets, for the reports.
+pub fn admitting<'a>(
+    s: &'a Snapshot,
+    svc: &crate::model::Service,
+) -> Vec<(&'a crate::model::NetworkPolicy, usize)> {
+    let protocol = protocol_of(svc);
+    let mut out = Vec::new();
+    for t in &svc.upstream.targets {
+        let Some((host, port)) = split_addr(&t.addr) else {
+            continue;
+        };
+        for p in s.policies.iter().filter(|p| p.agency_id == svc.agency_id) {
+            for (i, r) in p.rules.iter().enumerate() {
+                if r.protocol == protocol
+                    && r.port.0 == port
+                    && r.destination.contains(host)
+                    && !out
+                        .iter()
+                        .any(|(q, j): &(&crate::model::NetworkPolicy, usize)| {
+                            q.id == p.id && *j == i
+                        })
+                {
+                    out.push((p, i));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Every violation in the snapshot, as `(service id, field path, message)`.
 pub fn violations(s: &Snapshot) -> Vec<(String, FieldError)> {
     let mut out = Vec::new();

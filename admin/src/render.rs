@@ -50,6 +50,8 @@ pub fn render(
     let mut cfg = Config {
         version: Some(format!("cp-{version}")),
         listeners: listeners.clone(),
+        // A platform may have nothing published yet; the file is generated, never truncated.
+        allow_empty: true,
         ..Config::default()
     };
     let mut o = Origins::default();

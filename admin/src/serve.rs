@@ -36,6 +36,16 @@ pub struct ServeArgs {
     pub gateway_http: String,
     pub gateway_status: String,
     pub demo_upstream: String,
+    /// Names of the first-start accounts (system, security, audit admin), when not the
+    /// defaults `admin`, `security`, `auditor` (`--admin-username`, …).
+    pub initial_usernames: [Option<String>; 3],
+    /// Serve the API over TLS with this certificate chain (PEM) …
+    pub tls_cert: Option<PathBuf>,
+    /// … and this private key.
+    pub tls_key: Option<PathBuf>,
+    /// The CA of `tls_cert`, trusted by the in-process gateway when it ships its audit here
+    /// (default: the system's CAs).
+    pub tls_ca: Option<PathBuf>,
 }
 
 pub const DEMO_AGENCY: &str = "demo";
@@ -92,7 +102,14 @@ pub fn default_database(data_dir: &std::path::Path) -> String {
     )
 }
 
+/// Runs the single-node platform with the built-in plugins.
 pub async fn run(args: ServeArgs) -> Result<(), String> {
+    run_with(args, fenfa_plugins::builtin()).await
+}
+
+/// Runs the single-node platform with `plugins` (the built-ins plus an embedder's own): the
+/// control plane's config checker and the in-process gateway both use it.
+pub async fn run_with(args: ServeArgs, plugins: fenfa_plugins::Registry) -> Result<(), String> {
     let mut opts = Options::new(
         args.database
             .clone()
@@ -101,28 +118,52 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     );
     opts.master_key = std::env::var("FENFA_MASTER_KEY").ok();
     opts.bootstrap = crate::auth::Bootstrap::from_env();
+    for (acc, name) in opts
+        .bootstrap
+        .accounts
+        .iter_mut()
+        .zip(&args.initial_usernames)
+    {
+        if let Some(name) = name {
+            acc.username = name.clone();
+        }
+    }
     opts.listeners = Listeners {
         http: Some(args.gateway_http.clone()),
         https: None,
         status: Some(args.gateway_status.clone()),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::server_config(cert, key).map_err(|e| e.to_string())?)
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let gateway_file = args.data_dir.join("gateway.yaml");
     let token_file = args.data_dir.join(LOCAL_NODE_TOKEN);
     if args.gateway {
         opts.gateway_file = Some(gateway_file.clone());
-        let host = if args.listen.ip().is_unspecified() {
+        let ip = if args.listen.ip().is_unspecified() {
             std::net::IpAddr::from([127, 0, 0, 1])
         } else {
             args.listen.ip()
         };
+        // Over TLS the certificate must name the host: `localhost` for a loopback listener.
+        let host = if tls.is_some() && ip.is_loopback() {
+            format!("localhost:{}", args.listen.port())
+        } else {
+            SocketAddr::new(ip, args.listen.port()).to_string()
+        };
         opts.local_ship = Some(LocalShip {
-            url: format!(
-                "http://{}/v1/dataplane/audit",
-                SocketAddr::new(host, args.listen.port())
-            ),
+            url: format!("{scheme}://{host}/v1/dataplane/audit"),
             token_file: token_file.clone(),
+            ca: args.tls_ca.clone().filter(|_| tls.is_some()),
         });
     }
+    opts.plugins = plugins;
     let (app, issued) = App::open(opts, Arc::new(SystemClock)).await?;
     print_issued(&issued);
     if args.gateway {
@@ -148,6 +189,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             control_plane: None,
             data_dir: args.data_dir.join("gateway"),
             demo_upstream: args.demo.then(|| args.demo_upstream.clone()),
+            registry: app.opts.plugins.clone(),
         };
         std::thread::Builder::new()
             .name("fenfa-gateway".into())
@@ -159,7 +201,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
     }
     println!();
-    println!("  Fenfa control plane on http://{}", args.listen);
+    println!("  Fenfa control plane on {scheme}://{}", args.listen);
     if args.gateway {
         println!(
             "  In-process gateway on http://{} (status http://{})",
@@ -167,6 +209,23 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         );
     }
     if let Some(token) = demo_token {
+        let (echo_host, echo_port) =
+            crate::policy::split_addr(&args.demo_upstream).unwrap_or(("127.0.0.1", 9081));
+        let env_file = crate::demo_env::path(&args.data_dir);
+        let written = crate::demo_env::write(
+            &env_file,
+            &crate::demo_env::DemoEnv {
+                issued: &issued,
+                control_plane: format!("http://{}", args.listen),
+                gateway: format!("http://{}", args.gateway_http),
+                echo_host: echo_host.to_string(),
+                echo_port,
+                token: token.clone(),
+            },
+        );
+        if let Err(e) = written {
+            tracing::warn!(file = %env_file.display(), error = %e, "cannot write the demo's variables");
+        }
         println!();
         println!(
             "  Demo: agency `{DEMO_AGENCY}`, service `demo-echo` published on wechat/alipay/baidu,"
@@ -180,12 +239,20 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             "    curl -i -H 'Authorization: Bearer {token}' http://{}/demo/hello",
             args.gateway_http
         );
+        println!();
+        println!(
+            "  The walk-through in docs/admin.md reads these from {}:",
+            env_file.display()
+        );
+        println!("    . {}", env_file.display());
     }
     println!();
-    tracing::info!(listen = %args.listen, "fenfa-admin serving");
-    crate::app::serve(app, listener)
-        .await
-        .map_err(|e| format!("serving: {e}"))
+    tracing::info!(listen = %args.listen, tls = tls.is_some(), "fenfa-admin serving");
+    match tls {
+        Some(config) => crate::app::serve_tls(app, listener, config).await,
+        None => crate::app::serve(app, listener).await,
+    }
+    .map_err(|e| format!("serving: {e}"))
 }
 
 fn print_issued(issued: &[crate::auth::Issued]) {
@@ -225,6 +292,8 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                     title: Text::try_from("演示委办局 (demo agency)".to_string())
                         .map_err(ApiError::internal)?,
                     contact: None,
+                    path_prefixes: Vec::new(),
+                    hosts: Vec::new(),
                     created_at: now,
                     updated_at: now,
                 });
@@ -335,6 +404,7 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                     strip_prefix: true,
                     rewrite: None,
                     priority: 0,
+                    allow_overlap: None,
                     created_at: now,
                     updated_at: now,
                 });

@@ -20,8 +20,14 @@ use sqlx::{AnyPool, Row};
 
 use crate::model::{Role, Snapshot};
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "hardening",
+        include_str!("../migrations/0002_hardening.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -85,6 +91,9 @@ impl Store {
                 redact_url(url)
             ));
         };
+        if backend == Backend::Sqlite {
+            secure_sqlite_file(url)?;
+        }
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
@@ -98,8 +107,67 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| format!("migrating {}: {e}", redact_url(url)))?;
+        if backend == Backend::Sqlite {
+            // The journal files appear with the first connection.
+            secure_sqlite_file(url)?;
+        }
         Ok(Self { pool, backend })
     }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once (a no-op
+    /// `UPDATE`): a deferred transaction that reads first and writes later fails with
+    /// `database is locked` (SQLITE_BUSY_SNAPSHOT, no waiting) when another connection wrote in
+    /// between — schemathesis found that as a 500 on account changes. Taken up front, a busy
+    /// lock is waited for (the pool's busy timeout) instead.
+    pub async fn begin_write(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("UPDATE config_state SET version = version WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+}
+
+/// The file of a `sqlite://FILE?…` URL (`None` for in-memory databases).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// The database holds password hashes and sealed secrets: it (and its journal files) are mode
+/// 0600, created so before SQLite first opens it, and fixed when found otherwise.
+fn secure_sqlite_file(url: &str) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Some(path) = sqlite_path(url) else {
+        return Ok(());
+    };
+    let fail = |e: std::io::Error| format!("cannot make {} private: {e}", path.display());
+    if !path.exists() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(fail)?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut f = path.clone().into_os_string();
+        f.push(suffix);
+        let f = std::path::PathBuf::from(f);
+        if f.is_file() {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the SQLite and PostgreSQL drivers available to `sqlx::Any` (idempotent).
@@ -213,6 +281,16 @@ pub async fn put_resource(
     Ok(())
 }
 
+/// The owning agency of the resource with this id (any kind), if it exists and has one.
+pub async fn resource_agency(pool: &AnyPool, id: &str) -> DbResult<Option<String>> {
+    let row =
+        sqlx::query("SELECT agency_id FROM resources WHERE id = $1 AND agency_id IS NOT NULL")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|r| r.try_get("agency_id")).transpose()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config version
 
@@ -276,9 +354,15 @@ pub struct UserRow {
     pub disabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The account that created this one (`system` for the first-start accounts).
+    pub created_by: Option<String>,
+    /// Time of the last successful sign-in (0: never).
+    pub last_login: i64,
+    /// An admin role that the security admin has not granted yet: no sign-in until then.
+    pub role_pending: bool,
 }
 
-const USER_COLS: &str = "id, username, role, agency_id, password_hash, sealed_totp, totp_last_step, failed_logins, locked_until, disabled, created_at, updated_at";
+const USER_COLS: &str = "id, username, role, agency_id, password_hash, sealed_totp, totp_last_step, failed_logins, locked_until, disabled, created_at, updated_at, created_by, last_login, role_pending";
 
 fn user_from_row(row: &AnyRow) -> DbResult<UserRow> {
     let role: String = row.try_get("role")?;
@@ -295,6 +379,9 @@ fn user_from_row(row: &AnyRow) -> DbResult<UserRow> {
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        created_by: row.try_get("created_by")?,
+        last_login: row.try_get("last_login")?,
+        role_pending: row.try_get::<i64, _>("role_pending")? != 0,
     })
 }
 
@@ -334,7 +421,7 @@ pub async fn count_users(pool: &AnyPool) -> DbResult<i64> {
 
 pub async fn insert_user(conn: &mut AnyConnection, u: &UserRow) -> DbResult<()> {
     sqlx::query(&format!(
-        "INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     ))
     .bind(&u.id)
     .bind(&u.username)
@@ -348,6 +435,9 @@ pub async fn insert_user(conn: &mut AnyConnection, u: &UserRow) -> DbResult<()> 
     .bind(i64::from(u.disabled))
     .bind(u.created_at)
     .bind(u.updated_at)
+    .bind(&u.created_by)
+    .bind(u.last_login)
+    .bind(i64::from(u.role_pending))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -356,7 +446,7 @@ pub async fn insert_user(conn: &mut AnyConnection, u: &UserRow) -> DbResult<()> 
 pub async fn update_user(conn: &mut AnyConnection, u: &UserRow) -> DbResult<()> {
     sqlx::query(
         "UPDATE users SET username = $2, role = $3, agency_id = $4, password_hash = $5, sealed_totp = $6, \
-         totp_last_step = $7, failed_logins = $8, locked_until = $9, disabled = $10, updated_at = $11 WHERE id = $1",
+         totp_last_step = $7, failed_logins = $8, locked_until = $9, disabled = $10, updated_at = $11, role_pending = $12 WHERE id = $1",
     )
     .bind(&u.id)
     .bind(&u.username)
@@ -369,6 +459,7 @@ pub async fn update_user(conn: &mut AnyConnection, u: &UserRow) -> DbResult<()> 
     .bind(u.locked_until)
     .bind(i64::from(u.disabled))
     .bind(u.updated_at)
+    .bind(i64::from(u.role_pending))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -456,6 +547,161 @@ pub async fn delete_user_sessions(conn: &mut AnyConnection, user_id: &str) -> Db
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in throttling per (user name, source)
+
+/// `(failures, locked_until)` of one (user name, source) pair.
+pub async fn throttle(
+    conn: &mut AnyConnection,
+    username: &str,
+    source_ip: &str,
+) -> DbResult<(i64, i64)> {
+    let row = sqlx::query(
+        "SELECT failures, locked_until FROM login_throttle WHERE username = $1 AND source_ip = $2",
+    )
+    .bind(username)
+    .bind(source_ip)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(r) => Ok((r.try_get("failures")?, r.try_get("locked_until")?)),
+        None => Ok((0, 0)),
+    }
+}
+
+pub async fn set_throttle(
+    conn: &mut AnyConnection,
+    username: &str,
+    source_ip: &str,
+    failures: i64,
+    locked_until: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO login_throttle (username, source_ip, failures, locked_until) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (username, source_ip) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until",
+    )
+    .bind(username)
+    .bind(source_ip)
+    .bind(failures)
+    .bind(locked_until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets every failure recorded against `username` (unlock, successful sign-in from a source).
+pub async fn clear_throttle(
+    conn: &mut AnyConnection,
+    username: &str,
+    source_ip: Option<&str>,
+) -> DbResult<()> {
+    match source_ip {
+        Some(ip) => {
+            sqlx::query("DELETE FROM login_throttle WHERE username = $1 AND source_ip = $2")
+                .bind(username)
+                .bind(ip)
+                .execute(&mut *conn)
+                .await?
+        }
+        None => {
+            sqlx::query("DELETE FROM login_throttle WHERE username = $1")
+                .bind(username)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pending two-person account changes
+
+#[derive(Debug, Clone)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub action: String,
+    pub target_id: String,
+    pub fingerprint: String,
+    pub requested_by: String,
+    pub requested_by_id: String,
+    pub requested_role: String,
+    pub created_at: i64,
+}
+
+pub async fn approval_for(
+    conn: &mut AnyConnection,
+    action: &str,
+    target_id: &str,
+) -> DbResult<Option<ApprovalRow>> {
+    let r = sqlx::query(
+        "SELECT id, action, target_id, fingerprint, requested_by, requested_by_id, requested_role, created_at \
+         FROM approvals WHERE action = $1 AND target_id = $2",
+    )
+    .bind(action)
+    .bind(target_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    r.map(|r| {
+        Ok(ApprovalRow {
+            id: r.try_get("id")?,
+            action: r.try_get("action")?,
+            target_id: r.try_get("target_id")?,
+            fingerprint: r.try_get("fingerprint")?,
+            requested_by: r.try_get("requested_by")?,
+            requested_by_id: r.try_get("requested_by_id")?,
+            requested_role: r.try_get("requested_role")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn insert_approval(conn: &mut AnyConnection, a: &ApprovalRow) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO approvals (id, action, target_id, fingerprint, requested_by, requested_by_id, requested_role, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&a.id)
+    .bind(&a.action)
+    .bind(&a.target_id)
+    .bind(&a.fingerprint)
+    .bind(&a.requested_by)
+    .bind(&a.requested_by_id)
+    .bind(&a.requested_role)
+    .bind(a.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_approval(conn: &mut AnyConnection, id: &str) -> DbResult<()> {
+    sqlx::query("DELETE FROM approvals WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Master key check value
+
+pub async fn key_check(pool: &AnyPool) -> DbResult<Option<String>> {
+    let r = sqlx::query("SELECT kcv FROM key_check WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    r.map(|r| r.try_get("kcv")).transpose()
+}
+
+/// Stores the key check value unless one is there already (a concurrent first start keeps the
+/// first); returns the stored one.
+pub async fn init_key_check(pool: &AnyPool, kcv: &str) -> DbResult<String> {
+    sqlx::query("INSERT INTO key_check (id, kcv) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+        .bind(kcv)
+        .execute(pool)
+        .await?;
+    Ok(key_check(pool).await?.unwrap_or_default())
 }
 
 // ---------------------------------------------------------------------------------------------

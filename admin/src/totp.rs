@@ -1,34 +1,41 @@
 //! TOTP (RFC 6238) with HMAC-SHA1, 30-second steps, 6 digits — what authenticator apps speak —
 //! and the RFC 4648 base32 its secrets are exchanged in.
 //!
-//! Verification accepts the current step and one on either side (clock drift), and returns the
-//! step that matched so the caller can refuse a code that was already used.
+//! The algorithm, the base32 and the `otpauth://` URI (with its percent-encoding) are
+//! `totp-rs`'s. Fenfa's policy is what stays here: the accepted drift (the current step and one
+//! on either side), reporting *which* step matched so the caller can refuse a code that was
+//! already used, and a lenient reading of typed secrets (case, spaces, dashes, padding).
 
-use ring::hmac;
+use totp_rs::{Algorithm, Secret, TOTP};
 
 pub const STEP: i64 = 30;
 pub const DIGITS: u32 = 6;
 
-/// The code for `secret` at unix time `t` with `digits` digits (RFC 6238 §4, RFC 4226 §5.3).
-pub fn code_at(secret: &[u8], t: i64, digits: u32) -> u32 {
-    hotp(secret, (t.max(0) / STEP) as u64, digits)
+fn totp(secret: &[u8], digits: u32, issuer: Option<&str>, account: &str) -> TOTP {
+    // `new_unchecked`: secrets made before this crate was adopted may be shorter than the
+    // 128 bits `TOTP::new` insists on; Fenfa makes 160-bit ones.
+    TOTP::new_unchecked(
+        Algorithm::SHA1,
+        digits as usize,
+        0,
+        STEP as u64,
+        secret.to_vec(),
+        issuer.map(str::to_owned),
+        account.to_owned(),
+    )
 }
 
-fn hotp(secret: &[u8], counter: u64, digits: u32) -> u32 {
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
-    let tag = hmac::sign(&key, &counter.to_be_bytes());
-    let h = tag.as_ref();
-    let off = (h[h.len() - 1] & 0x0f) as usize;
-    let bin = (u32::from(h[off] & 0x7f) << 24)
-        | (u32::from(h[off + 1]) << 16)
-        | (u32::from(h[off + 2]) << 8)
-        | u32::from(h[off + 3]);
-    bin % 10u32.pow(digits)
+/// The code for `secret` at unix time `t` with `digits` digits (RFC 6238 §4, RFC 4226 §5.3).
+pub fn code_at(secret: &[u8], t: i64, digits: u32) -> u32 {
+    totp(secret, digits, None, "")
+        .generate(t.max(0) as u64)
+        .parse()
+        .unwrap_or(u32::MAX)
 }
 
 /// The 6-digit code at `t`, zero-padded, as an app shows it.
 pub fn current(secret: &[u8], t: i64) -> String {
-    format!("{:06}", code_at(secret, t, DIGITS))
+    totp(secret, DIGITS, None, "").generate(t.max(0) as u64)
 }
 
 /// The step (`t / 30`) whose code `code` is, within ±1 step of `t`; `None` if it matches none.
@@ -37,65 +44,39 @@ pub fn verify(secret: &[u8], code: &str, t: i64) -> Option<i64> {
     if code.len() != DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let want: u32 = code.parse().ok()?;
+    let totp = totp(secret, DIGITS, None, "");
     let step = t / STEP;
     let mut found = None;
     for s in [step - 1, step, step + 1] {
         // Check every candidate, so timing does not tell which one matched.
-        if s >= 0 && hotp(secret, s as u64, DIGITS) == want {
+        if s >= 0 && totp.generate((s * STEP) as u64) == code {
             found = Some(s);
         }
     }
     found
 }
 
-const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
 /// RFC 4648 base32 without padding.
 pub fn base32_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let mut buf: u64 = 0;
-    let mut bits = 0;
-    for &b in bytes {
-        buf = (buf << 8) | u64::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
-        }
+    match Secret::Raw(bytes.to_vec()).to_encoded() {
+        Secret::Encoded(s) => s,
+        Secret::Raw(_) => String::new(),
     }
-    if bits > 0 {
-        out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
-    }
-    out
 }
 
 /// Decodes base32 (case-insensitive; padding, spaces and dashes ignored).
 pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 5 / 8);
-    let mut buf: u64 = 0;
-    let mut bits = 0;
-    for c in text.bytes() {
-        if matches!(c, b'=' | b' ' | b'-') {
-            continue;
-        }
-        let v = ALPHABET.iter().position(|&a| a == c.to_ascii_uppercase())? as u64;
-        buf = (buf << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Some(out)
+    let clean: String = text
+        .chars()
+        .filter(|c| !matches!(c, '=' | ' ' | '-'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Secret::Encoded(clean).to_bytes().ok()
 }
 
-/// The `otpauth://` URI authenticator apps scan.
+/// The `otpauth://` URI authenticator apps scan; the issuer and account are percent-encoded.
 pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
-    format!(
-        "otpauth://totp/{issuer}:{account}?secret={}&issuer={issuer}&algorithm=SHA1&digits=6&period=30",
-        base32_encode(secret)
-    )
+    totp(secret, DIGITS, Some(issuer), account).get_url()
 }
 
 #[cfg(test)]
@@ -141,7 +122,59 @@ mod tests {
         assert_eq!(base32_decode("MZXW6YTBOI======").unwrap(), b"foobar");
         assert_eq!(base32_decode("mzxw6ytboi").unwrap(), b"foobar");
         assert!(base32_decode("1!").is_none());
+        assert_eq!(base32_decode("mzxw-6ytb oi").unwrap(), b"foobar");
         let seed = b"12345678901234567890";
         assert_eq!(base32_decode(&base32_encode(seed)).unwrap(), seed);
+    }
+
+    /// The issuer and account name survive a standard URI parser exactly, whatever they hold;
+    /// once, `a&b c@局` went into the URI unencoded and `?`/`#` in a name injected parameters.
+    #[test]
+    fn otpauth_uri_reads_back_exactly_in_an_independent_parser() {
+        let secret = b"12345678901234567890";
+        for account in ["a&b c@局", "x?digits=8#y"] {
+            let uri = otpauth_uri("Fenfa 分发", account, secret);
+            // RFC 3986: a URI is ASCII, without spaces.
+            assert!(uri.is_ascii() && !uri.contains(' '), "{uri}");
+            let script = r#"
+import sys, urllib.parse as p
+u = p.urlsplit(sys.argv[1])
+issuer, account = p.unquote(u.path.lstrip("/")).split(":", 1)
+q = p.parse_qs(u.query, strict_parsing=True)
+print(u.scheme, u.netloc, issuer, account, q["issuer"][0], q["secret"][0], q.get("digits", ["6"])[0], sep="\n")
+"#;
+            let out = match std::process::Command::new("python3")
+                .args(["-c", script, &uri])
+                .output()
+            {
+                Ok(out) => out,
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("!!! SKIPPING the independent otpauth parse: no python3 ({e})");
+                    return;
+                }
+                Err(e) => panic!("python3 is needed in CI: {e}"),
+            };
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            let fields: Vec<&str> = text.lines().collect();
+            let secret32 = base32_encode(secret);
+            assert_eq!(
+                fields,
+                [
+                    "otpauth",
+                    "totp",
+                    "Fenfa 分发",
+                    account,
+                    "Fenfa 分发",
+                    secret32.as_str(),
+                    "6"
+                ],
+                "{uri}"
+            );
+        }
     }
 }

@@ -41,6 +41,7 @@ fn identity() -> Identity {
 fn parts<'a>(headers: &'a HeaderMap, id: &'a Identity) -> Parts<'a> {
     Parts {
         request_id: "5f2b8c1d9e7a4b3c8d6e1f0a2b3c4d5e",
+        client_request_id: None,
         client_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
         identity: Some(id),
         agency: "municipal-tax-bureau",
@@ -57,6 +58,7 @@ fn parts<'a>(headers: &'a HeaderMap, id: &'a Identity) -> Parts<'a> {
         bytes_sent: 2412,
         denied_by: None,
         error: None,
+        body_uninspected: false,
     }
 }
 

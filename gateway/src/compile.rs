@@ -12,6 +12,7 @@ use std::time::Duration;
 use fenfa_plugins::{Chain, Plugin, Registry};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 use crate::config::model::{self, Balance, HostHeader, PluginRef, Scheme};
 use crate::config::{Config, ConfigError};
@@ -725,7 +726,7 @@ fn load_ca(file: &str) -> Result<Arc<[WrappedX509]>, String> {
     let pem = std::fs::read(file).map_err(|e| format!("cannot read `{file}`: {e}"))?;
     let mut out = Vec::new();
     let mut store = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| format!("`{file}` is not valid PEM: {e}"))?;
         store
             .add(cert.clone())

@@ -36,6 +36,13 @@ pub const BAD_GATEWAY: GatewayError = GatewayError::new(
     "upstream_error",
     "the upstream could not be reached or failed",
 );
+/// A response-body plugin could not check the upstream's response (over its limit under the
+/// `reject` policy, an encoding it cannot read, or a body that does not decode).
+pub const RESPONSE_UNCHECKED: GatewayError = GatewayError::new(
+    StatusCode::BAD_GATEWAY,
+    "response_unchecked",
+    "the upstream's response could not be checked by the route's plugins",
+);
 pub const UPSTREAM_TIMEOUT: GatewayError = GatewayError::new(
     StatusCode::GATEWAY_TIMEOUT,
     "upstream_timeout",
@@ -60,6 +67,14 @@ pub const BAD_REQUEST: GatewayError = GatewayError::new(
     StatusCode::BAD_REQUEST,
     "bad_request",
     "the request is malformed",
+);
+
+/// The client did not send its request (usually its body) in time. Never counted against an
+/// upstream target.
+pub const REQUEST_TIMEOUT: GatewayError = GatewayError::new(
+    StatusCode::REQUEST_TIMEOUT,
+    "request_timeout",
+    "the client was too slow to send the request",
 );
 
 /// Renders the JSON body. `message` and `request_id` are escaped.

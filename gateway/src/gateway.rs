@@ -60,12 +60,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(data_dir: PathBuf, node: String) -> Self {
+    /// `plugins`: every plugin kind configs may name (`fenfa_plugins::builtin()` plus the
+    /// embedder's own).
+    pub fn new(data_dir: PathBuf, node: String, plugins: Registry) -> Self {
         Self {
             live: ArcSwapOption::empty(),
             metrics: Metrics::default(),
             health: HealthRegistry::default(),
-            plugins: Registry::builtin(),
+            plugins,
             sni: Arc::new(SniResolver::default()),
             data_dir,
             host_node: node,
@@ -106,7 +108,9 @@ impl Gateway {
     /// Compiles `text` and, if it is valid, makes it live and persists it. On error nothing
     /// changes except the recorded error.
     pub fn apply_text(&self, text: &str, source: &str) -> Result<Arc<Runtime>, ConfigError> {
-        let result = config::parse(text).and_then(|c| self.compile(&c));
+        let result = config::parse(text)
+            .and_then(|c| c.check_not_empty().map(|()| c))
+            .and_then(|c| self.compile(&c));
         match result {
             Ok(rt) => {
                 let rt = Arc::new(rt);
@@ -119,15 +123,28 @@ impl Gateway {
             Err(e) => {
                 self.metrics.reload_failures.fetch_add(1, Relaxed);
                 tracing::error!(source, field = %e.path, error = %e.message, "config rejected; the running config stays");
-                let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-                st.last_error = Some(ReloadError {
-                    path: e.path.clone(),
-                    message: e.message.clone(),
-                    at: unix_now(),
-                });
+                self.set_last_error(&e);
                 Err(e)
             }
         }
+    }
+
+    /// Records why the config source could not be used (shown in `/status` as
+    /// `config.last_error`), while whatever is live stays.
+    pub fn set_last_error(&self, e: &ConfigError) {
+        self.record_error(&e.path, &e.message);
+    }
+
+    /// Records an error of a config source that is not a config (e.g. the control plane
+    /// unreachable) in `/status` `config.last_error`, under `path`; the next successful load
+    /// clears it.
+    pub fn record_error(&self, path: &str, message: &str) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.last_error = Some(ReloadError {
+            path: path.to_string(),
+            message: message.to_string(),
+            at: unix_now(),
+        });
     }
 
     /// Compiles without making anything live (used for checks).
@@ -210,15 +227,26 @@ fn retire(old: Arc<Runtime>) {
     }
 }
 
-/// Writes a file so that a crash leaves either the old or the new content, never a mix.
+/// Writes a file so that a crash leaves either the old or the new content, never a mix. The
+/// file is readable by its owner only (mode 0600): what the gateway writes holds secrets (keys
+/// in the config) or personal data (audit records).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -226,6 +254,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dir` (created if missing) mode 0700 and each of `files` in it that exists mode 0600:
+/// run at start, so files written by an older version or by hand are private too.
+pub fn secure_private_dir(dir: &Path, files: &[&str]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    // A shared sticky directory (`/tmp` given as the data dir) is left as it is; its files are
+    // still made private.
+    if std::fs::metadata(dir)?.permissions().mode() & 0o1000 == 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for f in files {
+        let path = dir.join(f);
+        if path.is_file() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
     }
     Ok(())

@@ -1,15 +1,35 @@
 //! Request ids and W3C trace context.
 //!
-//! A client's `X-Request-Id` is kept when it is a sane token (1–128 visible ASCII characters);
-//! otherwise the gateway makes one. A valid `traceparent` keeps its trace id and gets a new parent
+//! A client's `X-Request-Id` is kept when it is a safe token: 1–128 characters of
+//! `[A-Za-z0-9._:-]` (UUIDs, ULIDs and the usual `svc-123.4` shapes). Anything else
+//! (`<script>x</script>`, spaces, quotes) is replaced by one the gateway makes, so no client text
+//! is echoed in a response header or stored as a request id; the client's value is kept,
+//! sanitised by [`sanitize_client_id`], in the audit record's `client_request_id`. A valid `traceparent` keeps its trace id and gets a new parent
 //! (span) id, as a participating hop should; an absent or malformed one starts a new trace.
 
-/// Returns the client's request id if acceptable.
+/// Longest client request id kept.
+pub const MAX_REQUEST_ID: usize = 128;
+
+fn safe_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
+/// Returns the client's request id if it has the safe shape.
 pub fn accept_request_id(value: &[u8]) -> Option<&str> {
-    if value.is_empty() || value.len() > 128 || !value.iter().all(|b| (0x21..0x7f).contains(b)) {
+    if value.is_empty() || value.len() > MAX_REQUEST_ID || !value.iter().all(|&b| safe_id_byte(b)) {
         return None;
     }
     std::str::from_utf8(value).ok()
+}
+
+/// A refused client request id as the audit record keeps it: every byte outside the safe shape
+/// becomes `_`, cut to [`MAX_REQUEST_ID`] bytes. Empty when the client sent an empty value.
+pub fn sanitize_client_id(value: &[u8]) -> String {
+    value
+        .iter()
+        .take(MAX_REQUEST_ID)
+        .map(|&b| if safe_id_byte(b) { b as char } else { '_' })
+        .collect()
 }
 
 /// A new random request id: 32 lowercase hex characters.

@@ -26,13 +26,31 @@ struct Cli {
     /// Declarative config file (YAML); watched for changes, reloaded on SIGHUP.
     #[arg(short, long, global = true)]
     config: Option<PathBuf>,
-    /// Follow this control plane (e.g. http://127.0.0.1:9180) for services and routes; `--config`
-    /// then names an optional base file with this node's listeners and settings.
-    #[arg(long, global = true)]
+    /// Follow this control plane (e.g. https://fenfa-admin.internal:9180) for services and
+    /// routes; `--config` then names an optional base file with this node's listeners and
+    /// settings. Plain http:// only to a loopback address (or with --control-plane-insecure).
+    #[arg(long, global = true, env = "FENFA_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// The node token for the control plane (or env FENFA_NODE_TOKEN).
     #[arg(long, global = true, env = "FENFA_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
+    /// PEM file of the CAs trusted for the control plane's certificate [default: the system's].
+    #[arg(long, global = true, env = "FENFA_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<String>,
+    /// PEM client certificate presented to the control plane (mutual TLS); needs the key.
+    #[arg(long, global = true, env = "FENFA_CONTROL_PLANE_CLIENT_CERT")]
+    control_plane_client_cert: Option<String>,
+    /// PEM private key of --control-plane-client-cert.
+    #[arg(long, global = true, env = "FENFA_CONTROL_PLANE_CLIENT_KEY")]
+    control_plane_client_key: Option<String>,
+    /// Allow plain http:// to a control plane that is not on loopback: the node token and the
+    /// config (with its secrets) cross the network unencrypted. Logged as a warning.
+    #[arg(long, global = true, env = "FENFA_CONTROL_PLANE_INSECURE")]
+    control_plane_insecure: bool,
+    /// Largest config accepted from the control plane, in bytes.
+    #[arg(long, global = true, env = "FENFA_CONTROL_PLANE_MAX_BODY",
+          default_value_t = fenfa_gateway::control_plane::DEFAULT_MAX_BODY)]
+    control_plane_max_body: u64,
     /// Where the last good config, the audit key and the audit segments are kept.
     #[arg(long, global = true, default_value = "data")]
     data_dir: PathBuf,
@@ -124,12 +142,31 @@ fn main() -> ExitCode {
     let result = match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::Run => match (cli.config, cli.control_plane) {
             (config, Some(url)) => match cli.node_token {
-                Some(token) => server::run(server::Options {
-                    config: config.unwrap_or_else(|| cli.data_dir.join("base.yaml")),
-                    control_plane: Some(fenfa_gateway::control_plane::ControlPlane { url, token }),
-                    data_dir: cli.data_dir,
-                    demo_upstream: None,
-                }),
+                Some(token) => {
+                    use fenfa_gateway::control_plane::{ControlPlane, Options};
+                    let opts = Options {
+                        url,
+                        token,
+                        tls: fenfa_gateway::config::model::ClientTls {
+                            ca: cli.control_plane_ca,
+                            client_cert: cli.control_plane_client_cert,
+                            client_key: cli.control_plane_client_key,
+                        },
+                        insecure: cli.control_plane_insecure,
+                        max_body: cli.control_plane_max_body,
+                    };
+                    // Checked before anything connects: a refused URL never sees the token.
+                    match ControlPlane::new(&opts) {
+                        Ok(cp) => server::run(server::Options {
+                            config: config.unwrap_or_else(|| cli.data_dir.join("base.yaml")),
+                            control_plane: Some(cp),
+                            data_dir: cli.data_dir,
+                            demo_upstream: None,
+                            registry: fenfa_plugins::builtin(),
+                        }),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 None => Err("--control-plane needs --node-token (or FENFA_NODE_TOKEN)".to_string()),
             },
             (Some(config), None) => server::run(server::Options {
@@ -137,6 +174,7 @@ fn main() -> ExitCode {
                 control_plane: None,
                 data_dir: cli.data_dir,
                 demo_upstream: None,
+                registry: fenfa_plugins::builtin(),
             }),
             (None, None) => Err("--config FILE (or --control-plane URL) is required".to_string()),
         },
@@ -157,7 +195,7 @@ fn check(config: Option<PathBuf>, data_dir: PathBuf) -> Result<(), String> {
     let config = config.ok_or("--config FILE is required")?;
     let text = std::fs::read_to_string(&config)
         .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
-    let gw = Gateway::new(data_dir, "check".into());
+    let gw = Gateway::new(data_dir, "check".into(), fenfa_plugins::builtin());
     let parsed =
         fenfa_gateway::config::parse(&text).map_err(|e| format!("{}: {e}", config.display()))?;
     let rt = gw
@@ -258,5 +296,6 @@ fn run_demo(data_dir: PathBuf) -> Result<(), String> {
         data_dir,
         control_plane: None,
         demo_upstream: Some(demo::DEMO_UPSTREAM.to_string()),
+        registry: fenfa_plugins::builtin(),
     })
 }

@@ -1,14 +1,67 @@
-//! Lock-free request metrics and their Prometheus text rendering.
+//! Lock-free request metrics, and their exposition through `prometheus-client`.
 //!
 //! The request path only increments atomics that the compiled snapshot already holds (per-route
 //! counters are created when a config compiles, and kept by route name across reloads so counters
-//! never go backwards). Rendering walks the registry under a mutex that only the compiler and the
-//! `/metrics` handler take.
+//! never go backwards). The atomics stay Fenfa's: a route's status counts are one array of
+//! atomics, created at compile time, with no label lookup or lock per request (a
+//! `prometheus-client` `Family` takes a read lock per `get_or_create`). The text format — names,
+//! `HELP`/`TYPE`, label escaping, histogram buckets — is `prometheus-client`'s: at scrape time
+//! [`render`] hands the current values to its encoder. Scraping walks the route registry under a
+//! mutex that only the compiler and the `/metrics` handler take.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of what [`render`] returns (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// A source of metric families, written through `prometheus-client`'s encoder at scrape time.
+pub trait Families: Send + Sync + 'static {
+    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result;
+}
+
+struct Scrape<T>(Arc<T>);
+
+impl<T> fmt::Debug for Scrape<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+impl<T: Families> Collector for Scrape<T> {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        self.0.encode(&mut enc)
+    }
+}
+
+/// Everything `source` holds, in the Prometheus text format ([`CONTENT_TYPE`]).
+pub fn render<T: Families>(source: Arc<T>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(source)));
+    let mut out = String::with_capacity(8192);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+/// Writes one unlabelled counter.
+pub fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// Writes one unlabelled gauge.
+pub fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
 
 /// Status codes counted individually; anything else is counted by class (`2xx`, …).
 const CODES: [u16; 20] = [
@@ -31,25 +84,39 @@ impl StatusCounters {
         };
     }
 
-    fn render(&self, out: &mut String, labels: &str) {
+    /// One sample per status seen (individually or by class), labelled `route`, `service` and
+    /// `status`, into the `fenfa_http_requests` family.
+    fn encode(
+        &self,
+        fam: &mut prometheus_client::encoding::MetricEncoder,
+        route: &str,
+        service: &str,
+    ) -> fmt::Result {
+        let mut status = itoa::Buffer::new();
         for (i, c) in CODES.iter().enumerate() {
             let v = self.by_code[i].load(Relaxed);
             if v > 0 {
-                let _ = writeln!(
-                    out,
-                    "fenfa_http_requests_total{{{labels},status=\"{c}\"}} {v}"
-                );
+                let labels = [
+                    ("route", route),
+                    ("service", service),
+                    ("status", status.format(*c)),
+                ];
+                ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
             }
         }
         for (class, counter) in self.by_class.iter().enumerate() {
             let v = counter.load(Relaxed);
             if v > 0 {
-                let _ = writeln!(
-                    out,
-                    "fenfa_http_requests_total{{{labels},status=\"{class}xx\"}} {v}"
-                );
+                let text = format!("{class}xx");
+                let labels = [
+                    ("route", route),
+                    ("service", service),
+                    ("status", text.as_str()),
+                ];
+                ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -83,17 +150,19 @@ impl Histogram {
         self.sum_us.fetch_add(us, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str) {
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
+    fn encode(&self, enc: &mut DescriptorEncoder, name: &str, help: &str) -> fmt::Result {
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&b, n)| (b, n.load(Relaxed)))
+            .collect();
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+        m.encode_histogram::<NoLabelSet>(
+            self.sum_us.load(Relaxed) as f64 / 1e6,
+            self.count.load(Relaxed),
+            &buckets,
+            None,
+        )
     }
 }
 
@@ -112,6 +181,76 @@ pub struct Metrics {
     pub config_generation: AtomicU64,
     /// The audit trail's counters (shared with its writer and shipper threads).
     pub audit: Arc<AuditCounters>,
+    /// Async plugin calls by plugin and outcome (`fenfa_plugin_calls_total`).
+    pub plugin_calls: PluginCalls,
+}
+
+/// What became of one async plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Returned in time and let the request go on.
+    Ok,
+    /// Returned in time and answered the request.
+    Denied,
+    /// Returned an error in time (the failure policy applied).
+    Error,
+    /// Ran out of its budget (the failure policy applied).
+    Timeout,
+}
+
+impl CallOutcome {
+    const ALL: [CallOutcome; 4] = [Self::Ok, Self::Denied, Self::Error, Self::Timeout];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Denied => "denied",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Counters of async plugin calls. Only requests on routes with async plugins touch them (a
+/// read lock to find the plugin's counters; the write lock once per plugin kind).
+#[derive(Debug, Default)]
+pub struct PluginCalls {
+    by_plugin: std::sync::RwLock<BTreeMap<&'static str, Arc<[AtomicU64; 4]>>>,
+}
+
+impl PluginCalls {
+    pub fn inc(&self, plugin: &'static str, outcome: CallOutcome) {
+        let i = outcome as usize;
+        if let Some(c) = self
+            .by_plugin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(plugin)
+        {
+            c[i].fetch_add(1, Relaxed);
+            return;
+        }
+        let mut w = self.by_plugin.write().unwrap_or_else(|p| p.into_inner());
+        w.entry(plugin).or_default()[i].fetch_add(1, Relaxed);
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut fam = enc.encode_descriptor(
+            "fenfa_plugin_calls",
+            "Async plugin calls, by plugin and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        let m = self.by_plugin.read().unwrap_or_else(|p| p.into_inner());
+        for (plugin, c) in m.iter() {
+            for o in CallOutcome::ALL {
+                let labels = [("plugin", *plugin), ("outcome", o.label())];
+                ConstCounter::new(c[o as usize].load(Relaxed))
+                    .encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One delivery stream's counters: shipping to the control plane, or OTLP export.
@@ -145,61 +284,63 @@ pub struct AuditCounters {
 }
 
 impl AuditCounters {
-    fn render(&self, out: &mut String) {
+    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let counters = [
             (
-                "fenfa_audit_records_written_total",
+                "fenfa_audit_records_written",
                 "Audit records written to a segment.",
                 &self.written,
             ),
             (
-                "fenfa_audit_records_dropped_total",
+                "fenfa_audit_records_dropped",
                 "Audit records dropped: queue full or writer stopped.",
                 &self.dropped,
             ),
             (
-                "fenfa_audit_rejected_total",
+                "fenfa_audit_rejected",
                 "Requests answered 503 because the audit queue was full (strict mode).",
                 &self.rejected,
             ),
             (
-                "fenfa_audit_write_errors_total",
+                "fenfa_audit_write_errors",
                 "Failed audit segment writes (retried).",
                 &self.write_errors,
             ),
             (
-                "fenfa_audit_records_shipped_total",
+                "fenfa_audit_records_shipped",
                 "Audit records delivered to the control plane.",
                 &self.ship.delivered,
             ),
             (
-                "fenfa_audit_ship_failures_total",
+                "fenfa_audit_ship_failures",
                 "Failed audit shipping attempts (retried).",
                 &self.ship.failures,
             ),
             (
-                "fenfa_audit_records_exported_total",
+                "fenfa_audit_records_exported",
                 "Audit records accepted by the OTLP collector.",
                 &self.otlp.delivered,
             ),
             (
-                "fenfa_audit_export_failures_total",
+                "fenfa_audit_export_failures",
                 "Failed OTLP export attempts (retried).",
                 &self.otlp.failures,
             ),
             (
-                "fenfa_audit_export_refused_total",
+                "fenfa_audit_export_refused",
                 "Audit records the OTLP collector refused for good (still in the local trail).",
                 &self.otlp.refused,
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+            counter(enc, name, help, v.load(Relaxed))?;
         }
-        let _ = writeln!(out, "# TYPE fenfa_audit_queue_depth gauge");
-        let _ = writeln!(out, "fenfa_audit_queue_depth {}", self.queued.load(Relaxed));
+        gauge(
+            enc,
+            "fenfa_audit_queue_depth",
+            "Audit records queued or reserved, not yet taken by the writer.",
+            self.queued.load(Relaxed) as i64,
+        )
     }
 }
 
@@ -221,70 +362,65 @@ impl Metrics {
         m
     }
 
-    /// Renders everything except upstream health (see `crate::status`).
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP fenfa_http_requests_total Requests answered, by route and status."
-        );
-        let _ = writeln!(out, "# TYPE fenfa_http_requests_total counter");
+    /// Writes everything except upstream health (see `crate::status`).
+    pub fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        self.plugin_calls.encode(enc)?;
         {
+            let mut fam = enc.encode_descriptor(
+                "fenfa_http_requests",
+                "Requests answered, by route and status.",
+                None,
+                MetricType::Counter,
+            )?;
             let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             for m in routes.values() {
-                let labels = format!(
-                    "route=\"{}\",service=\"{}\"",
-                    escape_label(&m.route),
-                    escape_label(&m.service)
-                );
-                m.statuses.render(out, &labels);
+                m.statuses.encode(&mut fam, &m.route, &m.service)?;
             }
+            self.unrouted.encode(&mut fam, "", "")?;
         }
-        self.unrouted.render(out, "route=\"\",service=\"\"");
-        let _ = writeln!(
-            out,
-            "# HELP fenfa_http_request_duration_seconds Time from request head to end of response."
-        );
-        self.latency
-            .render(out, "fenfa_http_request_duration_seconds");
-        let _ = writeln!(out, "# TYPE fenfa_http_requests_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "fenfa_http_requests_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE fenfa_config_reloads_total counter");
-        let _ = writeln!(
-            out,
-            "fenfa_config_reloads_total {}",
-            self.reloads.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE fenfa_config_reload_failures_total counter");
-        let _ = writeln!(
-            out,
-            "fenfa_config_reload_failures_total {}",
-            self.reload_failures.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE fenfa_control_plane_errors_total counter");
-        let _ = writeln!(
-            out,
-            "fenfa_control_plane_errors_total {}",
-            self.control_plane_errors.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE fenfa_config_generation gauge");
-        let _ = writeln!(
-            out,
-            "fenfa_config_generation {}",
-            self.config_generation.load(Relaxed)
-        );
-        self.audit.render(out);
+        self.latency.encode(
+            enc,
+            "fenfa_http_request_duration_seconds",
+            "Time from request head to end of response.",
+        )?;
+        gauge(
+            enc,
+            "fenfa_http_requests_in_flight",
+            "Requests being answered now.",
+            self.in_flight.load(Relaxed),
+        )?;
+        counter(
+            enc,
+            "fenfa_config_reloads",
+            "Configs that went live after the first.",
+            self.reloads.load(Relaxed),
+        )?;
+        counter(
+            enc,
+            "fenfa_config_reload_failures",
+            "Configs refused (the running one stayed).",
+            self.reload_failures.load(Relaxed),
+        )?;
+        counter(
+            enc,
+            "fenfa_control_plane_errors",
+            "Failed calls to the control plane.",
+            self.control_plane_errors.load(Relaxed),
+        )?;
+        gauge(
+            enc,
+            "fenfa_config_generation",
+            "Generation of the live config (1 for the first).",
+            self.config_generation.load(Relaxed) as i64,
+        )?;
+        self.audit.encode(enc)
     }
 }
 
-/// Escapes a Prometheus label value.
-pub fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Families for Metrics {
+    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        Metrics::encode(self, enc)
+    }
 }
 
 #[cfg(test)]
@@ -297,8 +433,7 @@ mod tests {
         m.route("r1", "s1").statuses.inc(200);
         m.route("r1", "s1").statuses.inc(200);
         m.route("r1", "s1").statuses.inc(418);
-        let mut out = String::new();
-        m.render(&mut out);
+        let out = render(Arc::new(m));
         assert!(
             out.contains("fenfa_http_requests_total{route=\"r1\",service=\"s1\",status=\"200\"} 2"),
             "{out}"
@@ -308,13 +443,52 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative() {
-        let h = Histogram::default();
-        h.observe_us(300);
-        h.observe_us(2_000_000);
-        let mut out = String::new();
-        h.render(&mut out, "x");
-        assert!(out.contains("x_bucket{le=\"0.0005\"} 1"));
-        assert!(out.contains("x_bucket{le=\"2.5\"} 2"));
-        assert!(out.contains("x_count 2"));
+        let m = Metrics::default();
+        m.latency.observe_us(300);
+        m.latency.observe_us(2_000_000);
+        m.latency.observe_us(20_000_000);
+        let out = render(Arc::new(m));
+        let x = "fenfa_http_request_duration_seconds";
+        assert!(
+            out.contains(&format!("{x}_bucket{{le=\"0.0005\"}} 1")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{x}_bucket{{le=\"2.5\"}} 2")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{x}_bucket{{le=\"+Inf\"}} 3")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{x}_count 3")), "{out}");
+        assert!(out.contains(&format!("{x}_sum 22.0003")), "{out}");
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_and_label_values_are_escaped() {
+        let m = Metrics::default();
+        m.route("r\"1\\\n", "s").statuses.inc(200);
+        m.unrouted.inc(404);
+        let out = render(Arc::new(m));
+        assert!(
+            out.contains(
+                r#"fenfa_http_requests_total{route="r\"1\\\n",service="s",status="200"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(out.contains(r#"fenfa_http_requests_total{route="",service="",status="404"} 1"#));
+        let names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(names.len() > 10, "{out}");
+        for name in names {
+            assert!(
+                out.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP: {out}"
+            );
+        }
     }
 }

@@ -16,6 +16,9 @@
 //!   ([`PathError::Backslash`]) are rejected, and a `%` not followed by two hex digits is
 //!   [`PathError::InvalidPercentEncoding`];
 //! * runs of `/` collapse to one;
+//! * a `.` or `..` segment carrying a `;` parameter (`..;`, `.;x`, `%2e%2e;y`) is
+//!   [`PathError::DotSegmentParameters`]: servlet containers drop the parameter and then resolve
+//!   the dot segment, so the backend would see another path than the router decided on;
 //! * `.` and `..` segments (including those spelt `%2e`) are removed as in RFC 3986 §5.2.4,
 //!   except that a `..` which would climb above the root is [`PathError::ClimbsAboveRoot`]
 //!   rather than silently dropped;
@@ -26,6 +29,10 @@
 //! `normalize(normalize(p)) == normalize(p)`.
 //!
 //! Bytes outside ASCII are passed through untouched (`http::Uri` never produces them).
+//!
+//! Why by hand: these are security rules, not URL syntax. The `url` crate's WHATWG
+//! normalisation turns `\` into `/` and climbs silently above the root, exactly what this module
+//! must refuse; and the common case here allocates nothing.
 
 use std::borrow::Cow;
 
@@ -53,6 +60,10 @@ pub enum PathError {
     /// A raw byte below 0x20 or 0x7F (DEL).
     #[error("control character in path")]
     ControlCharacter,
+    /// A `.` or `..` segment carrying a path parameter (`..;x`, `.;jsessionid=1`): Tomcat and
+    /// Spring resolve `/a/..;/b` to `/b` on the backend, after the router saw `/a/..;/b`.
+    #[error("'.' or '..' segment with a ';' parameter in path")]
+    DotSegmentParameters,
 }
 
 /// Normalises the path part of a request target (no query string).
@@ -77,7 +88,12 @@ fn is_normal(rest: &str) -> bool {
     let mut segments = rest.split('/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
-        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+        if (segment.is_empty() && !last)
+            || segment == "."
+            || segment == ".."
+            || segment.starts_with(".;")
+            || segment.starts_with("..;")
+        {
             return false;
         }
         let bytes = segment.as_bytes();
@@ -119,6 +135,10 @@ fn rewrite(rest: &str) -> Result<String, PathError> {
         let start = out.len();
         out.push('/');
         decode_segment(segment, &mut out)?;
+        let decoded = out.get(start + 1..).unwrap_or_default();
+        if decoded.starts_with(".;") || decoded.starts_with("..;") {
+            return Err(PathError::DotSegmentParameters);
+        }
         match out.get(start + 1..) {
             Some(".") => {
                 out.truncate(start);
@@ -302,6 +322,20 @@ mod tests {
             ("/%4g", Err(PathError::InvalidPercentEncoding)),
             ("/%/a", Err(PathError::InvalidPercentEncoding)),
             ("/%é", Err(PathError::InvalidPercentEncoding)),
+        ]);
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_rejected() {
+        check(&[
+            ("/a/..;/b", Err(PathError::DotSegmentParameters)),
+            ("/a/..;x=1/b", Err(PathError::DotSegmentParameters)),
+            ("/a/.;jsessionid=1", Err(PathError::DotSegmentParameters)),
+            ("/a/%2e%2e;/b", Err(PathError::DotSegmentParameters)),
+            ("/a/.%2E;/b", Err(PathError::DotSegmentParameters)),
+            ("/a/;/b", Ok("/a/;/b")),
+            ("/a/b;v=1/c", Ok("/a/b;v=1/c")),
+            ("/a/...;/b", Ok("/a/...;/b")),
         ]);
     }
 

@@ -53,6 +53,8 @@ pub struct Ctx {
     rt: Option<Arc<Runtime>>,
     route: Option<Arc<CompiledRoute>>,
     request_id: String,
+    /// The client's refused `X-Request-Id`, sanitised, for the audit record.
+    client_request_id: Option<String>,
     traceparent: String,
     upstream_uri: Option<http::Uri>,
     /// The TCP peer (what `X-Forwarded-For` gets appended).
@@ -72,8 +74,10 @@ pub struct Ctx {
     counted: bool,
     /// The next attempt retries a stale pooled connection: the same target is allowed again.
     stale_retry: bool,
-    /// Request body bytes seen so far (for the request-body phase).
-    body_bytes: u64,
+    /// The request-body phases' state (see `body.rs`).
+    body: crate::body::RequestBody,
+    /// The response-body phase's state (see `response_body.rs`).
+    resp_body: crate::response_body::ResponseBody,
     /// A plugin's answer decided after proxying began (request-body phase).
     pending_reply: Option<Reply>,
     plugin: RequestCtx,
@@ -91,6 +95,7 @@ impl ProxyHttp for FenfaProxy {
             rt: None,
             route: None,
             request_id: String::new(),
+            client_request_id: None,
             traceparent: String::new(),
             upstream_uri: None,
             peer_ip: None,
@@ -104,7 +109,8 @@ impl ProxyHttp for FenfaProxy {
             last_upstream_error: None,
             upstream_status: None,
             counted: false,
-            body_bytes: 0,
+            body: Default::default(),
+            resp_body: Default::default(),
             stale_retry: false,
             pending_reply: None,
             plugin: RequestCtx::default(),
@@ -114,15 +120,24 @@ impl ProxyHttp for FenfaProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
+        // Pipelined requests (sent before the previous answer) are answered in order, one after
+        // the other; without this pingora closes after the first and drops the rest unanswered.
+        session.set_pipelining_enabled(true);
+        if self.gw.draining.load(Relaxed) {
+            session.set_keepalive(None);
+        }
         ctx.counted = true;
         self.gw.metrics.in_flight.fetch_add(1, Relaxed);
         let req = session.req_header();
-        ctx.request_id = req
-            .headers
-            .get("x-request-id")
-            .and_then(|v| ids::accept_request_id(v.as_bytes()))
-            .map(str::to_owned)
-            .unwrap_or_else(ids::new_request_id);
+        let client_id = req.headers.get("x-request-id").map(|v| v.as_bytes());
+        ctx.request_id = match client_id.map(|v| (v, ids::accept_request_id(v))) {
+            Some((_, Some(id))) => id.to_owned(),
+            Some((refused, None)) => {
+                ctx.client_request_id = Some(ids::sanitize_client_id(refused));
+                ids::new_request_id()
+            }
+            None => ids::new_request_id(),
+        };
         ctx.traceparent =
             ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()));
         ctx.peer_ip = session
@@ -267,6 +282,21 @@ impl ProxyHttp for FenfaProxy {
                     return self.reply(session, ctx, reply).await;
                 }
             }
+            if route.plugins.calls_out() {
+                let answer = crate::phases::request_async(
+                    &route.plugins,
+                    &view,
+                    &mut ctx.plugin,
+                    &self.gw.metrics,
+                )
+                .await;
+                if let Some((name, reply)) = answer {
+                    if reply.body == ReplyBody::JsonError {
+                        ctx.plugin.denied_by = Some((name, reply.code));
+                    }
+                    return self.reply(session, ctx, reply).await;
+                }
+            }
         }
         Ok(false)
     }
@@ -284,19 +314,20 @@ impl ProxyHttp for FenfaProxy {
         if route.plugins.is_empty() {
             return Ok(());
         }
-        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        for p in route.plugins.iter() {
-            if let Flow::Respond(reply) =
-                p.request_body(&mut ctx.plugin, ctx.body_bytes, end_of_stream)
-            {
-                ctx.plugin.denied_by = Some((p.name(), reply.code));
-                let status = reply.status.as_u16();
-                ctx.pending_reply = Some(reply);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "denied by a plugin in the request-body phase",
-                ));
-            }
+        if let Err(denial) = crate::body::on_request_chunk(
+            &route.plugins,
+            &mut ctx.body,
+            &mut ctx.plugin,
+            body,
+            end_of_stream,
+        ) {
+            ctx.plugin.denied_by = Some((denial.plugin, denial.reply.code));
+            let status = denial.reply.status.as_u16();
+            ctx.pending_reply = Some(denial.reply);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "denied by a plugin in the request-body phase",
+            ));
         }
         Ok(())
     }
@@ -382,8 +413,17 @@ impl ProxyHttp for FenfaProxy {
         for h in FENFA_HEADERS {
             upstream.remove_header(h);
         }
+        drop_underscore_aliases(upstream);
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
+        // Response-body plugins read plain bodies: ask for one (anything else is decoded).
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.plugins.response_limit().is_some())
+        {
+            upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        }
         if let Some(ip) = ctx.peer_ip {
             // Several header lines are one comma-separated list; keep all of them.
             let mut xff = String::new();
@@ -447,12 +487,31 @@ impl ProxyHttp for FenfaProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Draining: this connection will not be reused, so say so (`Connection: close`), or a
+        // keep-alive client sends its next request into a socket about to close.
+        if self.gw.draining.load(Relaxed) {
+            session.set_keepalive(None);
+        }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(route) = &ctx.route {
+            if route.plugins.response_limit().is_some() {
+                crate::response_body::on_response_head(
+                    &route.plugins,
+                    &session.req_header().method,
+                    session.req_header().version,
+                    resp,
+                    &mut ctx.resp_body,
+                    &mut ctx.plugin,
+                )
+                .map_err(|e| {
+                    ctx.error = Some(errors::RESPONSE_UNCHECKED);
+                    Error::explain(ErrorType::HTTPStatus(502), e.to_string())
+                })?;
+            }
             if !route.plugins.is_empty() {
                 let status = resp.status.as_u16();
                 let mut edits = RespEdits(resp);
@@ -462,6 +521,33 @@ impl ProxyHttp for FenfaProxy {
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(route) = &ctx.route {
+            if route.plugins.response_limit().is_some() {
+                crate::response_body::on_response_chunk(
+                    &route.plugins,
+                    &mut ctx.resp_body,
+                    &mut ctx.plugin,
+                    body,
+                    end_of_stream,
+                )
+                .map_err(|e| {
+                    tracing::warn!(request_id = %ctx.request_id, error = %e, "response aborted");
+                    // Answered as 502 if the head is not out yet; else the body is cut off.
+                    ctx.error = Some(errors::RESPONSE_UNCHECKED);
+                    Error::explain(ErrorType::HTTPStatus(502), e.to_string())
+                })?;
+            }
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -497,6 +583,18 @@ impl ProxyHttp for FenfaProxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         if e.esource() != &ErrorSource::Upstream {
+            e.set_retry(false);
+            return e;
+        }
+        // The upstream timed out while the client had not finished sending its body: the
+        // upstream was waiting for the client. That is the client's fault (408); counting it
+        // against the target would let any slow client take a healthy target out of service.
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        if timed_out && !session.is_body_done() {
+            ctx.error = Some(errors::REQUEST_TIMEOUT);
             e.set_retry(false);
             return e;
         }
@@ -541,11 +639,7 @@ impl ProxyHttp for FenfaProxy {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         None
                     }
-                    ErrorType::ReadTimedout => Some(GatewayError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request_timeout",
-                        "the client was too slow to send the request",
-                    )),
+                    ErrorType::ReadTimedout => Some(errors::REQUEST_TIMEOUT),
                     _ => Some(errors::BAD_REQUEST),
                 },
                 _ => match e.etype() {
@@ -617,6 +711,7 @@ impl ProxyHttp for FenfaProxy {
             ctx.audit_slot.take(),
             &crate::audit::Parts {
                 request_id: &ctx.request_id,
+                client_request_id: ctx.client_request_id.as_deref(),
                 client_ip: ctx.client_ip,
                 identity: ctx.plugin.identity.as_ref(),
                 agency: &ctx.plugin.agency,
@@ -639,6 +734,7 @@ impl ProxyHttp for FenfaProxy {
                 bytes_sent: session.body_bytes_sent() as u64,
                 denied_by: ctx.plugin.denied_by,
                 error: ctx.error.map(|e| e.code),
+                body_uninspected: ctx.plugin.body_uninspected,
             },
         );
         self.gw.metrics.in_flight.fetch_sub(1, Relaxed);
@@ -799,6 +895,40 @@ const FENFA_HEADERS: [&str; 6] = [
     "x-fenfa-key-id",
     "x-fenfa-signature",
 ];
+
+/// Headers the gateway sets on the upstream request besides [`FENFA_HEADERS`].
+const GATEWAY_SET_HEADERS: [&str; 4] = [
+    "x-request-id",
+    "traceparent",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+];
+
+/// Removes client headers whose name, with `_` read as `-`, is one the gateway sets or any
+/// `x-fenfa-*`: CGI, PHP and WSGI backends see `X_Fenfa_User` and `X-Fenfa-User` both as
+/// `HTTP_X_FENFA_USER`, so passing the first on would forge the second (nginx drops underscore
+/// headers by default for this reason). Names without `_` cost one scan of the names.
+fn drop_underscore_aliases(upstream: &mut RequestHeader) {
+    if !upstream.headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let aliases: Vec<HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|k| {
+            let name = k.as_str();
+            if !name.contains('_') {
+                return false;
+            }
+            let dashed = name.replace('_', "-");
+            dashed.starts_with("x-fenfa-") || GATEWAY_SET_HEADERS.contains(&dashed.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in aliases {
+        upstream.remove_header(&name);
+    }
+}
 
 /// Writes a bodiless answer from a plugin (e.g. a CORS preflight's 204).
 async fn write_empty(

@@ -1,5 +1,9 @@
 //! Host + path + method routing.
 //!
+//! Why by hand: route crates such as `matchit` match paths only; Fenfa needs host groups
+//! (exact, wildcard, any), priorities, and a `405` that is decided per host group, with no
+//! allocation per lookup.
+//!
 //! The router maps `(host, path, method)` to a route value `T`. It is built once from the
 //! configuration by a [`RouterBuilder`], then frozen into an immutable [`Router`] that is
 //! shared by every request (swap a whole new one in to reconfigure). It expects paths that
@@ -82,7 +86,11 @@ pub enum HostPattern {
 impl FromStr for HostPattern {
     type Err = String;
 
-    /// Parses `api.example.com` or `*.example.com`, lowercasing it.
+    /// Parses `api.example.com` or `*.example.com`, lowercasing it. An internationalised name
+    /// (`政务.cn`) is turned into the ASCII form clients send in `Host` (`xn--zfr164b.cn`) by the
+    /// `url` crate's IDNA processing; what Fenfa adds is its policy on the result: letters,
+    /// digits, `-` and `.` only, DNS label and name lengths, a wildcard only as the whole
+    /// leftmost label, no port.
     fn from_str(s: &str) -> Result<Self, String> {
         let lower = s.to_ascii_lowercase();
         if lower.is_empty() {
@@ -111,7 +119,16 @@ impl FromStr for HostPattern {
                 ));
             }
         }
-        if let Some(c) = name
+        let ascii = if name.is_ascii() {
+            name.to_owned()
+        } else {
+            match url::Host::parse(name) {
+                Ok(url::Host::Domain(d)) => d,
+                Ok(other) => return Err(invalid(format!("`{other}` is not a host name"))),
+                Err(e) => return Err(invalid(format!("not an international domain name: {e}"))),
+            }
+        };
+        if let Some(c) = ascii
             .chars()
             .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '-'))
         {
@@ -119,21 +136,21 @@ impl FromStr for HostPattern {
                 "character {c:?} is not allowed; expected letters, digits, '.' and '-'"
             )));
         }
-        if name.is_empty() || name.split('.').any(str::is_empty) {
+        if ascii.is_empty() || ascii.split('.').any(str::is_empty) {
             return Err(invalid(
                 "empty label (a leading, trailing or doubled '.')".into(),
             ));
         }
-        if name.len() > MAX_HOST_LEN - usize::from(wildcard) * 2 {
+        if ascii.len() > MAX_HOST_LEN - usize::from(wildcard) * 2 {
             return Err(invalid(format!("longer than {MAX_HOST_LEN} characters")));
         }
-        if name.split('.').any(|label| label.len() > 63) {
+        if ascii.split('.').any(|label| label.len() > 63) {
             return Err(invalid("a label is longer than 63 characters".into()));
         }
         Ok(if wildcard {
-            HostPattern::Wildcard(format!(".{name}"))
+            HostPattern::Wildcard(format!(".{ascii}"))
         } else {
-            HostPattern::Exact(name.to_owned())
+            HostPattern::Exact(ascii)
         })
     }
 }
@@ -1466,6 +1483,12 @@ mod tests {
         );
         assert_eq!(host("localhost"), HostPattern::Exact("localhost".into()));
         assert_eq!(host("*.example.com").to_string(), "*.example.com");
+        // International names become the ASCII form clients send in `Host`.
+        assert_eq!(host("政务.cn"), HostPattern::Exact("xn--zfr164b.cn".into()));
+        assert_eq!(
+            host("*.É.com"),
+            HostPattern::Wildcard(".xn--9ca.com".into())
+        );
     }
 
     #[test]
@@ -1481,7 +1504,8 @@ mod tests {
             ("a_b.com", "'_'"),
             ("a b", "' '"),
             ("[::1]", "'['"),
-            ("é.com", "'é'"),
+            ("a\u{200B}_b.com", "'_'"),
+            ("a\u{0085}.com", "not an international domain name"),
             ("a..com", "empty label"),
             (".a.com", "empty label"),
             ("a.com.", "empty label"),

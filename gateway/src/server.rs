@@ -15,6 +15,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
+use crate::config::ConfigError;
 use crate::gateway::Gateway;
 use crate::proxy::FenfaProxy;
 use crate::status::StatusApp;
@@ -30,15 +31,27 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// Extra services to run in the same server (the demo upstream).
     pub demo_upstream: Option<String>,
+    /// The plugin kinds configs may name: `fenfa_plugins::builtin()`, plus an embedder's own
+    /// (see `examples/body-plugin`).
+    pub registry: fenfa_plugins::Registry,
 }
 
 /// Loads the first config (the file, else the last good snapshot) and runs until shut down.
 pub fn run(opts: Options) -> Result<(), String> {
     let node = node_name();
+    crate::gateway::secure_private_dir(
+        &opts.data_dir,
+        &[crate::gateway::LAST_GOOD, crate::audit::KEY_FILE],
+    )
+    .map_err(|e| format!("cannot make {} private: {e}", opts.data_dir.display()))?;
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
-    let gw = Arc::new(Gateway::new(opts.data_dir.clone(), node));
+    let gw = Arc::new(Gateway::new(
+        opts.data_dir.clone(),
+        node,
+        opts.registry.clone(),
+    ));
     // Fingerprint the config file before reading it: a change made while the gateway starts
     // (even before the watcher runs its first check) is then seen as a change and reloaded.
     let config_seen = Watcher::fingerprint(std::slice::from_ref(&opts.config));
@@ -149,13 +162,14 @@ pub fn run(opts: Options) -> Result<(), String> {
 fn initial_load(gw: &Gateway, config: &Path) -> Result<(), String> {
     let source = format!("file:{}", config.display());
     let first = match std::fs::read_to_string(config) {
-        Ok(text) => gw
-            .apply_text(&text, &source)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(format!("cannot read {}: {e}", config.display())),
+        Ok(text) => gw.apply_text(&text, &source).map(|_| ()),
+        Err(e) => Err(ConfigError::at(
+            "",
+            format!("cannot read {}: {e}", config.display()),
+        )),
     };
-    let Err(why) = first else { return Ok(()) };
+    let Err(error) = first else { return Ok(()) };
+    let why = error.to_string();
     match Gateway::last_good(&gw.data_dir) {
         Some(text) => {
             tracing::warn!("!!! {why}");
@@ -163,9 +177,13 @@ fn initial_load(gw: &Gateway, config: &Path) -> Result<(), String> {
                 "!!! STARTING ON THE LAST GOOD CONFIG from {} — fix the config file; it is watched and will be loaded once valid",
                 gw.data_dir.join(crate::gateway::LAST_GOOD).display()
             );
-            gw.apply_text(&text, "last-good")
+            let started = gw
+                .apply_text(&text, "last-good")
                 .map(|_| ())
-                .map_err(|e| format!("{why}; and the last good config is unusable too: {e}"))
+                .map_err(|e| format!("{why}; and the last good config is unusable too: {e}"));
+            // Running, but not on the file: `/status` says why.
+            gw.set_last_error(&error);
+            started
         }
         None => Err(format!(
             "{why} (and no last good config in {})",
@@ -251,6 +269,10 @@ impl Watcher {
                 Err(e) => {
                     gw.metrics.reload_failures.fetch_add(1, Relaxed);
                     tracing::error!(file = %path.display(), error = %e, "cannot read the config; the running config stays");
+                    gw.set_last_error(&ConfigError::at(
+                        "",
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
                 }
             }
         })

@@ -6,7 +6,6 @@
 //!   message), and each upstream target's health.
 //! - `/metrics` — Prometheus text format.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -16,8 +15,11 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::gateway::Gateway;
-use crate::metrics::escape_label;
+use crate::metrics::Families;
 use crate::upstream::now_ms;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 pub struct StatusApp {
     gw: Arc<Gateway>,
@@ -66,31 +68,41 @@ impl StatusApp {
     }
 
     fn metrics_text(&self) -> String {
-        let mut out = String::with_capacity(8192);
-        self.gw.metrics.render(&mut out);
+        crate::metrics::render(self.gw.clone())
+    }
+}
+
+/// What `/metrics` shows: the gateway's counters, then each upstream target's health and the
+/// live config's version.
+impl Families for Gateway {
+    fn encode(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        self.metrics.encode(enc)?;
+        let Some(rt) = self.current() else {
+            return Ok(());
+        };
         let now = now_ms();
-        let _ = writeln!(out, "# HELP fenfa_upstream_target_healthy 1 if the target gets traffic (active and passive checks).");
-        let _ = writeln!(out, "# TYPE fenfa_upstream_target_healthy gauge");
-        if let Some(rt) = self.gw.current() {
+        {
+            let mut fam = enc.encode_descriptor(
+                "fenfa_upstream_target_healthy",
+                "1 if the target gets traffic (active and passive checks).",
+                None,
+                MetricType::Gauge,
+            )?;
             for s in &rt.services {
                 for t in s.pool.targets() {
-                    let _ = writeln!(
-                        out,
-                        "fenfa_upstream_target_healthy{{service=\"{}\",target=\"{}\"}} {}",
-                        escape_label(&s.name),
-                        escape_label(&t.authority),
-                        u8::from(t.is_available(now))
-                    );
+                    let labels = [("service", &*s.name), ("target", t.authority.as_str())];
+                    ConstGauge::new(i64::from(t.is_available(now)))
+                        .encode(fam.encode_family(&labels)?)?;
                 }
             }
-            let _ = writeln!(out, "# TYPE fenfa_config_info gauge");
-            let _ = writeln!(
-                out,
-                "fenfa_config_info{{version=\"{}\"}} 1",
-                escape_label(&rt.version)
-            );
         }
-        out
+        let mut fam = enc.encode_descriptor(
+            "fenfa_config",
+            "The live config's version.",
+            None,
+            MetricType::Info,
+        )?;
+        fam.encode_info(&[("version", rt.version.as_str())])
     }
 }
 
@@ -134,7 +146,7 @@ impl ServeHttp for StatusApp {
             "/status" => json(StatusCode::OK, &self.status_json()),
             "/metrics" => respond(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
+                crate::metrics::CONTENT_TYPE,
                 self.metrics_text().into_bytes(),
             ),
             _ => json(

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use rustls::pki_types::pem::{self as pem, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -100,7 +102,7 @@ type Loaded = (Arc<CertifiedKey>, Vec<String>);
 fn load_pair(c: &Certificate) -> Result<Loaded, (&'static str, String)> {
     let cert_pem =
         std::fs::read(&c.cert).map_err(|e| ("cert", format!("cannot read `{}`: {e}", c.cert)))?;
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("cert", format!("`{}` is not valid PEM: {e}", c.cert)))?;
     let leaf = chain
@@ -122,9 +124,10 @@ fn load_pair(c: &Certificate) -> Result<Loaded, (&'static str, String)> {
     }
     let key_pem =
         std::fs::read(&c.key).map_err(|e| ("key", format!("cannot read `{}`: {e}", c.key)))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| ("key", format!("`{}` is not valid PEM: {e}", c.key)))?
-        .ok_or_else(|| ("key", format!("`{}` holds no private key", c.key)))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => ("key", format!("`{}` holds no private key", c.key)),
+        e => ("key", format!("`{}` is not valid PEM: {e}", c.key)),
+    })?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ("key", format!("`{}`: unsupported key: {e}", c.key)))?;
     let certified = CertifiedKey::new(chain, signer);
@@ -194,7 +197,7 @@ mod tests {
         let der = k.cert.first()?;
         certs.iter().position(|c| {
             let pem = std::fs::read(&c.cert).unwrap();
-            let first = rustls_pemfile::certs(&mut pem.as_slice()).next();
+            let first = CertificateDer::pem_slice_iter(&pem).next();
             matches!(first, Some(Ok(d)) if d == *der)
         })
     }

@@ -5,24 +5,25 @@
 //! `trusted_proxies` ([`CidrSet::resolve_client_ip`] finds the client behind them). A
 //! [`CidrSet`] is valid once it exists: entries are parsed and checked at the config boundary (a
 //! set deserializes from a list of strings, and a bad entry is reported with its index), then
-//! merged into sorted, non-overlapping ranges so that [`CidrSet::contains`] is a binary search
-//! with no allocation.
+//! aggregated into sorted, non-overlapping networks so that [`CidrSet::contains`] is a binary
+//! search with no allocation.
 //!
+//! The syntax and the network arithmetic are `ipnet`'s. Fenfa's own policy is what stays here:
 //! IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`) are the IPv4 address they carry, both as
-//! entries and as lookups: a dual-stack listener reports IPv4 clients that way, and an operator
-//! who writes `10.0.0.0/8` means them too.
+//! entries and as lookups (a dual-stack listener reports IPv4 clients that way, and an operator
+//! who writes `10.0.0.0/8` means them too); host bits must be zero (a typo is refused with a
+//! suggestion, not silently widened); and the `X-Forwarded-For` walk.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
+
+use ipnet::IpNet;
 
 /// One network: an address and a prefix length. Host bits are always zero. `Debug` and
 /// `Display` both print `10.0.0.0/8`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 /// Why a string is not a CIDR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,78 +47,42 @@ impl Cidr {
     /// A network from an address and prefix length. IPv4-mapped IPv6 networks of prefix ≥ 96
     /// become the IPv4 network they denote.
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, CidrError> {
-        let max = max_prefix(addr);
-        if prefix > max {
-            return Err(CidrError::new(
+        let net = IpNet::new(addr, prefix).map_err(|_| {
+            CidrError::new(
                 &format!("{addr}/{prefix}"),
-                format!("prefix length {prefix} is larger than {max}"),
-            ));
-        }
-        let (addr, prefix) = match addr {
-            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
-                Some(v4) => (IpAddr::V4(v4), prefix - 96),
-                None => (addr, prefix),
+                format!("prefix length {prefix} is larger than {}", max_prefix(addr)),
+            )
+        })?;
+        let net = match net {
+            IpNet::V6(v6) if prefix >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => IpNet::new(IpAddr::V4(v4), prefix - 96).unwrap_or(net),
+                None => net,
             },
-            _ => (addr, prefix),
+            _ => net,
         };
-        let c = Self { addr, prefix };
-        if c.network() != addr {
+        if net.trunc() != net {
             return Err(CidrError::new(
-                &format!("{addr}/{prefix}"),
-                format!(
-                    "host bits are set; did you mean `{}/{prefix}`?",
-                    c.network()
-                ),
+                &net.to_string(),
+                format!("host bits are set; did you mean `{}`?", net.trunc()),
             ));
         }
-        Ok(c)
+        Ok(Self(net))
     }
 
     /// The network address.
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// The prefix length (0–32 for IPv4, 0–128 for IPv6).
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// True if `ip` is inside this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.range(), canonical(ip)) {
-            (Range::V4(lo, hi), IpAddr::V4(a)) => (lo..=hi).contains(&u32::from(a)),
-            (Range::V6(lo, hi), IpAddr::V6(a)) => (lo..=hi).contains(&u128::from(a)),
-            _ => false,
-        }
+        self.0.contains(&canonical(ip))
     }
-
-    fn network(&self) -> IpAddr {
-        match self.range() {
-            Range::V4(lo, _) => IpAddr::V4(Ipv4Addr::from(lo)),
-            Range::V6(lo, _) => IpAddr::V6(Ipv6Addr::from(lo)),
-        }
-    }
-
-    fn range(&self) -> Range {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let host = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
-                let lo = u32::from(a) & !host;
-                Range::V4(lo, lo | host)
-            }
-            IpAddr::V6(a) => {
-                let host = u128::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
-                let lo = u128::from(a) & !host;
-                Range::V6(lo, lo | host)
-            }
-        }
-    }
-}
-
-enum Range {
-    V4(u32, u32),
-    V6(u128, u128),
 }
 
 fn max_prefix(addr: IpAddr) -> u8 {
@@ -165,29 +130,29 @@ impl FromStr for Cidr {
         })?;
         let prefix = match prefix_text {
             None => max_prefix(addr),
-            Some(p) => {
-                let valid = !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
-                match p.parse::<u8>() {
-                    Ok(n) if valid => n,
-                    _ => {
-                        return Err(CidrError::new(
-                            s,
-                            format!(
-                                "prefix length `{p}` is not a number from 0 to {}",
-                                max_prefix(addr)
-                            ),
-                        ))
-                    }
-                }
+            // One to three digits: `u8::from_str` alone would take `+8` and `0008`.
+            Some(p) if (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| bad_prefix(s, p, addr))?
             }
+            Some(p) => return Err(bad_prefix(s, p, addr)),
         };
         Self::new(addr, prefix).map_err(|e| CidrError::new(s, e.reason))
     }
 }
 
+fn bad_prefix(input: &str, prefix: &str, addr: IpAddr) -> CidrError {
+    CidrError::new(
+        input,
+        format!(
+            "prefix length `{prefix}` is not a number from 0 to {}",
+            max_prefix(addr)
+        ),
+    )
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -226,7 +191,8 @@ impl<'de> serde::Deserialize<'de> for Cidr {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CidrSet {
     entries: Vec<Cidr>,
-    /// Sorted, disjoint, non-adjacent inclusive ranges.
+    /// `ipnet`'s aggregate of the entries per family, as sorted, disjoint inclusive ranges
+    /// (IPv4 widened to `u128`, so one binary search serves both).
     v4: Vec<(u128, u128)>,
     v6: Vec<(u128, u128)>,
 }
@@ -304,14 +270,6 @@ impl CidrSet {
         }
         client
     }
-
-    fn insert(&mut self, c: Cidr) {
-        self.entries.push(c);
-        match c.range() {
-            Range::V4(lo, hi) => merge_into(&mut self.v4, lo.into(), hi.into()),
-            Range::V6(lo, hi) => merge_into(&mut self.v6, lo, hi),
-        }
-    }
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally with a port.
@@ -329,28 +287,30 @@ fn in_ranges(ranges: &[(u128, u128)], x: u128) -> bool {
     i > 0 && x <= ranges[i - 1].1
 }
 
-/// Adds `[lo, hi]` to sorted disjoint ranges, merging overlapping and adjacent ones.
-/// (IPv4 ranges are stored widened to `u128`, so one function serves both families.)
-fn merge_into(ranges: &mut Vec<(u128, u128)>, lo: u128, hi: u128) {
-    ranges.push((lo, hi));
-    ranges.sort_unstable();
-    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
-    for &(l, h) in ranges.iter() {
-        match out.last_mut() {
-            Some(last) if l <= last.1.saturating_add(1) => last.1 = last.1.max(h),
-            _ => out.push((l, h)),
-        }
+/// Inclusive `u128` bounds of an aggregated network.
+fn bounds(net: &IpNet) -> (u128, u128) {
+    match net {
+        IpNet::V4(n) => (
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
     }
-    *ranges = out;
 }
 
 impl FromIterator<Cidr> for CidrSet {
     fn from_iter<I: IntoIterator<Item = Cidr>>(iter: I) -> Self {
-        let mut set = Self::new();
-        for c in iter {
-            set.insert(c);
+        let entries: Vec<Cidr> = iter.into_iter().collect();
+        let nets: Vec<IpNet> = entries.iter().map(|c| c.0).collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        // `aggregate` returns sorted, non-overlapping networks, IPv4 before IPv6.
+        for net in IpNet::aggregate(&nets) {
+            match net {
+                IpNet::V4(_) => v4.push(bounds(&net)),
+                IpNet::V6(_) => v6.push(bounds(&net)),
+            }
         }
-        set
+        Self { entries, v4, v6 }
     }
 }
 

@@ -7,6 +7,9 @@
 //! stays flat whatever the key churn, and a check is a handful of atomic loads and one
 //! compare-exchange — no lock, no allocation, no I/O.
 //!
+//! Why not `governor`: its keyed limiter keeps a map entry per key that grows with key churn
+//! until pruned, and takes a shard lock to insert; this store is fixed-size and lock-free.
+//!
 //! What it may not do: grow, block, or read the wall clock (time comes from a monotonic [`Clock`],
 //! which tests replace with a [`ManualClock`]).
 //!

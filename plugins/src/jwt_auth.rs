@@ -1415,7 +1415,7 @@ mod tests {
 
     #[test]
     fn the_factory_builds_through_the_registry() {
-        let r = crate::Registry::builtin();
+        let r = crate::builtin();
         assert!(r.names().contains(&"jwt-auth"));
         let p = r.build("jwt-auth", &config()).expect("builds");
         assert_eq!(p.name(), "jwt-auth");

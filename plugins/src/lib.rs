@@ -4,10 +4,11 @@
 //! the request phase either lets it continue or answers it (a denial). Authentication, rate
 //! limiting, IP rules, CORS, size limits, WAF, masking and the audit record are all plugins.
 //!
-//! This crate depends on the `http` types and `serde_json` (for configuration) only: no I/O
-//! framework, no async runtime, no pingora. The gateway adapts its own request and response types to
-//! the views defined in [`contract`]; a plugin must never block, and must never do I/O on the request
-//! path. See `docs/plugins.md` for the contract in prose.
+//! The contract itself (traits, views, registry, chain) is the `fenfa-plugin-api` crate; this
+//! crate re-exports it and adds the plugins that ship with Fenfa: [`builtin`] is a registry with
+//! all of them, [`register_builtins`] adds them to an embedder's registry. Like the API crate it
+//! has no I/O framework, no async runtime and no pingora; a plugin must never block, and must
+//! never do I/O on the request path. See `docs/plugins.md` for the contract in prose.
 #![forbid(unsafe_code)]
 
 pub mod channel_check;
@@ -24,8 +25,9 @@ pub mod request_size_limit;
 pub mod upstream_signature;
 
 pub use cidr::{Cidr, CidrError, CidrSet};
-pub use contract::{
-    Flow, HeaderEdits, Identity, LogView, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
-    RequestView, SchemaError, UpstreamView,
+pub use fenfa_plugin_api::{
+    BodyNeed, BoxFuture, BuildError, CallError, CallOut, Chain, Flow, HeaderEdits, Identity,
+    LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry, Reply, ReplyBody, RequestCtx,
+    RequestView, SchemaError, UpstreamView, API_VERSION,
 };
-pub use registry::{Chain, Registry};
+pub use registry::{builtin, register_builtins};

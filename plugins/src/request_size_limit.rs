@@ -69,7 +69,7 @@ impl Plugin for RequestSizeLimit {
         }
     }
 
-    fn request_body(&self, _ctx: &mut RequestCtx, total: u64, _end: bool) -> Flow {
+    fn request_body(&self, _ctx: &mut RequestCtx, _chunk: &[u8], total: u64, _end: bool) -> Flow {
         if total > self.max_body_bytes {
             self.too_large()
         } else {
@@ -122,7 +122,7 @@ mod tests {
     }
 
     fn body(p: &Arc<dyn Plugin>, total: u64, end: bool) -> Option<Reply> {
-        match p.request_body(&mut RequestCtx::default(), total, end) {
+        match p.request_body(&mut RequestCtx::default(), &[], total, end) {
             Flow::Continue => None,
             Flow::Respond(r) => Some(r),
         }

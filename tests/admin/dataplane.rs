@@ -114,14 +114,15 @@ async fn watch_returns_newer_configs_and_304_when_nothing_changes(env: &Env) {
         (current + 1).to_string()
     );
     // The gateway's own watch client speaks the same contract.
-    let cp = fenfa_gateway::control_plane::ControlPlane {
-        url: env.base.clone(),
-        token: node.clone(),
-    };
-    let got = tokio::task::spawn_blocking(move || cp.watch(0, 0))
-        .await
-        .unwrap()
+    let cp =
+        fenfa_gateway::control_plane::ControlPlane::new(&fenfa_gateway::control_plane::Options {
+            url: env.base.clone(),
+            token: node.clone(),
+            max_body: fenfa_gateway::control_plane::DEFAULT_MAX_BODY,
+            ..Default::default()
+        })
         .unwrap();
+    let got = cp.watch(0, 0).await.unwrap();
     assert!(
         matches!(got, fenfa_gateway::control_plane::Watch::Changed { version, .. } if version == current + 1),
         "{got:?}"
@@ -218,10 +219,13 @@ async fn request_audit_ingest_is_idempotent_and_queryable(env: &Env) {
         .await;
     assert_eq!(e["error"]["fields"][0]["path"], "records[0]");
     // The gateway's own HTTP sink delivers to this endpoint.
-    let url = format!("{}/v1/dataplane/audit", env.base);
-    tokio::task::spawn_blocking(move || {
+    {
         use fenfa_gateway::audit::sink::{Batch, HttpSink, Sink};
-        let mut sink = HttpSink::new(&url, node, Duration::from_secs(5)).unwrap();
+        let ship = serde_json::from_value(
+            json!({"url": format!("{}/v1/dataplane/audit", env.base), "token": node}),
+        )
+        .unwrap();
+        let mut sink = HttpSink::new(&ship, node).unwrap();
         let records: Vec<Vec<u8>> = (0..2)
             .map(|i| record(100 + i, "housing").to_string().into_bytes())
             .collect();
@@ -231,11 +235,9 @@ async fn request_audit_ingest_is_idempotent_and_queryable(env: &Env) {
             offset: 0,
             records: &records,
         };
-        sink.send(&b).unwrap();
-        sink.send(&b).unwrap();
-    })
-    .await
-    .unwrap();
+        sink.send(&b).await.unwrap();
+        sink.send(&b).await.unwrap();
+    }
     // The audit admin queries with filters and pages.
     let v = env
         .get("/v1/audit/requests?agency=social&limit=3", &aud)

@@ -5,12 +5,22 @@
 //! Each module covers one capability; see the module docs.
 
 mod harness;
+#[path = "../support/pki.rs"]
+mod pki;
 
 mod accounts;
 mod audit;
 mod authz;
+mod cluster;
 mod dataplane;
+mod duties;
 mod exports;
+mod hardening;
+mod input;
 mod openapi;
+mod publishing;
 mod resources;
+mod schemathesis;
 mod serve;
+mod tls;
+mod walkthrough;

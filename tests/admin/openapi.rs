@@ -47,3 +47,88 @@ async fn openapi_describes_every_endpoint(env: &Env) {
     assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
 }
 both_backends!(openapi_describes_every_endpoint);
+
+async fn openapi_describes_bodies_responses_queries_and_every_status(env: &Env) {
+    let (_, doc) = env.call("GET", "/openapi.json", None, None).await;
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let resolve = |v: &serde_json::Value| -> serde_json::Value {
+        match v["$ref"].as_str() {
+            Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+            None => v.clone(),
+        }
+    };
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(
+                !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "operationId `{id}` of {method} {path}"
+            );
+            // A request body is described by its fields.
+            if let Some(body) = op.get("requestBody") {
+                let schema = resolve(&body["content"]["application/json"]["schema"]);
+                assert!(
+                    schema["properties"].is_object() || schema["additionalProperties"] == false,
+                    "{method} {path}: request schema {schema}"
+                );
+                for st in ["413", "415", "422"] {
+                    assert!(
+                        op["responses"][st].is_object(),
+                        "{method} {path} declares {st}"
+                    );
+                }
+            }
+            // Every error answer has the error schema; the success answer has a schema.
+            for (st, resp) in op["responses"].as_object().unwrap() {
+                if st.starts_with('4') || st.starts_with('5') {
+                    assert_eq!(
+                        resp["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/Error",
+                        "{method} {path} {st}"
+                    );
+                }
+            }
+            let ok = &op["responses"][if method == "delete" { "204" } else { "200" }];
+            assert!(ok.is_object(), "{method} {path}: success declared");
+        }
+    }
+    // The resource schemas name their fields, with examples.
+    let service_input = &schemas["ServiceInput"];
+    assert!(
+        service_input["properties"]["upstream"].is_object(),
+        "{service_input}"
+    );
+    assert!(service_input["required"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("name")));
+    assert!(schemas["Agency"]["properties"]["path_prefixes"].is_object());
+    assert!(
+        schemas["SigningKey"]["properties"]
+            .get("sealed_secret")
+            .is_none(),
+        "sealed secrets are never shown"
+    );
+    // submit answers 422 without a route; it says so. Queries are described.
+    let submit = &doc["paths"]["/v1/services/{id}/submit"]["post"];
+    assert!(submit["responses"]["422"].is_object());
+    let list = &doc["paths"]["/v1/services"]["get"];
+    assert_eq!(
+        list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["items"]
+            ["items"]["$ref"],
+        "#/components/schemas/Service"
+    );
+    let params: Vec<&str> = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["agency_id", "status"]);
+    assert!(doc["paths"]["/v1/audit/admin"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "before"));
+}
+both_backends!(openapi_describes_bodies_responses_queries_and_every_status);

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 }
 
 /// Kills the child when the test ends, however it ends.
-struct Proc(Child, PathBuf);
+pub(crate) struct Proc(pub(crate) Child, PathBuf);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -33,12 +33,17 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn log(&self) -> String {
+    /// `Some(success)` once the process has exited.
+    pub(crate) fn exited(&mut self) -> Option<bool> {
+        self.0.try_wait().ok().flatten().map(|st| st.success())
+    }
+
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.1).unwrap_or_default()
     }
 }
 
-fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+pub(crate) fn spawn(cmd: &mut Command, log: &Path) -> Proc {
     let out = std::fs::File::create(log).unwrap();
     let child = cmd
         .stdin(Stdio::null())
@@ -50,7 +55,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> Proc {
 }
 
 /// The `fenfa-gateway` binary of this build (built on demand when only the admin tests run).
-fn gateway_bin() -> PathBuf {
+pub(crate) fn gateway_bin() -> PathBuf {
     let admin = PathBuf::from(env!("CARGO_BIN_EXE_fenfa-admin"));
     let gw = admin.with_file_name("fenfa-gateway");
     if !gw.exists() {
@@ -64,7 +69,7 @@ fn gateway_bin() -> PathBuf {
     gw
 }
 
-async fn wait_for(what: &str, proc: &Proc, mut f: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, proc: &Proc, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if f().await {
@@ -75,7 +80,7 @@ async fn wait_for(what: &str, proc: &Proc, mut f: impl AsyncFnMut() -> bool) {
     panic!("{what} did not happen in time; log:\n{}", proc.log());
 }
 
-async fn status_of(http: &reqwest::Client, url: &str, token: &str) -> u16 {
+pub(crate) async fn status_of(http: &reqwest::Client, url: &str, token: &str) -> u16 {
     match http.get(url).bearer_auth(token).send().await {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
@@ -94,7 +99,13 @@ async fn time_to_live(http: &reqwest::Client, url: &str, token: &str) -> Duratio
     panic!("{url} never went live");
 }
 
-async fn login(http: &reqwest::Client, admin: &str, user: &str, pw: &str, secret: &str) -> String {
+pub(crate) async fn login(
+    http: &reqwest::Client,
+    admin: &str,
+    user: &str,
+    pw: &str,
+    secret: &str,
+) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -115,7 +126,7 @@ async fn login(http: &reqwest::Client, admin: &str, user: &str, pw: &str, secret
         .to_string()
 }
 
-async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
+pub(crate) async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
     let r = http
         .post(&url)
         .bearer_auth(token)

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::support::collector::Collector;
 use crate::support::otlp::OtlpReceiver;
-use crate::support::{client, Gateway, Upstream};
+use crate::support::{client, wait_for, Gateway, Upstream};
 
 /// The HS256 secret of the test identity service (32 bytes).
 const SECRET: [u8; 32] = *b"fenfa-audit-test-secret-32-bytes";
@@ -155,14 +155,6 @@ async fn get(gw: &Gateway, path: &str, bearer: Option<&str>) -> (u16, String) {
         .unwrap_or_default()
         .to_string();
     (resp.status().as_u16(), id)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test]
@@ -682,6 +674,22 @@ async fn audit_query_filters_by_time_user_app_channel_service_status_and_decisio
         "teapot",
     ]);
     assert!(!ok && out.contains("not a status"), "{out}");
+
+    // Dates that do not exist and offsets out of range are refused, not shifted.
+    for bad in ["2024-02-31", "2023-02-29", "2024-06-01T08:30:00+99:99"] {
+        let (ok, out) = cli(&[
+            "audit",
+            "query",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--from",
+            bad,
+        ]);
+        assert!(
+            !ok && out.contains(bad) && out.contains("not a time"),
+            "{bad}: {out}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,10 @@ mod support;
 
 mod audit;
 mod examples;
+mod hardening;
 mod identity;
 mod limits;
+mod node_tls;
 mod plugins;
 mod reload;
 mod requests;

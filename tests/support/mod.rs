@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod otlp;
+pub mod pki;
 pub mod tokens;
 pub mod upstream;
 
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     log_path: PathBuf,
     listeners: String,
+    /// The gateway binary: `fenfa-gateway`, or an embedder's (see [`Gateway::start_bin`]).
+    bin: PathBuf,
 }
 
 /// Listener block for the given ports; `with_https` adds the HTTPS listener.
@@ -58,7 +61,19 @@ impl Gateway {
         Self::start_opts(body, true)
     }
 
+    /// Like [`Gateway::start`] with another binary that takes the same `--config` and
+    /// `--data-dir` arguments (e.g. a gateway with extra plugins registered).
+    pub fn start_bin(bin: &str, body: &str) -> Self {
+        Self::start_with(PathBuf::from(bin), body, false)
+    }
+
     fn start_opts(body: &str, tls: bool) -> Self {
+        let bin =
+            PathBuf::from(option_env!("CARGO_BIN_EXE_fenfa-gateway").unwrap_or("fenfa-gateway"));
+        Self::start_with(bin, body, tls)
+    }
+
+    fn start_with(bin: PathBuf, body: &str, tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -75,6 +90,7 @@ impl Gateway {
             dir,
             config_path,
             listeners,
+            bin,
         };
         gw.spawn();
         gw.wait_ready();
@@ -88,7 +104,7 @@ impl Gateway {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fenfa-gateway"))
+        let child = Command::new(&self.bin)
             .arg("--config")
             .arg(&self.config_path)
             .arg("--data-dir")
@@ -291,4 +307,13 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, String, serde_json::Va
         .unwrap_or_default()
         .to_string();
     (status, code, body)
+}
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -65,6 +65,15 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200, {})
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 3:
+    # TLS with the given certificate and key; with a client CA, a client certificate is required.
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    if len(sys.argv) > 5:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(sys.argv[5])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
@@ -72,6 +81,7 @@ server.serve_forever()
 pub struct OtlpReceiver {
     child: Child,
     port: u16,
+    tls: bool,
     out: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -79,12 +89,30 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts the receiver; it answers the first `fail_first` requests with 503.
     pub fn start(fail_first: u32) -> Self {
+        Self::start_with(fail_first, &[])
+    }
+
+    /// Starts the receiver over TLS with `cert` and `key` (PEM); with `client_ca`, it refuses
+    /// clients without a certificate that CA issued.
+    pub fn start_tls(
+        fail_first: u32,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Self {
+        let mut args = vec![cert, key];
+        args.extend(client_ca);
+        Self::start_with(fail_first, &args)
+    }
+
+    fn start_with(fail_first: u32, tls: &[&std::path::Path]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("received.jsonl");
         let mut child = Command::new("python3")
             .args(["-c", SCRIPT])
             .arg(&out)
             .arg(fail_first.to_string())
+            .args(tls)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 (with opentelemetry-proto: pip install opentelemetry-proto)");
@@ -98,13 +126,20 @@ impl OtlpReceiver {
         Self {
             child,
             port,
+            tls: !tls.is_empty(),
             out,
             _dir: dir,
         }
     }
 
+    /// `http://127.0.0.1:…/v1/logs`, or `https://localhost:…/v1/logs` over TLS (the name on
+    /// the test certificate).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/logs", self.port)
+        if self.tls {
+            format!("https://localhost:{}/v1/logs", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/v1/logs", self.port)
+        }
     }
 
     /// Everything written so far: accepted log records and refused requests.

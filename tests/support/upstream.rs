@@ -25,6 +25,8 @@ pub struct Seen {
     pub query: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
+    /// The request body exactly as received.
+    pub body: Bytes,
 }
 
 impl Seen {
@@ -220,6 +222,7 @@ async fn handle(
         query: query.clone(),
         headers: headers.clone(),
         body_len: body.len(),
+        body: body.clone(),
     };
     st.seen.lock().unwrap().push(seen);
     let mut status = 200;

@@ -25,8 +25,9 @@ fn limit(l: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AdminFilter {
     actor: Option<String>,
     role: Option<String>,
@@ -41,6 +42,8 @@ pub struct AdminFilter {
     to: Option<i64>,
     /// Only records with `seq` below this (the `next_before` of the previous page).
     before: Option<i64>,
+    /// 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -105,8 +108,9 @@ pub async fn admin_verify(State(app): State<AppState>, p: Principal) -> ApiResul
     Ok(Json(serde_json::to_value(v).map_err(ApiError::internal)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RequestFilter {
     node: Option<String>,
     agency: Option<String>,
@@ -119,6 +123,8 @@ pub struct RequestFilter {
     decision: Option<String>,
     status: Option<i64>,
     before: Option<i64>,
+    /// 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 

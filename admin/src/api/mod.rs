@@ -27,35 +27,105 @@ use crate::app::AppState;
 use crate::authz::{Action, Principal};
 use crate::error::{ApiError, ApiResult};
 
+/// The largest request body an endpoint reads, unless it sets its own ([`BodyLimit`]).
+pub const BODY_LIMIT: usize = 2 << 20;
+/// `POST /v1/dataplane/audit` takes batches of up to 10 000 records.
+pub const AUDIT_BODY_LIMIT: usize = 16 << 20;
+
+/// The body limit of an endpoint, in the request extensions, so a `413` can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// `2 MiB`, `16 MiB`, or bytes.
+fn human_size(n: usize) -> String {
+    if n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// A JSON body, parsed with the path of the first bad field on error (`422 invalid`; a body
 /// that is not JSON at all is `422` too, at the path where parsing stopped). An empty body reads
-/// as `{}`.
+/// as `{}` (a blank one is refused). A body must be a JSON object sent as `application/json` (or `…+json`): anything
+/// else is `415`; a body over the endpoint's limit is `413` naming the limit.
 pub struct Input<T>(pub T);
+
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The path serde reports, with the field a `missing field `x`` error is about appended.
+fn error_path(path: &str, msg: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    let missing = msg
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match missing {
+        Some(field) if path.is_empty() => field.to_string(),
+        Some(field) => format!("{path}.{field}"),
+        None => path.to_string(),
+    }
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
-        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Bytes::from_static(b"{}")
-        } else {
-            bytes
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(BODY_LIMIT, |l| l.0);
+        let json = is_json(req.headers().get(axum::http::header::CONTENT_TYPE));
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(human_size(limit))
+            } else {
+                ApiError::BadRequest(format!("cannot read the body: {e}"))
+            }
+        })?;
+        let bytes = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None if bytes.is_empty() => Bytes::from_static(b"{}"),
+            None => {
+                return Err(ApiError::invalid(
+                    "",
+                    "the body is blank; send a JSON object or nothing",
+                ))
+            }
+            Some(_) if !json => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "send the body as JSON with `Content-Type: application/json`".into(),
+                ))
+            }
+            Some(b'{') => bytes,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "",
+                    "the body must be a JSON object (`{…}`)",
+                ))
+            }
         };
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de)
             .map(Input)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let path = if path == "." { String::new() } else { path };
                 let msg = e.into_inner().to_string();
                 let msg = match msg.find(" at line ") {
                     Some(i) => msg[..i].to_string(),
                     None => msg,
                 };
-                ApiError::invalid(path, msg)
+                ApiError::invalid(error_path(&path, &msg), msg)
             })
     }
 }
@@ -184,11 +254,12 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep!("GET", "/v1/config", "settings", ConfigRead, "system-admin, security-admin", false, "The committed gateway config, secrets redacted"), get(rs::get_config)),
 
         (ep!("GET", "/v1/users", "accounts", UserRead, "system-admin, security-admin", false, "List accounts"), get(ac::list_users)),
-        (ep!("POST", "/v1/users", "accounts", UserWrite, "system-admin", true, "Create an account (one role); admin roles get a TOTP secret, shown once"), post(ac::create_user)),
+        (ep!("POST", "/v1/users", "accounts", UserCreate, "system-admin", true, "Create an account (one role); an admin role takes effect when the security admin grants it"), post(ac::create_user)),
         (ep!("GET", "/v1/users/{id}", "accounts", UserRead, "system-admin, security-admin", false, "Get an account"), get(ac::get_user)),
-        (ep!("PUT", "/v1/users/{id}", "accounts", UserWrite, "system-admin", true, "Disable/enable an account or move an operator to another agency"), put(ac::update_user)),
-        (ep!("DELETE", "/v1/users/{id}", "accounts", UserWrite, "system-admin", false, "Delete an account"), delete(ac::delete_user)),
-        (ep!("POST", "/v1/users/{id}/reset-password", "accounts", UserWrite, "system-admin", true, "Set a new password; ends the account's sessions"), post(ac::reset_password)),
+        (ep!("PUT", "/v1/users/{id}", "accounts", UserWrite, "system-admin (disable/enable, agency), security-admin (role); see docs/admin.md", true, "One change: grant or change the role, disable/enable, or move an operator to another agency"), put(ac::update_user)),
+        (ep!("DELETE", "/v1/users/{id}", "accounts", UserWrite, "system-admin; an audit admin needs system-admin and security-admin", false, "Delete an account"), delete(ac::delete_user)),
+        (ep!("POST", "/v1/users/{id}/reset-password", "accounts", UserWrite, "system-admin; an audit admin needs system-admin and security-admin", true, "Set a new password; ends the account's sessions"), post(ac::reset_password)),
+        (ep!("POST", "/v1/users/{id}/reset-totp", "accounts", UserWrite, "security-admin; an audit admin needs system-admin and security-admin", false, "Forget the account's TOTP secret; its owner enrols a new one at the next sign-in"), post(ac::reset_totp)),
         (ep!("POST", "/v1/users/{id}/unlock", "accounts", UserWrite, "system-admin", false, "Lift a sign-in lockout"), post(ac::unlock_user)),
 
         (ep!("GET", "/v1/nodes", "nodes", NodeRead, "system-admin, security-admin", false, "List gateway nodes"), get(ac::list_nodes)),
@@ -236,10 +307,34 @@ async fn guard(app: AppState, action: Action, req: Request, next: Next) -> Respo
         Err(e) => return e.into_response(),
     };
     if let Err(e) = p.authorize(action) {
+        let path = format!("{} {}", parts.method, parts.uri.path());
+        crate::authz::record_refusal(&app, &p, &action.name(), "endpoint", &path, "role").await;
         return e.into_response();
     }
-    parts.extensions.insert(p);
-    next.run(Request::from_parts(parts, body)).await
+    let path = format!("{} {}", parts.method, parts.uri.path());
+    let id = parts.uri.path().split('/').nth(3).map(str::to_string);
+    parts.extensions.insert(p.clone());
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    // An agency operator reaching for another agency's resource is answered 404, as if it did
+    // not exist: a refusal all the same, and recorded as one.
+    if resp.status() == axum::http::StatusCode::NOT_FOUND {
+        if let (Some(own), Some(id)) = (p.own_agency(), id) {
+            if let Ok(Some(owner)) = crate::store::resource_agency(&app.store.pool, &id).await {
+                if owner != own {
+                    crate::authz::record_refusal(
+                        &app,
+                        &p,
+                        &action.name(),
+                        "endpoint",
+                        &path,
+                        "another agency's resource",
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    resp
 }
 
 /// The router over [`endpoints`].
@@ -255,11 +350,14 @@ pub fn router(app: AppState) -> Router {
             }
             None => mr,
         };
-        let mr = if e.path == "/v1/dataplane/audit" {
-            mr.layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        let limit = if e.path == "/v1/dataplane/audit" {
+            AUDIT_BODY_LIMIT
         } else {
-            mr
+            BODY_LIMIT
         };
+        let mr = mr
+            .layer::<_, std::convert::Infallible>(axum::extract::DefaultBodyLimit::max(limit))
+            .layer::<_, std::convert::Infallible>(axum::Extension(BodyLimit(limit)));
         r = r.route(e.path, mr);
     }
     r.fallback(not_found)

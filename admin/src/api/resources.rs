@@ -69,6 +69,71 @@ pub async fn get_agency(
     Ok(Json(view(a)))
 }
 
+/// After agency `id`'s paths or hosts change: they overlap no other agency's, and every route
+/// is still inside its own agency's and outside the others' (naming the route in the way).
+fn check_agency_space(s: &Snapshot, id: &str) -> ApiResult<()> {
+    use crate::route_space::{host_within, path_within};
+    if let Some(a) = s.agency(id) {
+        for o in s.agencies.iter().filter(|o| o.id != id) {
+            for (i, p) in a.path_prefixes.iter().enumerate() {
+                if let Some(q) = o.path_prefixes.iter().find(|q| {
+                    path_within(p.as_str(), q.as_str()) || path_within(q.as_str(), p.as_str())
+                }) {
+                    return Err(ApiError::invalid(
+                        format!("path_prefixes[{i}]"),
+                        format!(
+                            "`{}` overlaps `{}` of agency `{}`",
+                            p.as_str(),
+                            q.as_str(),
+                            o.name
+                        ),
+                    ));
+                }
+            }
+            for (i, h) in a.hosts.iter().enumerate() {
+                if let Some(q) = o.hosts.iter().find(|q| {
+                    host_within(h.as_str(), q.as_str()) || host_within(q.as_str(), h.as_str())
+                }) {
+                    return Err(ApiError::invalid(
+                        format!("hosts[{i}]"),
+                        format!(
+                            "`{}` overlaps `{}` of agency `{}`",
+                            h.as_str(),
+                            q.as_str(),
+                            o.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for r in &s.routes {
+        let Some(agency) = s
+            .service(&r.service_id)
+            .and_then(|x| s.agency(&x.agency_id))
+        else {
+            continue;
+        };
+        if let Some(fe) =
+            crate::route_space::outside_agency(agency, &s.agencies, &r.paths, &r.hosts)
+        {
+            let field = if fe.path.starts_with("paths") {
+                "path_prefixes"
+            } else {
+                "hosts"
+            };
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "route `{}` of agency `{}` would be out of place: {}",
+                    r.name, agency.name, fe.message
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn create_agency(
     State(app): State<AppState>,
     p: Principal,
@@ -85,9 +150,12 @@ pub async fn create_agency(
             name: input.name,
             title: input.title,
             contact: input.contact,
+            path_prefixes: input.path_prefixes,
+            hosts: input.hosts,
             created_at: now,
             updated_at: now,
         });
+        check_agency_space(s, &id)?;
         Ok(Touched::new(kind::AGENCY, id))
     })
     .await?;
@@ -113,7 +181,10 @@ pub async fn update_agency(
         a.name = input.name;
         a.title = input.title;
         a.contact = input.contact;
+        a.path_prefixes = input.path_prefixes;
+        a.hosts = input.hosts;
         a.updated_at = now;
+        check_agency_space(s, &id)?;
         Ok(Touched::new(kind::AGENCY, id.clone()))
     })
     .await?;
@@ -151,7 +222,8 @@ pub async fn delete_agency(
 // ------------------------------------------------------------------------------------------
 // Routes
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RouteFilter {
     #[serde(default)]
     service_id: Option<String>,
@@ -204,7 +276,7 @@ fn route_service<'a>(p: &Principal, s: &'a Snapshot, service_id: &str) -> ApiRes
     Ok(svc)
 }
 
-fn build_route(id: String, input: RouteInput, created_at: i64, now: i64) -> Route {
+fn build_route(p: &Principal, id: String, input: RouteInput, created_at: i64, now: i64) -> Route {
     Route {
         id,
         service_id: input.service_id,
@@ -216,9 +288,38 @@ fn build_route(id: String, input: RouteInput, created_at: i64, now: i64) -> Rout
         strip_prefix: input.strip_prefix,
         rewrite: input.rewrite,
         priority: input.priority,
+        allow_overlap: input.allow_overlap.map(|a| OverlapAllowance {
+            reason: a.reason,
+            by: p.username.clone(),
+            at: now,
+        }),
         created_at,
         updated_at: now,
     }
+}
+
+/// Only a system admin allows a route to overlap another agency's.
+fn check_allowance(p: &Principal, input: &RouteInput) -> ApiResult<()> {
+    if input.allow_overlap.is_some() && p.role != Role::SystemAdmin {
+        return Err(ApiError::Forbidden(
+            "only a system admin may allow a route to overlap another agency's (`allow_overlap`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A route stays inside its agency's own paths and hosts, out of other agencies'.
+fn check_route_space(s: &Snapshot, input: &RouteInput) -> ApiResult<()> {
+    let agency = s
+        .service(&input.service_id)
+        .and_then(|x| s.agency(&x.agency_id));
+    if let Some(fe) = agency.and_then(|a| {
+        crate::route_space::outside_agency(a, &s.agencies, &input.paths, &input.hosts)
+    }) {
+        return Err(ApiError::Invalid(vec![fe]));
+    }
+    Ok(())
 }
 
 pub async fn create_route(
@@ -227,13 +328,15 @@ pub async fn create_route(
     Input(input): Input<RouteInput>,
 ) -> ApiResult<Created> {
     p.authorize(Action::RouteWrite)?;
+    check_allowance(&p, &input)?;
     let c = commit(&app, &Actor::from(&p), "route.create", |s, now| {
         route_service(&p, s, &input.service_id)?;
+        check_route_space(s, &input)?;
         if s.routes.iter().any(|r| r.name == input.name) {
             return Err(taken("name", format!("a route named `{}`", input.name)));
         }
         let id = new_id("rt");
-        s.routes.push(build_route(id.clone(), input, now, now));
+        s.routes.push(build_route(&p, id.clone(), input, now, now));
         Ok(Touched::new(kind::ROUTE, id))
     })
     .await?;
@@ -247,16 +350,18 @@ pub async fn update_route(
     Input(input): Input<RouteInput>,
 ) -> ApiResult<Json<Value>> {
     p.authorize(Action::RouteWrite)?;
+    check_allowance(&p, &input)?;
     let c = commit(&app, &Actor::from(&p), "route.update", |s, now| {
         p.scope(s.agency_of(kind::ROUTE, &id).as_deref(), "route")?;
         let i = position(&s.routes, &id, |r| &r.id, "route")?;
         route_service(&p, s, &s.routes[i].service_id.clone())?;
         route_service(&p, s, &input.service_id)?;
+        check_route_space(s, &input)?;
         if s.routes.iter().any(|r| r.name == input.name && r.id != id) {
             return Err(taken("name", format!("a route named `{}`", input.name)));
         }
         let created_at = s.routes[i].created_at;
-        s.routes[i] = build_route(id.clone(), input, created_at, now);
+        s.routes[i] = build_route(&p, id.clone(), input, created_at, now);
         Ok(Touched::new(kind::ROUTE, id.clone()))
     })
     .await?;
@@ -686,7 +791,7 @@ pub async fn create_signing_key(
                 "{}-{}-{}",
                 agency.name,
                 crate::clock::rfc3339(now)[..10].replace('-', ""),
-                crate::crypto::hex(&random_array::<2>())
+                crate::crypto::hex(&random_array::<4>())
             ))
             .map_err(|m| ApiError::invalid("key_id", m))?,
         };

@@ -78,7 +78,8 @@ fn check_input(p: &Principal, s: &Snapshot, input: &ServiceInput, id: &str) -> A
     Ok(agency)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Filter {
     #[serde(default)]
     agency_id: Option<String>,
@@ -257,11 +258,24 @@ pub async fn publish(
         if input.channels.is_empty() {
             return Err(ApiError::invalid("channels", "name at least one channel"));
         }
+        // Publishing adds to what is published; a service not published starts afresh.
+        let (mut channels, mut apps) = match &s.services[i] {
+            x if x.status == Lifecycle::Published => (x.channels.clone(), x.apps.clone()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        if s.services[i].status == Lifecycle::Published && apps.is_empty() && !input.apps.is_empty() {
+            return Err(ApiError::Conflict(
+                "the service is published to every app on its channels; naming apps would withdraw it from the others. Take it offline first to publish it to some apps only".into(),
+            ));
+        }
+        channels.extend(input.channels.iter().copied());
+        channels.sort();
+        channels.dedup();
         for (j, a) in input.apps.iter().enumerate() {
             if !s
                 .apps
                 .iter()
-                .any(|x| x.app_id == *a && input.channels.contains(&x.channel))
+                .any(|x| x.app_id == *a && channels.contains(&x.channel))
             {
                 return Err(ApiError::invalid(
                     format!("apps[{j}]"),
@@ -271,15 +285,15 @@ pub async fn publish(
                     ),
                 ));
             }
+            if !apps.iter().any(|x| x == a.as_str()) {
+                apps.push(a.as_str().to_string());
+            }
         }
         needs_routes(s, &id)?;
-        let mut channels = input.channels.clone();
-        channels.sort();
-        channels.dedup();
         let x = &mut s.services[i];
         x.status = Lifecycle::Published;
         x.channels = channels;
-        x.apps = input.apps.iter().map(|a| a.as_str().to_string()).collect();
+        x.apps = apps;
         x.review_note = None;
         x.updated_at = now;
         Ok(Touched::new(kind::SERVICE, id.clone()))
@@ -304,12 +318,27 @@ pub async fn offline(
                 x.status.as_str()
             )));
         }
-        match &input.channels {
-            Some(list) => x.channels.retain(|c| !list.contains(c)),
-            None => x.channels.clear(),
+        match (&input.channels, &input.apps) {
+            (None, None) => x.channels.clear(),
+            (channels, apps) => {
+                if let Some(list) = channels {
+                    x.channels.retain(|c| !list.contains(c));
+                }
+                if let Some(list) = apps {
+                    let had_apps = !x.apps.is_empty();
+                    x.apps.retain(|a| !list.iter().any(|n| n.as_str() == a));
+                    if had_apps && x.apps.is_empty() && !x.channels.is_empty() {
+                        return Err(ApiError::invalid(
+                            "apps",
+                            "withdrawing every app would open the service to all apps on its channels; withdraw the channels instead",
+                        ));
+                    }
+                }
+            }
         }
         if x.channels.is_empty() {
             x.status = Lifecycle::Offline;
+            x.apps.clear();
         }
         x.updated_at = now;
         Ok(Touched::new(kind::SERVICE, id.clone()))

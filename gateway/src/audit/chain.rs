@@ -152,9 +152,13 @@ impl Key {
         out
     }
 
-    /// Opens a document signed with [`Key::sign_doc`]: its canonical JSON, or why not.
+    /// Opens a document signed with [`Key::sign_doc`]: its canonical JSON, or why not. The
+    /// bytes must be exactly what `sign_doc` wrote, final newline included: a verifier that
+    /// shrugged at a missing byte would call a changed file intact.
     pub fn open_doc(&self, domain: &str, bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
-        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let bytes = bytes
+            .strip_suffix(b"\n")
+            .ok_or("not a signed document (its final newline is missing)")?;
         let line = Line::split(bytes).ok_or("not a signed document")?;
         if line.prev != domain_prev(domain) || !self.check(&line) {
             return Err("its signature does not match (modified, replaced, or a different key)");
@@ -271,9 +275,19 @@ pub fn unhex32(s: &[u8]) -> Option<Mac> {
     }
     let mut out = [0u8; 32];
     for (i, p) in s.chunks(2).enumerate() {
-        out[i] = nibble(p[0])? << 4 | nibble(p[1])?;
+        out[i] = lower_nibble(p[0])? << 4 | lower_nibble(p[1])?;
     }
     Some(out)
+}
+
+/// A hex digit as [`push_hex`] writes it (lowercase only): a `prev` or `mac` spelt any other
+/// way is not what the writer wrote, so a trail with it must not verify (found by the
+/// `audit_verify` fuzz target: an uppercased digit verified).
+fn lower_nibble(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'F' => None,
+        _ => nibble(c),
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +344,34 @@ mod tests {
             br#"{"head":{"segment":1}}"#
         );
         assert!(k.open_doc("retention", &doc).is_err());
+    }
+
+    /// Found by the `audit_verify` fuzz target: a `mac` with an uppercased hex digit verified.
+    #[test]
+    fn a_mac_spelt_in_uppercase_hex_is_refused() {
+        let k = key();
+        let doc = k.sign_doc("head", br#"{"head":{"segment":1}}"#);
+        let text = String::from_utf8(doc).unwrap();
+        let at = text.rfind("\"mac\":\"").unwrap() + 7;
+        let tail = &text[at..];
+        let i = tail
+            .find(|c: char| c.is_ascii_lowercase())
+            .expect("a hex letter in the mac");
+        let mut upper = text.clone().into_bytes();
+        upper[at + i] = upper[at + i].to_ascii_uppercase();
+        assert!(k.open_doc("head", &upper).is_err());
+        assert!(k.open_doc("head", text.as_bytes()).is_ok());
+    }
+
+    /// Found by the `audit_verify` fuzz target: `head.json` without its final newline verified.
+    #[test]
+    fn a_signed_document_missing_its_final_newline_is_refused() {
+        let k = key();
+        let doc = k.sign_doc("head", br#"{"head":{"segment":1}}"#);
+        assert!(k.open_doc("head", &doc[..doc.len() - 1]).is_err());
+        let mut extra = doc.clone();
+        extra.push(b'\n');
+        assert!(k.open_doc("head", &extra).is_err());
     }
 
     #[test]

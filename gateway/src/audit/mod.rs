@@ -13,7 +13,8 @@
 //! - [`chain`]: the key and the HMAC chain that makes changes, deletions and reordering visible.
 //! - [`verify`] and [`query`]: the `fenfa-gateway audit verify|query` commands.
 //! - [`sink`] and [`ship`]: at-least-once delivery to the control plane from a persisted cursor;
-//!   [`otlp`]: the same to an OpenTelemetry collector, as OTLP logs.
+//!   [`otlp`]: the same to an OpenTelemetry collector, as OTLP logs. Both run as tasks on the
+//!   background network runtime (`crate::http_client`), over https or loopback http.
 //!
 //! What it may not do: block the proxy (the request path only serialises one record into its
 //! thread's lane of the queue), record tokens, secrets or query values, or lose a record silently
@@ -157,8 +158,7 @@ impl Audit {
                 (Some(t), None) => t.clone(),
                 (None, None) => return Err("audit.ship: set `token_file` (or `token`)".into()),
             };
-            let sink = sink::HttpSink::new(&s.url, token, s.timeout.0)
-                .map_err(|e| format!("audit.ship.url: {e}"))?;
+            let sink = sink::HttpSink::new(s, token).map_err(|e| e.to_string())?;
             spawn(
                 Box::new(sink),
                 ship::Policy {
@@ -170,7 +170,8 @@ impl Audit {
             )?;
         }
         if let Some(o) = &settings.otlp {
-            let sink = otlp::OtlpSink::new(o, node, counters.otlp.clone())?;
+            let sink =
+                otlp::OtlpSink::new(o, node, counters.otlp.clone()).map_err(|e| e.to_string())?;
             spawn(
                 Box::new(sink),
                 ship::Policy {
@@ -274,12 +275,10 @@ pub fn validate(s: &AuditSettings) -> Result<(), String> {
                     .into(),
             );
         }
-        ship.url
-            .parse::<sink::HttpUrl>()
-            .map_err(|e| format!("audit.ship.url: {e}"))?;
+        crate::http_client::validate(&sink::settings(ship)).map_err(|e| e.to_string())?;
     }
     if let Some(o) = &s.otlp {
-        otlp::validate(o)?;
+        otlp::validate(o).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -30,9 +30,11 @@ use std::time::{Duration, SystemTime};
 
 use super::json;
 use super::record::{Decision, Record};
-use super::sink::{Batch, HttpUrl, Sink};
+use super::sink::{Batch, Sink, SinkError};
 use crate::config::model::AuditOtlp;
+use crate::http_client::{ClientError, Endpoint, Names, Settings};
 use crate::metrics::SinkCounters;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -48,8 +50,9 @@ const RESERVED: [&str; 6] = [
 
 /// Posts batches to an OTLP/HTTP logs endpoint.
 pub struct OtlpSink {
-    url: HttpUrl,
-    headers: Vec<(String, String)>,
+    endpoint: Endpoint,
+    /// `Content-Type` and `audit.otlp.headers` (values marked sensitive).
+    headers: HeaderMap,
     timeout: Duration,
     /// `{"resourceLogs":[{"resource":…,"scopeLogs":[{"scope":…,"logRecords":[`, made once.
     prefix: Vec<u8>,
@@ -59,51 +62,84 @@ pub struct OtlpSink {
 impl std::fmt::Debug for OtlpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpSink")
-            .field("url", &self.url)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
+            .field("url", &self.endpoint.url.as_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
+/// The client settings of `audit.otlp`.
+fn settings(s: &AuditOtlp) -> Settings<'_> {
+    Settings {
+        url: &s.url,
+        tls: &s.tls,
+        insecure: s.insecure,
+        connect_timeout: s.timeout.0,
+        max_body: s.max_response_bytes,
+        names: Names::section("audit.otlp"),
+    }
+}
+
+fn setting(field: String, message: impl Into<String>) -> ClientError {
+    ClientError::Setting {
+        field,
+        message: message.into(),
+    }
+}
+
 /// Checks `audit.otlp`; the error names the field.
-pub fn validate(s: &AuditOtlp) -> Result<(), String> {
-    s.url
-        .parse::<HttpUrl>()
-        .map_err(|e| format!("audit.otlp.url: {e}"))?;
+pub fn validate(s: &AuditOtlp) -> Result<(), ClientError> {
+    crate::http_client::validate(&settings(s))?;
+    headers(s).map(|_| ())
+}
+
+/// `Content-Type` and the configured headers; the error names the field, never a value.
+fn headers(s: &AuditOtlp) -> Result<HeaderMap, ClientError> {
     if s.batch_records == 0 || s.batch_records > 10_000 {
-        return Err("audit.otlp.batch_records: expected 1 to 10000".into());
+        return Err(setting(
+            "audit.otlp.batch_records".into(),
+            "expected 1 to 10000",
+        ));
     }
+    let mut map = HeaderMap::new();
+    map.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for (name, value) in &s.headers {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(format!(
-                "audit.otlp.headers: `{name}` is not a valid header name"
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Err(setting(
+                "audit.otlp.headers".into(),
+                format!("`{name}` is not a valid header name"),
             ));
-        }
+        };
         if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(format!(
-                "audit.otlp.headers: `{name}` is set by the exporter itself; leave it out"
+            return Err(setting(
+                "audit.otlp.headers".into(),
+                format!("`{name}` is set by the exporter itself; leave it out"),
             ));
         }
-        if http::HeaderValue::from_str(value).is_err() {
-            // The value may be a secret: name the header, never show the value.
-            return Err(format!(
-                "audit.otlp.headers.{name}: the value must be visible ASCII (no control characters)"
+        // The value may be a secret: name the header, never show the value.
+        let Ok(mut v) = HeaderValue::from_str(value) else {
+            return Err(setting(
+                format!("audit.otlp.headers.{name}"),
+                "the value must be visible ASCII (no control characters)",
             ));
-        }
+        };
+        v.set_sensitive(true);
+        map.insert(header, v);
     }
-    Ok(())
+    Ok(map)
 }
 
 impl OtlpSink {
     pub fn new(
-        settings: &AuditOtlp,
+        cfg: &AuditOtlp,
         node: &str,
         counters: Arc<SinkCounters>,
-    ) -> Result<Self, String> {
-        validate(settings)?;
+    ) -> Result<Self, ClientError> {
+        let headers = headers(cfg)?;
+        let endpoint = Endpoint::new(&settings(cfg))?;
         let mut prefix = Vec::with_capacity(256);
         prefix.extend_from_slice(
             b"{\"resourceLogs\":[{\"resource\":{\"attributes\":[\
@@ -117,13 +153,9 @@ impl OtlpSink {
         json::push_str(&mut prefix, env!("CARGO_PKG_VERSION"));
         prefix.extend_from_slice(b"},\"logRecords\":[");
         Ok(Self {
-            url: settings.url.parse()?,
-            headers: settings
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
-            timeout: settings.timeout.0,
+            endpoint,
+            headers,
+            timeout: cfg.timeout.0,
             prefix,
             counters,
         })
@@ -265,23 +297,24 @@ fn rejected(body: &[u8]) -> (u64, String) {
     (n, p["errorMessage"].as_str().unwrap_or("").to_string())
 }
 
+#[async_trait::async_trait]
 impl Sink for OtlpSink {
     fn name(&self) -> &str {
         "otlp"
     }
 
-    fn send(&mut self, batch: &Batch<'_>) -> Result<(), String> {
+    async fn send(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
         let body = self.body(batch, SystemTime::now());
-        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
-        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let answer = crate::http_client::request(
-            &self.url,
-            "POST",
-            &self.url.path,
-            &headers,
-            &body,
-            self.timeout,
-        )?;
+        let answer = self
+            .endpoint
+            .request(
+                Method::POST,
+                self.endpoint.url.clone(),
+                self.headers.clone(),
+                body,
+                self.timeout,
+            )
+            .await?;
         let status = answer.status;
         let n = batch.records.len() as u64;
         match status {
@@ -294,10 +327,11 @@ impl Sink for OtlpSink {
                 }
                 Ok(())
             }
-            408 | 429 | 500..=599 => Err(format!(
-                "the OTLP collector answered {status}: {}",
-                answer.excerpt()
-            )),
+            408 | 429 | 500..=599 => Err(SinkError::Refused {
+                what: "the OTLP collector",
+                status,
+                excerpt: answer.excerpt(),
+            }),
             _ => {
                 self.counters.refused.fetch_add(n, Relaxed);
                 tracing::error!(status, records = n, segment = batch.segment, offset = batch.offset, answer = %answer.excerpt(),
@@ -321,6 +355,9 @@ mod tests {
             interval: HumanDuration::from_secs(1),
             timeout: HumanDuration::from_secs(1),
             backoff_max: HumanDuration::from_secs(1),
+            tls: Default::default(),
+            insecure: false,
+            max_response_bytes: 1 << 20,
         }
     }
 
@@ -402,31 +439,30 @@ mod tests {
     }
 
     #[test]
-    fn bad_settings_name_the_field_and_never_show_a_header_value() {
+    fn bad_cfgname_the_field_and_never_show_a_header_value() {
+        let err = |s: &AuditOtlp| validate(s).unwrap_err().to_string();
         let mut s = settings();
-        s.url = "https://collector:4318/v1/logs".into();
-        assert!(validate(&s).unwrap_err().starts_with("audit.otlp.url:"));
+        s.url = "http://collector.invalid:4318/v1/logs".into();
+        assert!(err(&s).starts_with("audit.otlp.url: plain http://"));
+        s.insecure = true;
+        assert!(validate(&s).is_ok());
         let mut s = settings();
         s.batch_records = 0;
-        assert!(validate(&s)
-            .unwrap_err()
-            .starts_with("audit.otlp.batch_records:"));
+        assert!(err(&s).starts_with("audit.otlp.batch_records:"));
         let mut s = settings();
         s.headers
             .insert("Authorization".into(), "Bearer se\ncret".into());
-        let e = validate(&s).unwrap_err();
+        let e = err(&s);
         assert!(
             e.starts_with("audit.otlp.headers.Authorization:") && !e.contains("cret"),
             "{e}"
         );
         let mut s = settings();
         s.headers.insert("Content-Type".into(), "text/plain".into());
-        assert!(validate(&s).unwrap_err().contains("set by the exporter"));
+        assert!(err(&s).contains("set by the exporter"));
         let mut s = settings();
         s.headers.insert("bad header".into(), "x".into());
-        assert!(validate(&s)
-            .unwrap_err()
-            .contains("not a valid header name"));
+        assert!(err(&s).contains("not a valid header name"));
     }
 
     #[test]

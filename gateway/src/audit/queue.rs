@@ -262,10 +262,12 @@ impl Queue {
                     records: std::mem::take(&mut p.records),
                 });
             }
-            // A lane only the list still holds belongs to a thread that has exited; it is empty
-            // now and nothing can write to it again.
+            // A lane only the list still holds belongs to a thread that has exited: nothing can
+            // write to it again. Asked while the lane is still locked, so that a record its
+            // thread pushed between the take above and its exit cannot be dropped with it.
+            let alive = Arc::strong_count(lane) > 1;
             drop(p);
-            Arc::strong_count(lane) > 1
+            alive
         });
     }
 

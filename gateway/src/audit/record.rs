@@ -67,6 +67,9 @@ impl std::str::FromStr for Decision {
 #[derive(Debug)]
 pub struct Parts<'a> {
     pub request_id: &'a str,
+    /// The client's `X-Request-Id` when the gateway refused its shape and made its own id:
+    /// sanitised ([`crate::ids::sanitize_client_id`]).
+    pub client_request_id: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
     /// The verified caller, if an authentication plugin set one.
     pub identity: Option<&'a Identity>,
@@ -87,6 +90,8 @@ pub struct Parts<'a> {
     pub denied_by: Option<(&'a str, &'a str)>,
     /// The gateway error code when the gateway answered.
     pub error: Option<&'a str>,
+    /// A body plugin let the body pass without reading it (over its limit): `"body":"uninspected"`.
+    pub body_uninspected: bool,
 }
 
 impl Parts<'_> {
@@ -108,6 +113,7 @@ impl Parts<'_> {
 pub struct Record {
     pub time: String,
     pub request_id: String,
+    pub client_request_id: Option<String>,
     pub node: String,
     pub client_ip: Option<String>,
     pub channel: Option<String>,
@@ -126,6 +132,8 @@ pub struct Record {
     pub decision: Option<Decision>,
     pub denied_by: Option<String>,
     pub code: Option<String>,
+    /// `uninspected` when a body plugin let the body pass unread (over its limit).
+    pub body: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub seq: u64,
 }
@@ -201,6 +209,9 @@ impl Recorder {
         super::time::push_ms(arrived_ms, out);
         out.extend_from_slice(b"\",\"request_id\":");
         json::push_str(out, p.request_id);
+        if let Some(id) = p.client_request_id {
+            str_field(out, "client_request_id", id);
+        }
         out.extend_from_slice(&self.node_field);
         if let Some(ip) = p.client_ip {
             out.extend_from_slice(b",\"client_ip\":");
@@ -247,6 +258,9 @@ impl Recorder {
             (None, Some(code)) => str_field(out, "code", code),
             (None, None) => {}
         }
+        if p.body_uninspected {
+            out.extend_from_slice(b",\"body\":\"uninspected\"");
+        }
         self.push_headers(out, p.headers);
         out.push(b'}');
     }
@@ -256,7 +270,7 @@ impl Recorder {
     /// the buffer then grows once). Masking can lengthen a query: `a=1&b=2` → `a=***&b=***`.
     fn capacity_for(&self, p: &Parts<'_>) -> usize {
         /// Field names, quotes, commas, the time, the numbers and the decision, at their widest.
-        const FIXED: usize = 350;
+        const FIXED: usize = 372;
         let identity = p
             .identity
             .map_or(0, |i| i.channel.len() + i.app.len() + i.user.len());
@@ -273,6 +287,7 @@ impl Recorder {
         FIXED
             + self.node_field.len()
             + p.request_id.len()
+            + p.client_request_id.map_or(0, |id| id.len() + 24)
             + identity
             + p.agency.len()
             + p.service.len()
@@ -413,6 +428,7 @@ mod tests {
     fn parts<'a>(headers: &'a HeaderMap, identity: Option<&'a Identity>) -> Parts<'a> {
         Parts {
             request_id: "r-1",
+            client_request_id: None,
             client_ip: Some("10.1.2.3".parse().unwrap()),
             identity,
             agency: "tax",
@@ -429,6 +445,7 @@ mod tests {
             bytes_sent: 99,
             denied_by: None,
             error: None,
+            body_uninspected: false,
         }
     }
 
@@ -516,6 +533,8 @@ mod tests {
     struct Out<'a> {
         time: &'a str,
         request_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_request_id: Option<&'a str>,
         node: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         client_ip: Option<IpAddr>,
@@ -545,6 +564,8 @@ mod tests {
         denied_by: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         code: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<&'static str>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<&'a str, String>,
     }
@@ -604,6 +625,7 @@ mod tests {
         serde_json::to_vec(&Out {
             time: &time,
             request_id: p.request_id,
+            client_request_id: p.client_request_id,
             node,
             client_ip: p.client_ip,
             channel: p.identity.map(|i| i.channel.as_str()),
@@ -622,6 +644,7 @@ mod tests {
             decision: p.decision(),
             denied_by,
             code,
+            body: p.body_uninspected.then_some("uninspected"),
             headers,
         })
         .unwrap()
@@ -687,8 +710,10 @@ mod tests {
             };
             let agency = text(&mut rng, 6);
             let request_id = text(&mut rng, 16);
+            let client_id = text(&mut rng, 10);
             let p = Parts {
                 request_id: &request_id,
+                client_request_id: rng.bool().then_some(client_id.as_str()),
                 client_ip: match rng.u8(0..3) {
                     0 => None,
                     1 => Some(IpAddr::from([rng.u8(..), 0, 113, rng.u8(..)])),
@@ -709,6 +734,7 @@ mod tests {
                 bytes_sent: rng.u64(..),
                 denied_by: rng.bool().then_some(("rate-limit", "rate_limited")),
                 error: rng.bool().then_some("upstream_unavailable"),
+                body_uninspected: rng.bool(),
             };
             let at = super::super::time::from_ms(rng.i64(0..4_102_444_800_000));
             let ours = r.encode(&p, at);

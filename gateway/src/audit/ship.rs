@@ -1,5 +1,7 @@
-//! The shipper thread: reads the segments behind the writer and delivers their records to a
-//! [`Sink`], remembering how far it got in a cursor file.
+//! The shipper: a task on the background network runtime (`crate::http_client::handle`) that
+//! reads the segments behind the writer and delivers their records to a [`Sink`], remembering how
+//! far it got in a cursor file. Segment reads and cursor writes run on that runtime's blocking
+//! pool.
 //!
 //! At least once: the cursor (`ship-<sink>.cursor`: node, segment, line offset, byte position)
 //! moves only after the sink accepted a batch, and is written atomically. After a crash, a
@@ -14,16 +16,18 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::segment;
 use super::sink::{Batch, Sink};
+use crate::http_client::ClientError;
 use crate::metrics::SinkCounters;
+
+/// Longest wait in [`Shipper::stop`] for the batch in flight.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Most bytes read from a segment per batch.
 const MAX_READ: usize = 4 << 20;
@@ -78,8 +82,9 @@ pub struct Policy {
 
 /// The running shipper.
 pub struct Shipper {
-    stop: Sender<()>,
-    thread: JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Disconnected when the task has returned.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Shipper {
@@ -92,8 +97,10 @@ impl Shipper {
         policy: Policy,
         counters: Arc<SinkCounters>,
         shipped_through: Arc<AtomicU64>,
-    ) -> std::io::Result<Self> {
-        let (stop, stopped) = std::sync::mpsc::channel();
+    ) -> Result<Self, ClientError> {
+        let handle = crate::http_client::handle()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
         let cursor_path = Cursor::path(&dir, sink.name());
         let cursor = Cursor::load(&cursor_path);
         shipped_through.store(
@@ -111,16 +118,17 @@ impl Shipper {
             cursor,
             stopped,
         };
-        let thread = std::thread::Builder::new()
-            .name("fenfa-audit-ship".into())
-            .spawn(move || run.run())?;
-        Ok(Self { stop, thread })
+        handle.spawn(async move {
+            let _done = done_tx;
+            run.run().await;
+        });
+        Ok(Self { stop, done })
     }
 
-    /// Stops after the batch in flight (if any).
+    /// Stops after the batch in flight (if any), waiting for it up to 30 s.
     pub fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
+        let _ = self.stop.send(true);
+        let _ = self.done.recv_timeout(STOP_WAIT);
     }
 }
 
@@ -133,7 +141,7 @@ struct Run {
     shipped_through: Arc<AtomicU64>,
     cursor_path: PathBuf,
     cursor: Option<Cursor>,
-    stopped: Receiver<()>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What to do next.
@@ -151,20 +159,28 @@ enum Next {
 }
 
 impl Run {
-    /// Sleeps `d`; false if asked to stop.
-    fn sleep(&self, d: Duration) -> bool {
-        !matches!(
-            self.stopped.recv_timeout(d),
-            Ok(()) | Err(RecvTimeoutError::Disconnected)
-        )
+    /// Whether [`Shipper::stop`] was called (or the shipper dropped).
+    fn stop_requested(&self) -> bool {
+        *self.stopped.borrow() || self.stopped.has_changed().is_err()
     }
 
-    fn run(&mut self) {
+    /// Sleeps `d`; false if asked to stop.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stopped.wait_for(|stop| *stop) => false,
+        }
+    }
+
+    async fn run(&mut self) {
         let mut failing_since: Option<Instant> = None;
         let mut backoff = self.policy.interval.min(Duration::from_millis(200));
         let mut last_warn: Option<Instant> = None;
         loop {
-            let next = match self.next() {
+            if self.stop_requested() {
+                return;
+            }
+            let next = match self.next().await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(dir = %self.dir.display(), error = %e, "audit shipper cannot read the segments");
@@ -173,7 +189,7 @@ impl Run {
             };
             match next {
                 Next::Idle => {
-                    if !self.sleep(self.policy.interval) {
+                    if !self.sleep(self.policy.interval).await {
                         return;
                     }
                 }
@@ -185,9 +201,7 @@ impl Run {
                         offset: 0,
                         byte: 0,
                     };
-                    if let Err(e) = c.save(&self.cursor_path) {
-                        tracing::error!(file = %self.cursor_path.display(), error = %e, "audit: cannot save the ship cursor");
-                    }
+                    save(&c, &self.cursor_path, "").await;
                     self.cursor = Some(c);
                     self.shipped_through
                         .store(done.max(index.saturating_sub(1)), Relaxed);
@@ -207,7 +221,8 @@ impl Run {
                         offset,
                         records: &records,
                     };
-                    match self.sink.send(&batch) {
+                    let sent = self.sink.send(&batch).await;
+                    match sent {
                         Ok(()) => {
                             self.counters
                                 .delivered
@@ -221,9 +236,7 @@ impl Run {
                                 byte: end_byte,
                                 ..cur
                             };
-                            if let Err(e) = c.save(&self.cursor_path) {
-                                tracing::error!(file = %self.cursor_path.display(), error = %e, "audit: cannot save the ship cursor (records may be sent again)");
-                            }
+                            save(&c, &self.cursor_path, " (records may be sent again)").await;
                             self.cursor = Some(c);
                         }
                         Err(e) => {
@@ -234,7 +247,7 @@ impl Run {
                                     "audit shipping failed; records stay on disk and will be sent when the sink is back");
                                 last_warn = Some(Instant::now());
                             }
-                            if !self.sleep(backoff) {
+                            if !self.sleep(backoff).await {
                                 return;
                             }
                             backoff = (backoff * 2).min(self.policy.backoff_max);
@@ -245,27 +258,54 @@ impl Run {
         }
     }
 
-    /// The next batch from the cursor on.
-    fn next(&mut self) -> std::io::Result<Next> {
-        let segments = segment::list(&self.dir)?;
-        let Some(cur) = self.cursor.clone() else {
+    /// The next batch from the cursor on (read on the blocking pool).
+    async fn next(&mut self) -> std::io::Result<Next> {
+        let (dir, cursor, batch_records, cursor_path) = (
+            self.dir.clone(),
+            self.cursor.clone(),
+            self.policy.batch_records,
+            self.cursor_path.clone(),
+        );
+        let (next, cursor) = tokio::task::spawn_blocking(move || {
+            read_next(&dir, cursor, batch_records, &cursor_path)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.cursor = cursor;
+        Ok(next)
+    }
+}
+
+/// The next batch after `cursor`, and the cursor to keep (moved past a sealed, shipped end).
+fn read_next(
+    dir: &Path,
+    cursor: Option<Cursor>,
+    batch_records: usize,
+    cursor_path: &Path,
+) -> std::io::Result<(Next, Option<Cursor>)> {
+    {
+        let segments = segment::list(dir)?;
+        let Some(cur) = cursor.clone() else {
             // Never shipped: start at the oldest segment there is.
-            return Ok(match segments.first() {
-                Some((i, _)) => Next::Advance(*i),
-                None => Next::Idle,
-            });
+            return Ok((
+                match segments.first() {
+                    Some((i, _)) => Next::Advance(*i),
+                    None => Next::Idle,
+                },
+                cursor,
+            ));
         };
         let index = cur.index();
         let later = segments.iter().map(|(i, _)| *i).find(|i| *i > index);
-        let path = self.dir.join(&cur.segment);
+        let path = dir.join(&cur.segment);
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(l) = later {
                     tracing::error!(segment = %cur.segment, "audit: the segment being shipped is gone; continuing with the next one");
-                    return Ok(Next::Advance(l));
+                    return Ok((Next::Advance(l), cursor));
                 }
-                return Ok(Next::Idle);
+                return Ok((Next::Idle, cursor));
             }
             Err(e) => return Err(e),
         };
@@ -278,7 +318,7 @@ impl Run {
         let mut sealed = false;
         let mut rest: &[u8] = &buf;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            if records.len() >= self.policy.batch_records.max(1) {
+            if records.len() >= batch_records.max(1) {
                 break;
             }
             let line = &rest[..nl];
@@ -292,30 +332,43 @@ impl Run {
             records.push(as_json(line));
         }
         if !records.is_empty() {
-            return Ok(Next::Send {
-                offset: cur.offset,
-                records,
-                end_offset: offset,
-                end_byte: byte,
-            });
+            return Ok((
+                Next::Send {
+                    offset: cur.offset,
+                    records,
+                    end_offset: offset,
+                    end_byte: byte,
+                },
+                cursor,
+            ));
         }
         if sealed || (rest.is_empty() && buf.is_empty() && later.is_some()) {
             if let Some(l) = later {
-                return Ok(Next::Advance(l));
+                return Ok((Next::Advance(l), cursor));
             }
             // Sealed and fully shipped, but nothing newer yet: remember the position.
             if offset != cur.offset {
-                self.cursor = Some(Cursor {
+                let c = Cursor {
                     offset,
                     byte,
                     ..cur
-                });
-                if let Some(c) = &self.cursor {
-                    let _ = c.save(&self.cursor_path);
-                }
+                };
+                let _ = c.save(cursor_path);
+                return Ok((Next::Idle, Some(c)));
             }
         }
-        Ok(Next::Idle)
+        Ok((Next::Idle, cursor))
+    }
+}
+
+/// Writes the cursor off the runtime's worker (an atomic write with fsync).
+async fn save(c: &Cursor, path: &Path, what: &'static str) {
+    let (c, p) = (c.clone(), path.to_path_buf());
+    let saved = tokio::task::spawn_blocking(move || c.save(&p))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Err(e) = saved {
+        tracing::error!(file = %path.display(), error = %e, "audit: cannot save the ship cursor{what}");
     }
 }
 
@@ -338,6 +391,7 @@ mod tests {
 
     use super::*;
     use crate::audit::chain::Key;
+    use crate::audit::sink::SinkError;
     use crate::audit::writer::{Policy as WPolicy, Trail};
 
     /// (segment, offset, record) as delivered.
@@ -350,13 +404,14 @@ mod tests {
         down: Arc<std::sync::atomic::AtomicBool>,
     }
 
+    #[async_trait::async_trait]
     impl Sink for Memory {
         fn name(&self) -> &str {
             "mem"
         }
-        fn send(&mut self, b: &Batch<'_>) -> Result<(), String> {
+        async fn send(&mut self, b: &Batch<'_>) -> Result<(), SinkError> {
             if self.down.load(Relaxed) {
-                return Err("down".into());
+                return Err(SinkError::Other("down".into()));
             }
             let mut got = self.got.lock().unwrap();
             for (k, r) in b.records.iter().enumerate() {

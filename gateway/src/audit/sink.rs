@@ -6,12 +6,16 @@
 //! idempotency key `(node, segment, offset + k)`: a receiver that stores by that key stays exact
 //! however often a batch is re-sent.
 //!
-//! The HTTP sink is a deliberately small HTTP/1.1 client over `std::net::TcpStream` (one
-//! connection per batch, `Connection: close`): the gateway does not carry a second HTTP client
-//! stack for a background job. It speaks plain `http://` only; run it over a private network or a
-//! local TLS forwarder (see `docs/audit.md`). The OTLP logs sink is in [`super::otlp`].
+//! The HTTP sink posts over the gateway's background client (`crate::http_client`): `https://`
+//! with the CA and client certificate of `audit.ship.tls`, or plain `http://` to a loopback
+//! address (or anywhere with `audit.ship.insecure`). The OTLP logs sink is in [`super::otlp`].
 
 use std::time::Duration;
+
+use http::{header, HeaderMap, HeaderValue, Method};
+
+use crate::config::model::AuditShip;
+use crate::http_client::{ClientError, Endpoint, Names, Settings};
 
 /// A batch of records to deliver.
 #[derive(Debug)]
@@ -51,149 +55,121 @@ impl Batch<'_> {
     }
 }
 
-/// A destination for audit batches. Called from the shipper thread only; may block.
+/// Why a batch was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Not sent, or no complete answer (retried).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The receiver answered, but did not take the batch.
+    #[error("{what} answered {status}: {excerpt}")]
+    Refused {
+        what: &'static str,
+        status: u16,
+        excerpt: String,
+    },
+    /// Any other reason a sink has.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A destination for audit batches. Called from its shipper task only, on the background
+/// network runtime.
+#[async_trait::async_trait]
 pub trait Sink: Send {
     /// Short name, used for the cursor file (`ship-<name>.cursor`) and logs.
     fn name(&self) -> &str;
     /// Delivers the whole batch, or fails without side effects the receiver keeps.
-    fn send(&mut self, batch: &Batch<'_>) -> Result<(), String>;
+    async fn send(&mut self, batch: &Batch<'_>) -> Result<(), SinkError>;
 }
 
-/// `http://host[:port]/path`, split.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl std::str::FromStr for HttpUrl {
-    type Err = String;
-    fn from_str(url: &str) -> Result<Self, String> {
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(format!(
-                    "`{url}`: https is not supported by the built-in sink; use http:// on a private network or through a local TLS forwarder"
-                ))
-            }
-            _ => return Err(format!("`{url}` is not an http:// URL")),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            let (h, p) = h
-                .split_once(']')
-                .ok_or_else(|| format!("`{url}`: bad IPv6 host"))?;
-            (h, p.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
-            None => 80,
-        };
-        Ok(Self {
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
+/// The client settings of `audit.ship`.
+pub fn settings(s: &AuditShip) -> Settings<'_> {
+    Settings {
+        url: &s.url,
+        tls: &s.tls,
+        insecure: s.insecure,
+        connect_timeout: s.timeout.0,
+        max_body: s.max_response_bytes,
+        names: Names::section("audit.ship"),
     }
 }
 
 /// Posts batches as JSON to the control plane's ingest endpoint with the node token.
 pub struct HttpSink {
-    url: HttpUrl,
-    token: String,
+    endpoint: Endpoint,
+    auth: HeaderValue,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSink")
-            .field("url", &self.url)
+            .field("url", &self.endpoint.url.as_str())
             .field("token", &"<redacted>")
             .finish()
     }
 }
 
 impl HttpSink {
-    pub fn new(url: &str, token: String, timeout: Duration) -> Result<Self, String> {
-        if token.bytes().any(|b| b.is_ascii_control()) {
-            return Err("the audit ship token contains control characters".into());
-        }
+    /// Checks the settings and builds the client (`insecure` is logged here); connects to nothing.
+    pub fn new(ship: &AuditShip, token: String) -> Result<Self, ClientError> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ClientError::Setting {
+                field: "audit.ship.token".into(),
+                message: "the node token contains characters a header cannot carry".into(),
+            }
+        })?;
+        auth.set_sensitive(true);
         Ok(Self {
-            url: url.parse()?,
-            token,
-            timeout,
+            endpoint: Endpoint::new(&settings(ship))?,
+            auth,
+            timeout: ship.timeout.0,
         })
-    }
-
-    fn post(&self, body: &[u8], idempotency_key: &str) -> Result<u16, String> {
-        let auth = format!("Bearer {}", self.token);
-        let answer = crate::http_client::request(
-            &self.url,
-            "POST",
-            &self.url.path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-                ("Idempotency-Key", idempotency_key),
-            ],
-            body,
-            self.timeout,
-        )?;
-        if (200..300).contains(&answer.status) {
-            Ok(answer.status)
-        } else {
-            Err(format!(
-                "the ingest endpoint answered {}: {}",
-                answer.status,
-                answer.excerpt()
-            ))
-        }
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for HttpSink {
     fn name(&self) -> &str {
         "http"
     }
 
-    fn send(&mut self, batch: &Batch<'_>) -> Result<(), String> {
-        self.post(&batch.to_json(), &batch.key()).map(|_| ())
+    async fn send(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, self.auth.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(key) = HeaderValue::from_str(&batch.key()) {
+            headers.insert("idempotency-key", key);
+        }
+        let answer = self
+            .endpoint
+            .request(
+                Method::POST,
+                self.endpoint.url.clone(),
+                headers,
+                batch.to_json(),
+                self.timeout,
+            )
+            .await?;
+        if (200..300).contains(&answer.status) {
+            Ok(())
+        } else {
+            Err(SinkError::Refused {
+                what: "the ingest endpoint",
+                status: answer.status,
+                excerpt: answer.excerpt(),
+            })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_and_https_is_refused_with_a_reason() {
-        let u: HttpUrl = "http://cp.internal:9180/v1/dataplane/audit"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("cp.internal", 9180, "/v1/dataplane/audit")
-        );
-        let u: HttpUrl = "http://[::1]/x".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 80));
-        assert!("https://cp/x"
-            .parse::<HttpUrl>()
-            .unwrap_err()
-            .contains("forwarder"));
-        assert!("ftp://x".parse::<HttpUrl>().is_err());
-    }
 
     #[test]
     fn a_batch_is_json_with_its_records_embedded() {
@@ -210,19 +186,20 @@ mod tests {
         assert_eq!(v["records"][1]["a"], 2);
     }
 
-    #[test]
-    fn an_unreachable_endpoint_is_an_error_not_a_hang() {
+    fn ship(url: &str) -> AuditShip {
+        serde_json::from_value(serde_json::json!({"url": url, "token": "t", "timeout": "500ms"}))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_an_error_not_a_hang() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut s = HttpSink::new(
-            &format!("http://127.0.0.1:{port}/x"),
-            "t".into(),
-            Duration::from_millis(500),
-        )
-        .unwrap();
+        let mut s =
+            HttpSink::new(&ship(&format!("http://127.0.0.1:{port}/x")), "t".into()).unwrap();
         let records = vec![b"{}".to_vec()];
         let b = Batch {
             node: "n",
@@ -230,6 +207,21 @@ mod tests {
             offset: 0,
             records: &records,
         };
-        assert!(s.send(&b).is_err());
+        let e = s.send(&b).await.unwrap_err().to_string();
+        assert!(e.starts_with("cannot connect to 127.0.0.1"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused_before_any_connection() {
+        let e = HttpSink::new(
+            &ship("http://control-plane.invalid:9180/v1/dataplane/audit"),
+            "t".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("audit.ship.url: plain http:// to `control-plane.invalid` is refused"),
+            "{e}"
+        );
     }
 }

@@ -35,6 +35,24 @@ pub struct Config {
     /// The audit trail (`docs/audit.md`). Read at startup; changes need a restart.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// A config with no services and no routes is refused (an empty or truncated file is the
+    /// commonest damage) unless it says `allow_empty: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
+}
+
+impl Config {
+    /// Refuses a config without services and routes unless it allows that explicitly.
+    pub fn check_not_empty(&self) -> Result<(), super::ConfigError> {
+        if self.services.is_empty() && self.routes.is_empty() && !self.allow_empty {
+            return Err(super::ConfigError::at(
+                "",
+                "the config has no services and no routes (an empty or truncated file?); \
+                 set `allow_empty: true` to run without any",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An agency (委办局) that owns services.
@@ -151,6 +169,31 @@ pub struct AuditShip {
     /// Longest pause between retries while the endpoint fails.
     #[serde(default = "default_ship_backoff_max")]
     pub backoff_max: HumanDuration,
+    /// TLS to an `https://` endpoint: trusted CA, client certificate.
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// Allow plain `http://` to a host that is not loopback (logged as a warning at every start).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Longest answer body read from the endpoint.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+/// TLS settings of a client the gateway runs in the background (`audit.ship.tls`,
+/// `audit.otlp.tls`; for the control plane the `--control-plane-ca` … flags).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM file of the only CAs trusted for the server's certificate (default: the system's).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// PEM certificate (chain) presented to the server (mutual TLS); needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 impl std::fmt::Debug for AuditShip {
@@ -163,6 +206,9 @@ impl std::fmt::Debug for AuditShip {
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("backoff_max", &self.backoff_max)
+            .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -187,6 +233,15 @@ pub struct AuditOtlp {
     /// Longest pause between retries while the collector fails.
     #[serde(default = "default_ship_backoff_max")]
     pub backoff_max: HumanDuration,
+    /// TLS to an `https://` collector: trusted CA, client certificate.
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// Allow plain `http://` to a host that is not loopback (logged as a warning at every start).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Longest answer body read from the collector.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
 }
 
 impl std::fmt::Debug for AuditOtlp {
@@ -198,8 +253,15 @@ impl std::fmt::Debug for AuditOtlp {
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("backoff_max", &self.backoff_max)
+            .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
+}
+
+fn default_max_response_bytes() -> u64 {
+    1 << 20
 }
 
 fn default_batch_records() -> usize {
@@ -544,7 +606,7 @@ fn default_true() -> bool {
 
 /// Parses YAML (JSON is YAML too) into a [`Config`], naming the field on error.
 pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = yaml_serde::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -554,7 +616,7 @@ pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
             .unwrap_or_default();
         let path = if path == "." { String::new() } else { path };
         let msg = strip_location(&inner.to_string());
-        // serde_yaml may prefix its message with the (parent) path; we print the path once.
+        // the YAML parser may prefix its message with the (parent) path; we print the path once.
         let msg = match msg.split_once(": ") {
             Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => {
                 rest.to_string()
@@ -565,10 +627,42 @@ pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
     })
 }
 
-/// serde_yaml appends "at line X column Y" to messages; we print the location once, our way.
+/// The YAML parser appends "at line X column Y" to messages; we print the location once, our way.
 fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "services:\n  - name: s\n    upstream:\n      targets:\n        - addr: \"127.0.0.1:1\"\n";
+
+    #[test]
+    fn a_minimal_config_parses() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.services.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_path_and_line() {
+        let text = MINIMAL.replace("    upstream:", "    colour: red\n    upstream:");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.path, "services[0].colour");
+        assert!(
+            e.message.contains("unknown field `colour`") && e.message.contains("line 3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_not_overwritten() {
+        let text = MINIMAL.replace("  - name: s\n", "  - name: s\n    name: t\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
     }
 }

@@ -1,0 +1,206 @@
+//! Response bodies for plugins: bounded buffering, decoding, rewriting, re-framing.
+//!
+//! Why a module of its own: the proxy calls [`on_response_head`] from `response_filter` and
+//! [`on_response_chunk`] from `response_body_filter`, and keeps no body logic itself.
+//!
+//! What happens, only on routes whose chain declares a response-body need
+//! ([`Chain::response_limit`]) and only for responses that have a body to rewrite (not `HEAD`,
+//! `204`, `304`, `1xx`/`101`):
+//! - the head loses `Content-Length` (and `Content-Encoding` when the gateway decodes) and is
+//!   sent `Transfer-Encoding: chunked` (to an HTTP/1.0 client: ended by closing the
+//!   connection), so any rewrite is framed correctly;
+//! - the upstream is asked for `Accept-Encoding: identity` (see `proxy.rs`); an upstream that
+//!   still encodes with `gzip`, `deflate` or `br` is decoded here (bounded: decoding stops one
+//!   byte past the limit, so a decompression bomb costs at most the limit); any other encoding
+//!   is passed untouched and marked uninspected (or aborted under `Reject`);
+//! - the body is held back up to the limit, the plugins rewrite it once, and it goes out in one
+//!   chunk; over the limit the chain's policy applies (pass uninspected, or abort).
+//!
+//! What it may not do: touch a response of a route without response-body plugins (no state, no
+//! allocation), or block.
+
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+use fenfa_plugins::{BodyNeed, Chain, RequestCtx};
+use http::{header, Method};
+use pingora::http::ResponseHeader;
+
+/// How the upstream encoded the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+    Brotli,
+}
+
+/// Per-request response-body state (allocation-free until a rewritable response starts).
+#[derive(Debug, Default)]
+pub struct ResponseBody {
+    /// This response is being buffered for the plugins.
+    active: Option<Encoding>,
+    held: BytesMut,
+    /// Over the limit under the pass policy: the rest streams untouched.
+    passing: bool,
+    status: u16,
+}
+
+/// Why a response body was aborted.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    #[error("the response body is larger than the response-body plugins' limit of {limit} bytes")]
+    OverLimit { limit: usize },
+    #[error("the response body's content encoding `{0}` cannot be inspected")]
+    Unsupported(String),
+    #[error("the upstream's {encoding} response body does not decode: {source}")]
+    Decode {
+        encoding: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Decides whether this response is rewritten and fixes its head accordingly.
+pub fn on_response_head(
+    chain: &Chain,
+    method: &Method,
+    version: http::Version,
+    resp: &mut ResponseHeader,
+    state: &mut ResponseBody,
+    ctx: &mut RequestCtx,
+) -> Result<(), ResponseBodyError> {
+    if chain.response_limit().is_none() {
+        return Ok(());
+    }
+    let status = resp.status.as_u16();
+    if *method == Method::HEAD || status < 200 || status == 204 || status == 304 {
+        return Ok(());
+    }
+    let encoding = match resp
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.as_bytes())
+    {
+        None => Encoding::Identity,
+        Some(v) if v.eq_ignore_ascii_case(b"identity") => Encoding::Identity,
+        Some(v) if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") => {
+            Encoding::Gzip
+        }
+        Some(v) if v.eq_ignore_ascii_case(b"deflate") => Encoding::Deflate,
+        Some(v) if v.eq_ignore_ascii_case(b"br") => Encoding::Brotli,
+        Some(other) => {
+            if chain.response_rejects_over_limit() {
+                return Err(ResponseBodyError::Unsupported(
+                    String::from_utf8_lossy(other).into_owned(),
+                ));
+            }
+            ctx.body_uninspected = true;
+            return Ok(());
+        }
+    };
+    resp.remove_header(&header::CONTENT_LENGTH);
+    if encoding != Encoding::Identity {
+        resp.remove_header(&header::CONTENT_ENCODING);
+    }
+    // Pingora frames the body chunked when the head says so. An HTTP/1.0 client knows no
+    // chunked: without a length pingora ends the body by closing the connection.
+    if version == http::Version::HTTP_10 {
+        resp.remove_header(&header::TRANSFER_ENCODING);
+    } else {
+        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+    state.active = Some(encoding);
+    state.status = status;
+    Ok(())
+}
+
+/// Holds back, decodes and rewrites the body; `body` is what pingora sends to the client.
+pub fn on_response_chunk(
+    chain: &Chain,
+    state: &mut ResponseBody,
+    ctx: &mut RequestCtx,
+    body: &mut Option<Bytes>,
+    end: bool,
+) -> Result<(), ResponseBodyError> {
+    let (Some(encoding), Some(limit)) = (state.active, chain.response_limit()) else {
+        return Ok(());
+    };
+    if state.passing {
+        return Ok(());
+    }
+    if let Some(chunk) = body.take() {
+        state.held.extend_from_slice(&chunk);
+    }
+    if state.held.len() > limit {
+        if chain.response_rejects_over_limit() || encoding != Encoding::Identity {
+            return Err(ResponseBodyError::OverLimit { limit });
+        }
+        state.passing = true;
+        ctx.body_uninspected = true;
+        *body = Some(std::mem::take(&mut state.held).freeze());
+        return Ok(());
+    }
+    if !end {
+        return Ok(());
+    }
+    let raw = std::mem::take(&mut state.held).freeze();
+    let mut decoded = decode(encoding, &raw, limit)?;
+    if decoded.len() > limit {
+        // Only an encoded body gets here; its encoding header is gone, so it cannot pass.
+        return Err(ResponseBodyError::OverLimit { limit });
+    }
+    for p in chain.iter() {
+        if let BodyNeed::Buffer { limit: own, .. } = p.response_body_need() {
+            if decoded.len() <= own {
+                p.response_body(ctx, state.status, &mut decoded);
+            } else {
+                ctx.body_uninspected = true;
+            }
+        }
+    }
+    *body = Some(Bytes::from(decoded));
+    Ok(())
+}
+
+/// Decodes at most `limit + 1` bytes (enough to tell that a body is over the limit).
+fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Vec<u8>, ResponseBodyError> {
+    let cap = limit as u64 + 1;
+    let mut out = Vec::new();
+    let result = match encoding {
+        Encoding::Identity => {
+            out.extend_from_slice(raw);
+            Ok(0)
+        }
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(raw)
+            .take(cap)
+            .read_to_end(&mut out),
+        Encoding::Deflate => {
+            // `deflate` is zlib-wrapped per RFC 9110; some servers send raw deflate.
+            match flate2::read::ZlibDecoder::new(raw)
+                .take(cap)
+                .read_to_end(&mut out)
+            {
+                Ok(n) => Ok(n),
+                Err(_) => {
+                    out.clear();
+                    flate2::read::DeflateDecoder::new(raw)
+                        .take(cap)
+                        .read_to_end(&mut out)
+                }
+            }
+        }
+        Encoding::Brotli => brotli::Decompressor::new(raw, 4096)
+            .take(cap)
+            .read_to_end(&mut out),
+    };
+    result.map_err(|source| ResponseBodyError::Decode {
+        encoding: match encoding {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+            Encoding::Brotli => "br",
+        },
+        source,
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,310 @@
+//! The real `fenfa-admin` binary on its data dir and on a shared PostgreSQL: files holding
+//! secrets are private (and made so at start), the in-process gateway is the node
+//! `local-gateway` everywhere, the first-start accounts take the names given at install, a
+//! process whose master key does not match the database refuses to start, and a process's
+//! in-process gateway follows commits made through another process.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::serve::{free_port, login, post, spawn, status_of, wait_for, Proc};
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+struct Ports {
+    admin: u16,
+    gw: u16,
+    status: u16,
+    echo: u16,
+}
+
+fn serve_cmd(data: &Path, p: &Ports, demo: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fenfa-admin"));
+    c.arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{}", p.admin)])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--gateway-http", &format!("127.0.0.1:{}", p.gw)])
+        .args(["--gateway-status", &format!("127.0.0.1:{}", p.status)])
+        .args(["--demo-upstream", &format!("127.0.0.1:{}", p.echo)])
+        .env("FENFA_ADMIN_PASSWORD", ADMIN_PW)
+        .env("FENFA_ADMIN_TOTP_SECRET", ADMIN_TOTP)
+        .env("FENFA_SECURITY_PASSWORD", SECURITY_PW)
+        .env("FENFA_SECURITY_TOTP_SECRET", SECURITY_TOTP)
+        .env("FENFA_AUDIT_PASSWORD", AUDIT_PW)
+        .env("FENFA_AUDIT_TOTP_SECRET", AUDIT_TOTP)
+        .env_remove("FENFA_MASTER_KEY")
+        .env_remove("FENFA_DATABASE_URL")
+        .env("FENFA_LOG", "info");
+    if demo {
+        c.arg("--demo");
+    }
+    c
+}
+
+fn ports() -> Ports {
+    Ports {
+        admin: free_port(),
+        gw: free_port(),
+        status: free_port(),
+        echo: free_port(),
+    }
+}
+
+/// The demo client token from the printed curl line.
+async fn demo_token(cp: &Proc) -> String {
+    let mut curl = String::new();
+    wait_for("the demo curl line", cp, async || {
+        curl = cp
+            .log()
+            .lines()
+            .find(|l| l.contains("curl -i"))
+            .unwrap_or("")
+            .to_string();
+        !curl.is_empty()
+    })
+    .await;
+    curl.split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_secrets_private_and_its_gateway_is_local_gateway_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_dir = data.join("gateway");
+    // An install made before: a world-readable data dir, master key and gateway audit key.
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    set_mode(&data, 0o755);
+    set_mode(&gw_dir, 0o755);
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    std::fs::write(data.join("master.key"), key).unwrap();
+    std::fs::write(gw_dir.join("audit.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    set_mode(&data.join("master.key"), 0o644);
+    set_mode(&gw_dir.join("audit.key"), 0o644);
+    let p = ports();
+    let admin = format!("http://127.0.0.1:{}", p.admin);
+    let cp = spawn(
+        &mut serve_cmd(&data, &p, true),
+        &dir.path().join("admin.log"),
+    );
+    let token = demo_token(&cp).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/demo/hello", p.gw);
+    wait_for("the demo call", &cp, async || {
+        status_of(&http, &url, &token).await == 200
+    })
+    .await;
+    let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
+    let nodes: Value = http
+        .get(format!("{admin}/v1/nodes"))
+        .bearer_auth(&sys)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "local-gateway"),
+        "{nodes}"
+    );
+    let status: Value = http
+        .get(format!("http://127.0.0.1:{}/status", p.status))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["node"], "local-gateway", "{status}");
+    // Its request audit is found under that name.
+    let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
+    wait_for("the demo call under ?node=local-gateway", &cp, async || {
+        let v: Value = http
+            .get(format!("{admin}/v1/audit/requests?node=local-gateway"))
+            .bearer_auth(&aud)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    wait_for("the last good config", &cp, async || {
+        gw_dir.join("last-good.yaml").exists()
+    })
+    .await;
+    for (path, want) in [
+        (data.clone(), 0o700),
+        (gw_dir.clone(), 0o700),
+        (data.join("fenfa-admin.db"), 0o600),
+        (data.join("master.key"), 0o600),
+        (data.join("gateway.yaml"), 0o600),
+        (data.join("local-node.token"), 0o600),
+        (gw_dir.join("last-good.yaml"), 0o600),
+        (gw_dir.join("audit.key"), 0o600),
+    ] {
+        assert_eq!(mode(&path), want, "{}", path.display());
+    }
+    for wal in ["fenfa-admin.db-wal", "fenfa-admin.db-shm"] {
+        let f = data.join(wal);
+        if f.exists() {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_names_the_first_start_accounts_as_told_at_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ports();
+    let admin = format!("http://127.0.0.1:{}", p.admin);
+    let mut cmd = serve_cmd(&dir.path().join("data"), &p, false);
+    cmd.arg("--no-gateway")
+        .args(["--admin-username", "ops-chief"])
+        .env("FENFA_AUDIT_USERNAME", "audit-chief");
+    let cp = spawn(&mut cmd, &dir.path().join("admin.log"));
+    let http = reqwest::Client::new();
+    wait_for("the control plane", &cp, async || {
+        http.get(format!("{admin}/healthz")).send().await.is_ok()
+    })
+    .await;
+    let sys = login(&http, &admin, "ops-chief", ADMIN_PW, ADMIN_TOTP).await;
+    let users: Value = http
+        .get(format!("{admin}/v1/users"))
+        .bearer_auth(&sys)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["audit-chief", "ops-chief", "security"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_share_the_key_and_follow_each_others_commits() {
+    let Some(base) = postgres_url() else {
+        return;
+    };
+    let schema = format!(
+        "fenfa_c_{}",
+        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
+    );
+    fenfa_admin::store::install_drivers();
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{sep}options[search_path]={schema}");
+    let dir = tempfile::tempdir().unwrap();
+    let key_b = "11".repeat(32);
+
+    let p1 = ports();
+    let admin1 = format!("http://127.0.0.1:{}", p1.admin);
+    let mut cmd = serve_cmd(&dir.path().join("one"), &p1, true);
+    cmd.args(["--database", &db])
+        .env("FENFA_MASTER_KEY", MASTER_KEY);
+    let one = spawn(&mut cmd, &dir.path().join("one.log"));
+    let token = demo_token(&one).await;
+
+    // Another key: a clear refusal to start, not a healthy process that answers 500.
+    let p2 = ports();
+    let mut cmd = serve_cmd(&dir.path().join("two"), &p2, false);
+    cmd.args(["--database", &db])
+        .env("FENFA_MASTER_KEY", &key_b);
+    let mut two = spawn(&mut cmd, &dir.path().join("two.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut exited = None;
+    while exited.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        exited = two.exited();
+    }
+    let text = two.log();
+    assert_eq!(exited, Some(false), "it must fail: {text}");
+    assert!(text.contains("master key does not match"), "{text}");
+
+    // The same key: a second process whose in-process gateway follows the first's commits.
+    let p3 = ports();
+    let mut cmd = serve_cmd(&dir.path().join("three"), &p3, false);
+    cmd.args(["--database", &db])
+        .env("FENFA_MASTER_KEY", MASTER_KEY);
+    let three = spawn(&mut cmd, &dir.path().join("three.log"));
+    let http = reqwest::Client::new();
+    let gw3 = |path: &str| format!("http://127.0.0.1:{}{path}", p3.gw);
+    wait_for("the second process's gateway", &three, async || {
+        status_of(&http, &gw3("/demo/hello"), &token).await == 200
+    })
+    .await;
+    let sys = login(&http, &admin1, "admin", ADMIN_PW, ADMIN_TOTP).await;
+    let services: Value = http
+        .get(format!("{admin1}/v1/services"))
+        .bearer_auth(&sys)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let svc = services["items"][0]["id"].as_str().unwrap().to_string();
+    post(
+        &http,
+        format!("{admin1}/v1/routes"),
+        &sys,
+        json!({"service_id": svc, "name": "cluster-route", "paths": ["/cluster/*"], "strip_prefix": true}),
+    )
+    .await;
+    let t = Instant::now();
+    while status_of(&http, &gw3("/cluster/x"), &token).await != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the second process's gateway never took the commit; log:\n{}",
+            three.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(three);
+    drop(one);
+    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut c)
+        .await;
+}
