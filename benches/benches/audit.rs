@@ -59,6 +59,7 @@ fn parts<'a>(headers: &'a HeaderMap, id: &'a Identity) -> Parts<'a> {
         denied_by: None,
         error: None,
         body_uninspected: false,
+        findings: &[],
     }
 }
 

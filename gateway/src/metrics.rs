@@ -183,6 +183,8 @@ pub struct Metrics {
     pub audit: Arc<AuditCounters>,
     /// Async plugin calls by plugin and outcome (`fenfa_plugin_calls_total`).
     pub plugin_calls: PluginCalls,
+    /// Inspection findings by plugin, class and action (`fenfa_findings_total`).
+    pub findings: FindingCounters,
 }
 
 /// What became of one async plugin call.
@@ -248,6 +250,47 @@ impl PluginCalls {
                 ConstCounter::new(c[o as usize].load(Relaxed))
                     .encode(fam.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// Counters of inspection findings ([`fenfa_plugins::Finding`]). Only requests with findings
+/// touch them (rare: an attack, masked personal data), with the same read-lock lookup as
+/// [`PluginCalls`].
+#[derive(Debug, Default)]
+pub struct FindingCounters {
+    by_key: std::sync::RwLock<BTreeMap<(&'static str, &'static str, &'static str), Arc<AtomicU64>>>,
+}
+
+impl FindingCounters {
+    pub fn add(&self, finding: &fenfa_plugins::Finding) {
+        let key = (finding.plugin, finding.class, finding.action.as_str());
+        let n = u64::from(finding.count.max(1));
+        if let Some(c) = self
+            .by_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            c.fetch_add(n, Relaxed);
+            return;
+        }
+        let mut w = self.by_key.write().unwrap_or_else(|p| p.into_inner());
+        w.entry(key).or_default().fetch_add(n, Relaxed);
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut fam = enc.encode_descriptor(
+            "fenfa_findings",
+            "Inspection findings (WAF detections, masked values, replaced pages), by plugin, class and action.",
+            None,
+            MetricType::Counter,
+        )?;
+        let m = self.by_key.read().unwrap_or_else(|p| p.into_inner());
+        for ((plugin, class, action), c) in m.iter() {
+            let labels = [("plugin", *plugin), ("class", *class), ("action", *action)];
+            ConstCounter::new(c.load(Relaxed)).encode(fam.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -365,6 +408,7 @@ impl Metrics {
     /// Writes everything except upstream health (see `crate::status`).
     pub fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         self.plugin_calls.encode(enc)?;
+        self.findings.encode(enc)?;
         {
             let mut fam = enc.encode_descriptor(
                 "fenfa_http_requests",

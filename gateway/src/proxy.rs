@@ -704,6 +704,9 @@ impl ProxyHttp for FenfaProxy {
             }
             None => self.gw.metrics.unrouted.inc(status),
         }
+        for f in &ctx.plugin.findings {
+            self.gw.metrics.findings.add(f);
+        }
         // The audit record (never blocks). Before `in_flight` drops, so that shutdown, which
         // waits for `in_flight` to reach 0, cannot flush the trail ahead of this record.
         let req = session.req_header();
@@ -735,6 +738,7 @@ impl ProxyHttp for FenfaProxy {
                 denied_by: ctx.plugin.denied_by,
                 error: ctx.error.map(|e| e.code),
                 body_uninspected: ctx.plugin.body_uninspected,
+                findings: &ctx.plugin.findings,
             },
         );
         self.gw.metrics.in_flight.fetch_sub(1, Relaxed);

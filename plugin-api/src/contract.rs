@@ -217,6 +217,10 @@ pub struct RequestCtx {
     /// Set by the gateway when a buffering plugin did not see the body because it was longer
     /// than the plugin's limit ([`OverLimit::PassUninspected`]); recorded in the audit record.
     pub body_uninspected: bool,
+    /// What inspecting plugins found (WAF detections, masked personal data), in the order they
+    /// found it; written into the audit record and counted in metrics. Empty (and unallocated)
+    /// on almost every request.
+    pub findings: Vec<Finding>,
     /// Per-plugin, per-request state (e.g. CORS remembers the request's `Origin` for the
     /// response phase; a concurrency limit remembers it holds a slot until the log phase).
     pub vars: http::Extensions,
@@ -233,7 +237,65 @@ impl Default for RequestCtx {
             identity: None,
             denied_by: None,
             body_uninspected: false,
+            findings: Vec::new(),
             vars: http::Extensions::new(),
+        }
+    }
+}
+
+/// Something an inspecting plugin found in a request or its response: a WAF detection, personal
+/// data it masked, an upstream error page it replaced. The gateway writes each into the request's
+/// audit record (`"findings":[…]`, at most [`Finding::MAX_PER_REQUEST`]) and counts it in
+/// `fenfa_findings_total{plugin,class,action}`.
+///
+/// Never put a raw value here: `excerpt` must already be redacted by the plugin (personal data
+/// and secrets replaced), and is cut to [`Finding::MAX_EXCERPT`] bytes (on a character boundary) by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The plugin's name, as in config files (`waf`, `response-masking`).
+    pub plugin: &'static str,
+    /// What kind of thing was found (`sqli`, `xss`, `id_number`, `stack_trace`, …): a small,
+    /// fixed vocabulary per plugin, used as a metrics label.
+    pub class: &'static str,
+    /// The rule or detector that matched, when the plugin has rule ids.
+    pub rule: Option<&'static str>,
+    /// Where: `query:id`, `body:$.user.name`, `header:user-agent`, `path`, `response`.
+    pub location: String,
+    pub action: FindingAction,
+    /// How many times (masking counts values; a WAF finding is usually 1).
+    pub count: u32,
+    /// A short, redacted excerpt of what matched, for the security team.
+    pub excerpt: Option<String>,
+}
+
+impl Finding {
+    /// Findings kept in one audit record; more are counted in metrics only, and the record says
+    /// `"findings_dropped":N`.
+    pub const MAX_PER_REQUEST: usize = 16;
+    /// Longest excerpt kept, in bytes.
+    pub const MAX_EXCERPT: usize = 64;
+}
+
+/// What the plugin did about a [`Finding`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingAction {
+    /// The request was refused because of it.
+    Blocked,
+    /// Recorded only (a WAF in `monitor` mode, a detection below the blocking threshold).
+    Logged,
+    /// The value was masked in the response.
+    Masked,
+    /// The response body was replaced (an upstream error page that leaked internals).
+    Replaced,
+}
+
+impl FindingAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingAction::Blocked => "blocked",
+            FindingAction::Logged => "logged",
+            FindingAction::Masked => "masked",
+            FindingAction::Replaced => "replaced",
         }
     }
 }

@@ -22,9 +22,9 @@ pub mod contract;
 pub mod registry;
 
 pub use contract::{
-    BodyNeed, BoxFuture, CallError, CallOut, Flow, HeaderEdits, Identity, LogView, OnFailure,
-    OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx, RequestView, SchemaError,
-    UpstreamView,
+    BodyNeed, BoxFuture, CallError, CallOut, Finding, FindingAction, Flow, HeaderEdits, Identity,
+    LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
+    RequestView, SchemaError, UpstreamView,
 };
 pub use registry::{BuildError, Chain, Registry};
 

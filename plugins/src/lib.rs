@@ -26,8 +26,8 @@ pub mod upstream_signature;
 
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use fenfa_plugin_api::{
-    BodyNeed, BoxFuture, BuildError, CallError, CallOut, Chain, Flow, HeaderEdits, Identity,
-    LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry, Reply, ReplyBody, RequestCtx,
-    RequestView, SchemaError, UpstreamView, API_VERSION,
+    BodyNeed, BoxFuture, BuildError, CallError, CallOut, Chain, Finding, FindingAction, Flow,
+    HeaderEdits, Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry, Reply,
+    ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
 };
 pub use registry::{builtin, register_builtins};

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fenfa_plugins::Identity;
+use fenfa_plugins::{Finding, Identity};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,8 @@ pub struct Parts<'a> {
     pub error: Option<&'a str>,
     /// A body plugin let the body pass without reading it (over its limit): `"body":"uninspected"`.
     pub body_uninspected: bool,
+    /// What inspecting plugins found (`"findings":[…]`, the first [`Finding::MAX_PER_REQUEST`]).
+    pub findings: &'a [Finding],
 }
 
 impl Parts<'_> {
@@ -134,8 +136,28 @@ pub struct Record {
     pub code: Option<String>,
     /// `uninspected` when a body plugin let the body pass unread (over its limit).
     pub body: Option<String>,
+    /// What inspecting plugins found: WAF detections, masked personal data, replaced error pages.
+    pub findings: Vec<RecordFinding>,
+    /// Findings beyond [`Finding::MAX_PER_REQUEST`], counted but not listed.
+    pub findings_dropped: Option<u64>,
     pub headers: BTreeMap<String, String>,
     pub seq: u64,
+}
+
+/// One [`Finding`] as a record holds it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RecordFinding {
+    pub plugin: String,
+    pub class: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(rename = "where")]
+    pub location: String,
+    pub action: String,
+    pub count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
 }
 
 /// The masking policy and node name: turns [`Parts`] into record bytes.
@@ -261,6 +283,7 @@ impl Recorder {
         if p.body_uninspected {
             out.extend_from_slice(b",\"body\":\"uninspected\"");
         }
+        push_findings(out, p.findings);
         self.push_headers(out, p.headers);
         out.push(b'}');
     }
@@ -297,6 +320,7 @@ impl Recorder {
             + p.upstream.map_or(0, str::len)
             + denial
             + headers
+            + findings_len(p.findings)
     }
 
     /// The path and masked query, cut to [`MAX_PATH`] bytes, escaped (without quotes).
@@ -384,12 +408,71 @@ pub fn mask_query(query: &str, keep: &[String], out: &mut Vec<u8>) {
     }
 }
 
+/// `,"findings":[{…},…]` and, past the cap, `,"findings_dropped":N`; nothing when empty.
+fn push_findings(out: &mut Vec<u8>, findings: &[Finding]) {
+    if findings.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b",\"findings\":[");
+    for (i, f) in findings.iter().take(Finding::MAX_PER_REQUEST).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"plugin\":");
+        json::push_str(out, f.plugin);
+        str_field(out, "class", f.class);
+        if let Some(rule) = f.rule {
+            str_field(out, "rule", rule);
+        }
+        str_field(out, "where", &f.location);
+        str_field(out, "action", f.action.as_str());
+        out.extend_from_slice(b",\"count\":");
+        json::push_u64(out, f.count.into());
+        if let Some(excerpt) = &f.excerpt {
+            let end = cut_at(excerpt.as_bytes(), Finding::MAX_EXCERPT);
+            out.extend_from_slice(b",\"excerpt\":");
+            match end {
+                Some(end) => {
+                    let mut cut = excerpt[..end].to_string();
+                    cut.push('…');
+                    json::push_str(out, &cut);
+                }
+                None => json::push_str(out, excerpt),
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    if findings.len() > Finding::MAX_PER_REQUEST {
+        out.extend_from_slice(b",\"findings_dropped\":");
+        json::push_u64(out, (findings.len() - Finding::MAX_PER_REQUEST) as u64);
+    }
+}
+
 /// `,"name":"value"`.
 fn str_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
     json::push_str(out, value);
+}
+
+/// Room for the listed findings: their strings plus names and punctuation.
+fn findings_len(findings: &[Finding]) -> usize {
+    findings
+        .iter()
+        .take(Finding::MAX_PER_REQUEST)
+        .map(|f| {
+            96 + f.plugin.len()
+                + f.class.len()
+                + f.rule.map_or(0, str::len)
+                + f.location.len()
+                + f.excerpt
+                    .as_ref()
+                    .map_or(0, |e| e.len().min(Finding::MAX_EXCERPT + 3))
+        })
+        .sum::<usize>()
+        + if findings.is_empty() { 0 } else { 48 }
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
@@ -446,6 +529,7 @@ mod tests {
             denied_by: None,
             error: None,
             body_uninspected: false,
+            findings: &[],
         }
     }
 
@@ -566,6 +650,10 @@ mod tests {
         code: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         body: Option<&'static str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<RecordFinding>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        findings_dropped: Option<u64>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<&'a str, String>,
     }
@@ -645,6 +733,25 @@ mod tests {
             denied_by,
             code,
             body: p.body_uninspected.then_some("uninspected"),
+            findings: p
+                .findings
+                .iter()
+                .take(Finding::MAX_PER_REQUEST)
+                .map(|f| RecordFinding {
+                    plugin: f.plugin.into(),
+                    class: f.class.into(),
+                    rule: f.rule.map(Into::into),
+                    location: f.location.clone(),
+                    action: f.action.as_str().into(),
+                    count: f.count.into(),
+                    excerpt: f.excerpt.clone().map(|mut e| {
+                        truncate(&mut e, Finding::MAX_EXCERPT);
+                        e
+                    }),
+                })
+                .collect(),
+            findings_dropped: (p.findings.len() > Finding::MAX_PER_REQUEST)
+                .then(|| (p.findings.len() - Finding::MAX_PER_REQUEST) as u64),
             headers,
         })
         .unwrap()
@@ -711,6 +818,17 @@ mod tests {
             let agency = text(&mut rng, 6);
             let request_id = text(&mut rng, 16);
             let client_id = text(&mut rng, 10);
+            let findings: Vec<Finding> = (0..[0, 0, 1, 3, 20][rng.usize(..5)])
+                .map(|i| Finding {
+                    plugin: "waf",
+                    class: if i % 2 == 0 { "sqli" } else { "x\"ss" },
+                    rule: rng.bool().then_some("942100"),
+                    location: text(&mut rng, 20),
+                    action: fenfa_plugins::FindingAction::Blocked,
+                    count: rng.u32(..),
+                    excerpt: rng.bool().then(|| text(&mut rng, 100)),
+                })
+                .collect();
             let p = Parts {
                 request_id: &request_id,
                 client_request_id: rng.bool().then_some(client_id.as_str()),
@@ -735,6 +853,7 @@ mod tests {
                 denied_by: rng.bool().then_some(("rate-limit", "rate_limited")),
                 error: rng.bool().then_some("upstream_unavailable"),
                 body_uninspected: rng.bool(),
+                findings: &findings,
             };
             let at = super::super::time::from_ms(rng.i64(0..4_102_444_800_000));
             let ours = r.encode(&p, at);
