@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use fenfa_gateway::config::model::Listeners;
-use fenfa_gateway::gateway::Gateway;
+use fenfa_config::model::Listeners;
 use tokio::sync::{watch, Mutex};
 
 use crate::clock::Clock;
@@ -63,6 +62,24 @@ impl Options {
     }
 }
 
+/// Checks a candidate config before it is committed, with the rules every gateway applies
+/// (`fenfa_config::check::plan` and the audit settings' checks), except for what only a gateway
+/// can know: target host names are checked by syntax, not looked up
+/// ([`fenfa_config::check::SyntaxOnly`]: the control plane's DNS view says nothing about the
+/// gateways' networks), and the HTTPS listener's certificate files, which live on the gateways'
+/// machines, are not read.
+pub struct Checker {
+    pub plugins: fenfa_plugins::Registry,
+}
+
+impl Checker {
+    pub fn check(&self, config: &fenfa_config::Config) -> Result<(), fenfa_config::ConfigError> {
+        fenfa_audit::check(&config.audit)?;
+        fenfa_config::check::plan(config, &self.plugins, &fenfa_config::check::SyntaxOnly)
+            .map(|_| ())
+    }
+}
+
 /// Shared by every request.
 pub struct App {
     pub store: Store,
@@ -72,8 +89,8 @@ pub struct App {
     pub write: Mutex<()>,
     /// The latest committed config version; watchers wait on it.
     pub version: watch::Sender<i64>,
-    /// A gateway used only to compile candidate configs; it never serves.
-    pub checker: Arc<Gateway>,
+    /// Checks candidate configs with the gateway's own rules (see [`Checker`]).
+    pub checker: Arc<Checker>,
     pub opts: Options,
 }
 
@@ -90,7 +107,7 @@ impl App {
         // Everything in the data dir is private to the service account: the database (password
         // hashes, sealed secrets), the master key, the rendered config (keys in clear), the
         // local node token, and the in-process gateway's own dir (last good config, audit key).
-        fenfa_gateway::gateway::secure_private_dir(&opts.data_dir, PRIVATE_FILES)
+        fenfa_config::files::secure_private_dir(&opts.data_dir, PRIVATE_FILES)
             .map_err(|e| format!("cannot make {} private: {e}", opts.data_dir.display()))?;
         let master = MasterKey::load(opts.master_key.as_deref(), &opts.data_dir)?;
         let store = Store::open(&opts.database).await?;
@@ -98,11 +115,9 @@ impl App {
         let version = crate::store::current_version(&store.pool)
             .await
             .map_err(|e| e.to_string())?;
-        let checker = Arc::new(Gateway::new(
-            opts.data_dir.join("check"),
-            "fenfa-admin-check".into(),
-            opts.plugins.clone(),
-        ));
+        let checker = Arc::new(Checker {
+            plugins: opts.plugins.clone(),
+        });
         let (tx, _) = watch::channel(version);
         let app = Arc::new(App {
             store,
@@ -214,7 +229,7 @@ async fn check_master_key(store: &Store, master: &MasterKey) -> Result<(), Strin
 /// The rendered config as this process's in-process gateway runs it: its own listeners, the
 /// node name `local-gateway`, and `audit.ship` pointing at this control plane.
 fn local_config(text: &str, opts: &Options) -> Result<String, String> {
-    let mut cfg = fenfa_gateway::config::parse(text).map_err(|e| e.to_string())?;
+    let mut cfg = fenfa_config::parse(text).map_err(|e| e.to_string())?;
     // The stored config carries the listeners of the process that committed it; this process's
     // gateway listens where this process was told to.
     cfg.listeners = opts.listeners.clone();

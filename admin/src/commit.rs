@@ -143,8 +143,8 @@ pub async fn validate(
     let (full_cfg, live_cfg) = (full.config, live.config);
     let text = render::to_text(&live_cfg)?;
     let (r_full, r_live) = tokio::task::spawn_blocking(move || {
-        let a = checker.compile(&full_cfg).map(|_| ());
-        let b = checker.compile(&live_cfg).map(|_| ());
+        let a = checker.check(&full_cfg);
+        let b = checker.check(&live_cfg);
         (a, b)
     })
     .await

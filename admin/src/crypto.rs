@@ -136,7 +136,7 @@ impl MasterKey {
 /// Writes a file readable by its owner only (0600), atomically and durably: the gateway's
 /// `write_atomically`, the one place that knows how.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    fenfa_gateway::gateway::write_atomically(path, bytes)
+    fenfa_config::files::write_atomically(path, bytes)
 }
 
 pub fn random_array<const N: usize>() -> [u8; N] {

@@ -173,8 +173,8 @@ pub async fn interfaces(
     for svc in s.services.iter().filter(|x| p.sees(Some(&x.agency_id))) {
         let agency = s.agency(&svc.agency_id);
         let scheme = match svc.upstream.scheme {
-            fenfa_gateway::config::model::Scheme::Http => "http",
-            fenfa_gateway::config::model::Scheme::Https => "https",
+            fenfa_config::model::Scheme::Http => "http",
+            fenfa_config::model::Scheme::Https => "https",
         };
         let upstream: Vec<String> = svc
             .upstream

@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use fenfa_gateway::config::model::Upstream;
+use fenfa_config::model::Upstream;
 use fenfa_plugins::Cidr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

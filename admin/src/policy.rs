@@ -22,8 +22,8 @@ pub fn split_addr(addr: &str) -> Option<(&str, u16)> {
 
 fn protocol_of(svc: &crate::model::Service) -> Protocol {
     match svc.upstream.scheme {
-        fenfa_gateway::config::model::Scheme::Http => Protocol::Http,
-        fenfa_gateway::config::model::Scheme::Https => Protocol::Https,
+        fenfa_config::model::Scheme::Http => Protocol::Http,
+        fenfa_config::model::Scheme::Https => Protocol::Https,
     }
 }
 
@@ -72,8 +72,8 @@ pub fn violations(s: &Snapshot) -> Vec<(String, FieldError)> {
             .flat_map(|p| p.rules.iter())
             .collect();
         let protocol = match svc.upstream.scheme {
-            fenfa_gateway::config::model::Scheme::Http => Protocol::Http,
-            fenfa_gateway::config::model::Scheme::Https => Protocol::Https,
+            fenfa_config::model::Scheme::Http => Protocol::Http,
+            fenfa_config::model::Scheme::Https => Protocol::Https,
         };
         for (i, t) in svc.upstream.targets.iter().enumerate() {
             let Some((host, port)) = split_addr(&t.addr) else {

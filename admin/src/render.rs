@@ -9,11 +9,11 @@
 //! Secrets are opened here (signing keys, HMAC token keys) because the gateway needs them; the
 //! rendered text is sealed again before it is stored (`crate::commit`).
 
-use fenfa_gateway::config::model::{
+use fenfa_config::model::{
     Agency as GwAgency, Listeners, PluginRef, Publish, Route as GwRoute, Service as GwService,
     SigningKey as GwSigningKey,
 };
-use fenfa_gateway::config::{Config, ConfigError};
+use fenfa_config::{Config, ConfigError};
 use serde_json::{json, Value};
 
 use crate::crypto::MasterKey;

@@ -1,7 +1,8 @@
 //! `fenfa-admin serve`: the single-node platform — the control plane, an in-process gateway, and
 //! (with `--demo`) a seeded demo agency with an echo upstream.
 //!
-//! The in-process gateway is the real `fenfa_gateway::server::run` in a thread of its own,
+//! The in-process gateway is the real `fenfa_gateway::server::run` in a thread of its own
+//! (started through [`StartGateway`], which the binary provides: this crate has no proxy inside),
 //! reading `<data-dir>/gateway.yaml`; every commit rewrites that file (atomically, mode 0600)
 //! and the gateway's file watcher reloads it within a fraction of a second. This keeps one
 //! propagation path (a rendered config) for the local gateway and remote ones, at the cost of a
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use fenfa_gateway::config::model::{Listeners, Upstream};
+use fenfa_config::model::{Listeners, Upstream};
 use ring::hmac;
 use serde_json::{json, Value};
 
@@ -102,14 +103,46 @@ pub fn default_database(data_dir: &std::path::Path) -> String {
     )
 }
 
+/// What the in-process gateway is started with.
+#[derive(Debug)]
+pub struct LocalGateway {
+    /// The rendered config file it follows.
+    pub config: std::path::PathBuf,
+    /// Its own state (audit trail, last good config).
+    pub data_dir: std::path::PathBuf,
+    /// Where `--demo` runs its echo upstream, when it does.
+    pub demo_upstream: Option<String>,
+    pub plugins: fenfa_plugins::Registry,
+}
+
+/// Starts the in-process gateway (and returns once it is started). This crate does not link the
+/// proxy: the `fenfa-admin` binary (package `fenfa-platform`) passes one that runs
+/// `fenfa_gateway::server::run` in a thread of its own.
+pub type StartGateway = Box<dyn FnOnce(LocalGateway) -> Result<(), String> + Send>;
+
 /// Runs the single-node platform with the built-in plugins.
-pub async fn run(args: ServeArgs) -> Result<(), String> {
-    run_with(args, fenfa_plugins::builtin()).await
+pub async fn run(args: ServeArgs, gateway: Option<StartGateway>) -> Result<(), String> {
+    run_with(args, fenfa_plugins::builtin(), gateway).await
 }
 
 /// Runs the single-node platform with `plugins` (the built-ins plus an embedder's own): the
-/// control plane's config checker and the in-process gateway both use it.
-pub async fn run_with(args: ServeArgs, plugins: fenfa_plugins::Registry) -> Result<(), String> {
+/// control plane's config checker and the in-process gateway both use it. `gateway` starts the
+/// in-process gateway; without one, `args.gateway` is refused.
+pub async fn run_with(
+    args: ServeArgs,
+    plugins: fenfa_plugins::Registry,
+    gateway: Option<StartGateway>,
+) -> Result<(), String> {
+    let start_gateway = match (args.gateway, gateway) {
+        (true, Some(start)) => Some(start),
+        (true, None) => {
+            return Err(
+                "this build has no in-process gateway: run with --no-gateway, or use the fenfa-admin binary of the fenfa-platform package"
+                    .into(),
+            )
+        }
+        (false, _) => None,
+    };
     let mut opts = Options::new(
         args.database
             .clone()
@@ -183,22 +216,13 @@ pub async fn run_with(args: ServeArgs, plugins: fenfa_plugins::Registry) -> Resu
     } else {
         None
     };
-    if args.gateway {
-        let gw_opts = fenfa_gateway::server::Options {
+    if let Some(start) = start_gateway {
+        start(LocalGateway {
             config: gateway_file,
-            control_plane: None,
             data_dir: args.data_dir.join("gateway"),
             demo_upstream: args.demo.then(|| args.demo_upstream.clone()),
-            registry: app.opts.plugins.clone(),
-        };
-        std::thread::Builder::new()
-            .name("fenfa-gateway".into())
-            .spawn(move || {
-                if let Err(e) = fenfa_gateway::server::run(gw_opts) {
-                    tracing::error!(error = %e, "the in-process gateway stopped");
-                }
-            })
-            .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
+            plugins: app.opts.plugins.clone(),
+        })?;
     }
     println!();
     println!("  Fenfa control plane on {scheme}://{}", args.listen);

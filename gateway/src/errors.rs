@@ -21,6 +21,13 @@ impl GatewayError {
     }
 }
 
+/// Strict audit mode, queue full: the request is refused rather than served unrecorded.
+pub const AUDIT_UNAVAILABLE: GatewayError = GatewayError::new(
+    StatusCode::SERVICE_UNAVAILABLE,
+    "audit_unavailable",
+    "the audit trail cannot take more records right now; try again shortly",
+);
+
 pub const NOT_FOUND: GatewayError = GatewayError::new(
     StatusCode::NOT_FOUND,
     "route_not_found",

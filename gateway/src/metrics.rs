@@ -260,8 +260,11 @@ impl PluginCalls {
 /// [`PluginCalls`].
 #[derive(Debug, Default)]
 pub struct FindingCounters {
-    by_key: std::sync::RwLock<BTreeMap<(&'static str, &'static str, &'static str), Arc<AtomicU64>>>,
+    by_key: std::sync::RwLock<BTreeMap<FindingKey, Arc<AtomicU64>>>,
 }
+
+/// `(plugin, class, action)`.
+type FindingKey = (&'static str, &'static str, &'static str);
 
 impl FindingCounters {
     pub fn add(&self, finding: &fenfa_plugins::Finding) {
@@ -296,83 +299,56 @@ impl FindingCounters {
     }
 }
 
-/// One delivery stream's counters: shipping to the control plane, or OTLP export.
-#[derive(Debug, Default)]
-pub struct SinkCounters {
-    /// Records the receiver accepted.
-    pub delivered: AtomicU64,
-    /// Failed delivery attempts (each retried).
-    pub failures: AtomicU64,
-    /// Records the receiver refused for good and will not get again (they stay on disk).
-    pub refused: AtomicU64,
-}
+pub use fenfa_audit::counters::{AuditCounters, SinkCounters};
 
-/// Audit trail counters (`crate::audit`).
-#[derive(Debug, Default)]
-pub struct AuditCounters {
-    /// Records appended to a segment.
-    pub written: AtomicU64,
-    /// Records lost because the queue was full or the writer had stopped.
-    pub dropped: AtomicU64,
-    /// Requests answered 503 in strict mode because the queue was full.
-    pub rejected: AtomicU64,
-    /// Failed segment writes (each retried).
-    pub write_errors: AtomicU64,
-    /// Shipping to the control plane's ingest endpoint (`audit.ship`).
-    pub ship: Arc<SinkCounters>,
-    /// Export to an OpenTelemetry collector (`audit.otlp`).
-    pub otlp: Arc<SinkCounters>,
-    /// Records queued or reserved, not yet taken by the writer.
-    pub queued: AtomicU64,
-}
-
-impl AuditCounters {
-    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+/// Writes the audit trail's counters.
+fn encode_audit(a: &AuditCounters, enc: &mut DescriptorEncoder) -> fmt::Result {
+    {
         let counters = [
             (
                 "fenfa_audit_records_written",
                 "Audit records written to a segment.",
-                &self.written,
+                &a.written,
             ),
             (
                 "fenfa_audit_records_dropped",
                 "Audit records dropped: queue full or writer stopped.",
-                &self.dropped,
+                &a.dropped,
             ),
             (
                 "fenfa_audit_rejected",
                 "Requests answered 503 because the audit queue was full (strict mode).",
-                &self.rejected,
+                &a.rejected,
             ),
             (
                 "fenfa_audit_write_errors",
                 "Failed audit segment writes (retried).",
-                &self.write_errors,
+                &a.write_errors,
             ),
             (
                 "fenfa_audit_records_shipped",
                 "Audit records delivered to the control plane.",
-                &self.ship.delivered,
+                &a.ship.delivered,
             ),
             (
                 "fenfa_audit_ship_failures",
                 "Failed audit shipping attempts (retried).",
-                &self.ship.failures,
+                &a.ship.failures,
             ),
             (
                 "fenfa_audit_records_exported",
                 "Audit records accepted by the OTLP collector.",
-                &self.otlp.delivered,
+                &a.otlp.delivered,
             ),
             (
                 "fenfa_audit_export_failures",
                 "Failed OTLP export attempts (retried).",
-                &self.otlp.failures,
+                &a.otlp.failures,
             ),
             (
                 "fenfa_audit_export_refused",
                 "Audit records the OTLP collector refused for good (still in the local trail).",
-                &self.otlp.refused,
+                &a.otlp.refused,
             ),
         ];
         for (name, help, v) in counters {
@@ -382,7 +358,7 @@ impl AuditCounters {
             enc,
             "fenfa_audit_queue_depth",
             "Audit records queued or reserved, not yet taken by the writer.",
-            self.queued.load(Relaxed) as i64,
+            a.queued.load(Relaxed) as i64,
         )
     }
 }
@@ -457,7 +433,7 @@ impl Metrics {
             "Generation of the live config (1 for the first).",
             self.config_generation.load(Relaxed) as i64,
         )?;
-        self.audit.encode(enc)
+        encode_audit(&self.audit, enc)
     }
 }
 

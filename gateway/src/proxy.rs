@@ -152,7 +152,10 @@ impl ProxyHttp for FenfaProxy {
         // Strict audit mode: refuse a request whose record would have no room in the queue.
         match self.gw.audit.admit() {
             Ok(slot) => ctx.audit_slot = slot,
-            Err(err) => return self.answer(session, ctx, err, err.message).await,
+            Err(crate::audit::QueueFull) => {
+                let err = crate::errors::AUDIT_UNAVAILABLE;
+                return self.answer(session, ctx, err, err.message).await;
+            }
         }
 
         // Pingora drops `Content-Length` when `Transfer-Encoding` is also present (RFC 9112

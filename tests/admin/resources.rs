@@ -529,3 +529,49 @@ async fn agency_operators_see_only_their_agency(env: &Env) {
     env.route(&op, &sa, "route-a", "/a/*").await;
 }
 both_backends!(agency_operators_see_only_their_agency);
+
+/// The control plane checks target host names by syntax and policy, never by its own DNS: a name
+/// that does not resolve on its machine (here `.invalid`, which never resolves) is accepted when
+/// the agency's policy allows it; a name that is not a host name is refused, naming the field.
+async fn target_names_are_checked_by_syntax_and_policy_not_by_the_control_planes_dns(env: &Env) {
+    let sys = env.admin().await;
+    let sec = env.security().await;
+    let ag = env.agency(&sys, "water").await;
+    env.expect(
+        201,
+        "POST",
+        "/v1/network-policies",
+        &sec,
+        json!({"agency_id": ag, "name": "w",
+        "rules": [{"destination": "*.water.invalid", "port": 8080, "protocol": "http"}]}),
+    )
+    .await;
+    let body = |name: &str, addr: &str| {
+        json!({"agency_id": ag, "name": name, "title": "水费", "kind": "api",
+        "upstream": {"targets": [{"addr": addr}]}})
+    };
+    let before = env.version().await;
+    env.expect(
+        201,
+        "POST",
+        "/v1/services",
+        &sys,
+        body("bill", "backend.water.invalid:8080"),
+    )
+    .await;
+    assert!(env.version().await > before, "the commit went through");
+    let e = env
+        .expect(
+            422,
+            "POST",
+            "/v1/services",
+            &sys,
+            body("meter", "bad_name.water.invalid:8080"),
+        )
+        .await;
+    assert_eq!(
+        e["error"]["fields"][0]["path"], "upstream.targets[0].addr",
+        "{e}"
+    );
+}
+both_backends!(target_names_are_checked_by_syntax_and_policy_not_by_the_control_planes_dns);

@@ -13,13 +13,7 @@ use pingora_ketama::{Bucket, Continuum};
 
 use super::target::{PassivePolicy, TargetState};
 
-/// What the consistent hash is computed over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    ClientIp,
-    /// A request header (lowercase name); a request without it hashes on the client IP.
-    Header(http::HeaderName),
-}
+pub use fenfa_config::check::HashOn;
 
 enum Strategy {
     RoundRobin {

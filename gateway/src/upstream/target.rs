@@ -6,15 +6,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
-/// When consecutive failures eject a target, and for how long.
-#[derive(Debug, Clone)]
-pub struct PassivePolicy {
-    pub max_failures: u32,
-    pub cooldown: Duration,
-    pub unhealthy_statuses: Vec<u16>,
-}
+pub use fenfa_config::check::PassivePolicy;
 
 #[derive(Debug)]
 pub struct TargetState {
@@ -122,6 +115,7 @@ impl TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn t() -> TargetState {
         TargetState::new(

@@ -31,9 +31,9 @@ use std::time::{Duration, SystemTime};
 use super::json;
 use super::record::{Decision, Record};
 use super::sink::{Batch, Sink, SinkError};
-use crate::config::model::AuditOtlp;
-use crate::http_client::{ClientError, Endpoint, Names, Settings};
-use crate::metrics::SinkCounters;
+use crate::counters::SinkCounters;
+use fenfa_config::model::AuditOtlp;
+use fenfa_net::{ClientError, Endpoint, Names, Settings};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ fn setting(field: String, message: impl Into<String>) -> ClientError {
 
 /// Checks `audit.otlp`; the error names the field.
 pub fn validate(s: &AuditOtlp) -> Result<(), ClientError> {
-    crate::http_client::validate(&settings(s))?;
+    fenfa_net::validate(&settings(s))?;
     headers(s).map(|_| ())
 }
 
@@ -345,7 +345,7 @@ impl Sink for OtlpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::duration::HumanDuration;
+    use fenfa_config::duration::HumanDuration;
 
     fn settings() -> AuditOtlp {
         AuditOtlp {

@@ -266,15 +266,15 @@ mod tests {
             user: Some("u1".into()),
             status: Some(Status::Class(4)),
             decision: Some(Decision::Denied),
-            from_ms: Some(super::super::time::parse("2024-06-01T08:30Z").unwrap()),
-            to_ms: Some(super::super::time::parse("2024-06-01T08:31Z").unwrap()),
+            from_ms: Some(crate::time::parse("2024-06-01T08:30Z").unwrap()),
+            to_ms: Some(crate::time::parse("2024-06-01T08:31Z").unwrap()),
             ..Filter::default()
         };
         assert!(f.matches(&r));
         f.channel = Some("alipay".into());
         assert!(!f.matches(&r));
         f.channel = None;
-        f.to_ms = Some(super::super::time::parse("2024-06-01T08:30:05.123Z").unwrap());
+        f.to_ms = Some(crate::time::parse("2024-06-01T08:30:05.123Z").unwrap());
         assert!(!f.matches(&r), "`to` is exclusive");
     }
 }

@@ -1,4 +1,4 @@
-//! The shipper: a task on the background network runtime (`crate::http_client::handle`) that
+//! The shipper: a task on the background network runtime (`fenfa_net::handle`) that
 //! reads the segments behind the writer and delivers their records to a [`Sink`], remembering how
 //! far it got in a cursor file. Segment reads and cursor writes run on that runtime's blocking
 //! pool.
@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::segment;
 use super::sink::{Batch, Sink};
-use crate::http_client::ClientError;
-use crate::metrics::SinkCounters;
+use crate::counters::SinkCounters;
+use fenfa_net::ClientError;
 
 /// Longest wait in [`Shipper::stop`] for the batch in flight.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -62,7 +62,7 @@ impl Cursor {
 
     fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        crate::gateway::write_atomically(path, &bytes)
+        fenfa_config::files::write_atomically(path, &bytes)
     }
 
     fn index(&self) -> u64 {
@@ -98,7 +98,7 @@ impl Shipper {
         counters: Arc<SinkCounters>,
         shipped_through: Arc<AtomicU64>,
     ) -> Result<Self, ClientError> {
-        let handle = crate::http_client::handle()?;
+        let handle = fenfa_net::handle()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (done_tx, done) = std::sync::mpsc::channel::<()>();
         let cursor_path = Cursor::path(&dir, sink.name());
@@ -390,9 +390,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::audit::chain::Key;
-    use crate::audit::sink::SinkError;
-    use crate::audit::writer::{Policy as WPolicy, Trail};
+    use crate::chain::Key;
+    use crate::sink::SinkError;
+    use crate::writer::{Policy as WPolicy, Trail};
 
     /// (segment, offset, record) as delivered.
     type Delivered = Vec<(String, u64, Vec<u8>)>;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::chain::{self, Key, Mac};
 use super::queue::{self, Queue};
 use super::segment::{self, Checkpoint, Head};
-use crate::metrics::AuditCounters;
+use crate::counters::AuditCounters;
 
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);

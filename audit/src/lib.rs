@@ -14,13 +14,14 @@
 //! - [`verify`] and [`query`]: the `fenfa-gateway audit verify|query` commands.
 //! - [`sink`] and [`ship`]: at-least-once delivery to the control plane from a persisted cursor;
 //!   [`otlp`]: the same to an OpenTelemetry collector, as OTLP logs. Both run as tasks on the
-//!   background network runtime (`crate::http_client`), over https or loopback http.
+//!   background network runtime (`fenfa_net`), over https or loopback http.
 //!
 //! What it may not do: block the proxy (the request path only serialises one record into its
 //! thread's lane of the queue), record tokens, secrets or query values, or lose a record silently
 //! (every drop is counted in `/metrics` and logged).
 
 pub mod chain;
+pub mod counters;
 pub mod json;
 pub mod otlp;
 pub mod query;
@@ -39,21 +40,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use http::StatusCode;
-
 pub use queue::Slot;
 pub use record::{Decision, Parts, Recorder};
 
-use crate::config::model::AuditSettings;
-use crate::errors::GatewayError;
-use crate::metrics::AuditCounters;
+use crate::counters::AuditCounters;
+use fenfa_config::model::AuditSettings;
 
-/// Strict mode, queue full: the request is refused rather than served unrecorded.
-pub const AUDIT_UNAVAILABLE: GatewayError = GatewayError::new(
-    StatusCode::SERVICE_UNAVAILABLE,
-    "audit_unavailable",
-    "the audit trail cannot take more records right now; try again shortly",
-);
+/// Strict mode, queue full: the request must be refused rather than served unrecorded (the
+/// gateway answers `503 audit_unavailable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail cannot take more records right now")]
+pub struct QueueFull;
 
 /// File name of the default chain key inside the data dir.
 pub const KEY_FILE: &str = "audit.key";
@@ -131,7 +128,7 @@ impl Audit {
         let mut shipped = Vec::new();
         let mut spawn = |sink: Box<dyn sink::Sink>,
                          policy: ship::Policy,
-                         sink_counters: &Arc<crate::metrics::SinkCounters>|
+                         sink_counters: &Arc<crate::counters::SinkCounters>|
          -> Result<(), String> {
             let through = Arc::new(AtomicU64::new(0));
             let name = sink.name().to_string();
@@ -204,12 +201,12 @@ impl Audit {
         self.live.get().is_some()
     }
 
-    /// Request phase: in strict mode, reserves room for this request's record or refuses the
-    /// request with [`AUDIT_UNAVAILABLE`]. Otherwise `Ok(None)` at once.
+    /// Request phase: in strict mode, reserves room for this request's record or says the
+    /// request must be refused ([`QueueFull`]). Otherwise `Ok(None)` at once.
     #[inline]
-    pub fn admit(&self) -> Result<Option<Slot>, GatewayError> {
+    pub fn admit(&self) -> Result<Option<Slot>, QueueFull> {
         match self.live.get() {
-            Some(l) if l.queue.strict() => l.queue.admit().map(Some).ok_or(AUDIT_UNAVAILABLE),
+            Some(l) if l.queue.strict() => l.queue.admit().map(Some).ok_or(QueueFull),
             _ => Ok(None),
         }
     }
@@ -249,6 +246,17 @@ impl Audit {
 
 /// Checks the `audit:` section; the error starts with the field path (`audit.x: …`). The
 /// compiler calls it too, so `check` and reloads reject what the next start would refuse.
+/// [`validate`], with the error as a config error naming the field (`audit.ship.url`, …).
+pub fn check(s: &AuditSettings) -> Result<(), fenfa_config::ConfigError> {
+    use fenfa_config::ConfigError;
+    validate(s).map_err(|e| match e.split_once(": ") {
+        Some((path, msg)) if path.starts_with("audit.") && !path.contains(' ') => {
+            ConfigError::at(path, msg)
+        }
+        _ => ConfigError::at("audit", e),
+    })
+}
+
 pub fn validate(s: &AuditSettings) -> Result<(), String> {
     if s.queue_capacity == 0 || s.queue_capacity > 10_000_000 {
         return Err("audit.queue_capacity: expected 1 to 10000000".into());
@@ -275,7 +283,7 @@ pub fn validate(s: &AuditSettings) -> Result<(), String> {
                     .into(),
             );
         }
-        crate::http_client::validate(&sink::settings(ship)).map_err(|e| e.to_string())?;
+        fenfa_net::validate(&sink::settings(ship)).map_err(|e| e.to_string())?;
     }
     if let Some(o) = &s.otlp {
         otlp::validate(o).map_err(|e| e.to_string())?;

@@ -341,7 +341,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::audit::writer::{Policy, Trail};
+    use crate::writer::{Policy, Trail};
 
     fn key() -> Arc<Key> {
         Arc::new(Key::from_bytes(&[5u8; 32]).unwrap())
@@ -497,11 +497,8 @@ mod tests {
         write(dir.path(), last, &l[..1]);
         // The gateway starts again on the cut trail, seals it and writes on.
         let mut t = Trail::open(dir.path(), key(), "n").unwrap();
-        t.append(
-            br#"{"i":99}"#,
-            &crate::audit::writer::tests::policy(1 << 20),
-        )
-        .unwrap();
+        t.append(br#"{"i":99}"#, &crate::writer::tests::policy(1 << 20))
+            .unwrap();
         t.seal("shutdown").unwrap();
         let p = broken(dir.path());
         assert_eq!(

@@ -2,7 +2,7 @@
 //!
 //! These types mirror the file one to one and are only checked for shape here (unknown fields are
 //! errors, so a typo never silently disables a setting). Meaning is checked by the compiler
-//! (`crate::compile`), which turns a [`Config`] into a runtime or names the offending field.
+//! ([`crate::check`]), which checks a [`Config`] completely or names the offending field.
 //! `docs/config.md` documents every field; keep the two in step.
 
 use std::collections::BTreeMap;

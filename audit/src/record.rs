@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fenfa_plugins::{Finding, Identity};
+use fenfa_plugin_api::{Finding, Identity};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::json;
-use crate::config::model::AuditSettings;
+use fenfa_config::model::AuditSettings;
 
 /// What replaces a masked value.
 pub const MASK: &str = "***";
@@ -68,7 +68,7 @@ impl std::str::FromStr for Decision {
 pub struct Parts<'a> {
     pub request_id: &'a str,
     /// The client's `X-Request-Id` when the gateway refused its shape and made its own id:
-    /// sanitised ([`crate::ids::sanitize_client_id`]).
+    /// sanitised (by the gateway).
     pub client_request_id: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
     /// The verified caller, if an authentication plugin set one.
@@ -561,7 +561,7 @@ mod tests {
         };
         let bytes = r.encode(
             &parts(&h, Some(&id)),
-            super::super::time::from_ms(1_717_230_605_123),
+            crate::time::from_ms(1_717_230_605_123),
         );
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(!text.contains("eyJ"), "{text}");
@@ -665,7 +665,7 @@ mod tests {
         p: &Parts<'_>,
         arrived: SystemTime,
     ) -> Vec<u8> {
-        let time = super::super::time::format(arrived);
+        let time = crate::time::format(arrived);
         let mut path = Vec::new();
         path.extend_from_slice(p.path.as_bytes());
         if let Some(q) = p.query {
@@ -824,7 +824,7 @@ mod tests {
                     class: if i % 2 == 0 { "sqli" } else { "x\"ss" },
                     rule: rng.bool().then_some("942100"),
                     location: text(&mut rng, 20),
-                    action: fenfa_plugins::FindingAction::Blocked,
+                    action: fenfa_plugin_api::FindingAction::Blocked,
                     count: rng.u32(..),
                     excerpt: rng.bool().then(|| text(&mut rng, 100)),
                 })
@@ -855,7 +855,7 @@ mod tests {
                 body_uninspected: rng.bool(),
                 findings: &findings,
             };
-            let at = super::super::time::from_ms(rng.i64(0..4_102_444_800_000));
+            let at = crate::time::from_ms(rng.i64(0..4_102_444_800_000));
             let ours = r.encode(&p, at);
             let want = reference(&node, &settings, &p, at);
             assert_eq!(
@@ -888,7 +888,7 @@ mod tests {
         p.bytes_sent = u64::MAX;
         p.status = u16::MAX;
         p.upstream_status = Some(u16::MAX);
-        let at = super::super::time::from_ms(4_102_444_800_000);
+        let at = crate::time::from_ms(4_102_444_800_000);
         for denied in [false, true] {
             if denied {
                 p.denied_by = Some(("rate-limit", "rate_limited"));

@@ -777,6 +777,34 @@ struct Search {
 }
 
 impl<T> Router<T> {
+    /// The same table with every route value replaced by `f(value)` (called once per stored
+    /// value: a route with several paths is stored once per path). Lets a config be checked with
+    /// route indexes as values and the proxy attach its own route objects afterwards.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Router<U> {
+        let Table {
+            routes,
+            exact,
+            wildcard,
+            any,
+        } = self.table;
+        Router {
+            table: Table {
+                routes: routes
+                    .into_iter()
+                    .map(|r| Route {
+                        value: f(r.value),
+                        path: r.path,
+                        methods: r.methods,
+                        priority: r.priority,
+                    })
+                    .collect(),
+                exact,
+                wildcard,
+                any,
+            },
+        }
+    }
+
     /// Finds the route for a request. `path` should be the output of
     /// [`crate::path::normalize`]; a path that does not start with `/` is [`Lookup::NotFound`].
     /// `host` is the `Host` header or `:authority`, port included or not.

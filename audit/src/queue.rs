@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::metrics::AuditCounters;
+use crate::counters::AuditCounters;
 
 /// Bytes in front of each record in a lane: its length.
 const FRAME: usize = 4;

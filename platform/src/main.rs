@@ -1,4 +1,7 @@
-//! `fenfa-admin` command line.
+//! `fenfa-admin` command line (package `fenfa-platform`).
+//!
+//! This binary links the control plane (`fenfa-admin`, which has no proxy inside) with the gateway
+//! (`fenfa-gateway`), so that `serve` runs the single-node platform in one process.
 //!
 //! - `fenfa-admin serve [--listen 127.0.0.1:9180] [--data-dir data] [--database URL] [--demo]
 //!   [--tls-cert FILE --tls-key FILE]` — the control plane with an in-process gateway (the
@@ -111,6 +114,26 @@ fn default_data_dir() -> PathBuf {
         .join("fenfa-admin")
 }
 
+/// Runs the real gateway in a thread of its own, on the rendered config `serve` keeps up to date.
+fn start_gateway(g: serve::LocalGateway) -> Result<(), String> {
+    let opts = fenfa_gateway::server::Options {
+        config: g.config,
+        control_plane: None,
+        data_dir: g.data_dir,
+        demo_upstream: g.demo_upstream,
+        registry: g.plugins,
+    };
+    std::thread::Builder::new()
+        .name("fenfa-gateway".into())
+        .spawn(move || {
+            if let Err(e) = fenfa_gateway::server::run(opts) {
+                tracing::error!(error = %e, "the in-process gateway stopped");
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the gateway thread: {e}"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -162,7 +185,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(serve::run(args)),
+                Ok(rt) => rt.block_on(serve::run(args, Some(Box::new(start_gateway)))),
                 Err(e) => Err(format!("cannot start the runtime: {e}")),
             }
         }

@@ -21,7 +21,7 @@ use http::{HeaderMap, Method};
 pub use reqwest::Url;
 use rustls::pki_types::pem::PemObject;
 
-use crate::config::model::ClientTls;
+use fenfa_config::model::ClientTls;
 
 /// Why a request, or the client's settings, failed. Setting errors name the field or flag.
 #[derive(Debug, thiserror::Error)]

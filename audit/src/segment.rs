@@ -162,7 +162,7 @@ fn read_doc<T: serde::de::DeserializeOwned>(
 
 fn write_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     if durable {
-        return crate::gateway::write_atomically(path, bytes);
+        return fenfa_config::files::write_atomically(path, bytes);
     }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;

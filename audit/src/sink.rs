@@ -6,7 +6,7 @@
 //! idempotency key `(node, segment, offset + k)`: a receiver that stores by that key stays exact
 //! however often a batch is re-sent.
 //!
-//! The HTTP sink posts over the gateway's background client (`crate::http_client`): `https://`
+//! The HTTP sink posts over the gateway's background client (`fenfa_net`): `https://`
 //! with the CA and client certificate of `audit.ship.tls`, or plain `http://` to a loopback
 //! address (or anywhere with `audit.ship.insecure`). The OTLP logs sink is in [`super::otlp`].
 
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method};
 
-use crate::config::model::AuditShip;
-use crate::http_client::{ClientError, Endpoint, Names, Settings};
+use fenfa_config::model::AuditShip;
+use fenfa_net::{ClientError, Endpoint, Names, Settings};
 
 /// A batch of records to deliver.
 #[derive(Debug)]

@@ -1,0 +1,48 @@
+//! Fenfa's configuration: the declarative model, its parser, and every check a config must pass
+//! before it may go live.
+//!
+//! **What it is for.** One place that says what a valid config is, shared by the gateway (which
+//! builds its runtime from a checked [`check::Plan`]) and the control plane (which refuses a change
+//! that would not pass, before committing it). Because both call [`check::plan`], they cannot
+//! disagree.
+//!
+//! **What is in it**, one concept per module: [`model`] (the YAML/JSON model and [`parse`]),
+//! [`duration`] (`30s`-style durations), [`path`] (request path normalisation), [`router`] (host,
+//! path and method matching, built once per config), [`rewrite`] (route rewrite templates),
+//! [`resolve`] (target host names, behind a trait), [`check`] (the whole check) and [`files`]
+//! (atomic, owner-only files).
+//!
+//! **What it must not depend on.** The proxy (pingora), an async runtime or the network: the
+//! control plane links this crate without the data plane. Name look-ups happen only through the
+//! [`resolve::Resolve`] the caller passes.
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod duration;
+pub mod files;
+pub mod model;
+pub mod path;
+pub mod resolve;
+pub mod rewrite;
+pub mod router;
+
+pub use duration::HumanDuration;
+pub use model::{parse, Config};
+
+/// A configuration that cannot take effect, with the path of the field at fault
+/// (e.g. `services[0].upstream.targets[1].addr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
