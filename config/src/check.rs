@@ -272,8 +272,8 @@ pub fn plan(
         let rewrite = match &r.rewrite {
             None => None,
             Some(t) => {
-                let rw =
-                    Rewrite::parse(t).map_err(|m| ConfigError::at(format!("{path}.rewrite"), m))?;
+                let rw = Rewrite::parse(t)
+                    .map_err(|e| ConfigError::at(format!("{path}.rewrite"), e.to_string()))?;
                 for part in &rw.parts {
                     match part {
                         RewritePart::Param(name) => {
@@ -436,8 +436,8 @@ fn plan_service(
                 "expected 1 to 65535",
             ));
         }
-        let (host, port) =
-            split_authority(&t.addr).map_err(|m| ConfigError::at(format!("{tpath}.addr"), m))?;
+        let (host, port) = split_authority(&t.addr)
+            .map_err(|e| ConfigError::at(format!("{tpath}.addr"), e.to_string()))?;
         let addr = resolver
             .resolve(host, port)
             .map_err(|m| ConfigError::at(format!("{tpath}.addr"), format!("`{}`: {m}", t.addr)))?;

@@ -11,11 +11,33 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
+/// Why a target's host cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("`{0}` is not a host name or IP address")]
+    NotAHostName(String),
+    #[error("cannot resolve: {0}")]
+    CannotResolve(std::io::Error),
+    #[error("resolves to no address")]
+    NoAddress,
+}
+
+/// Why a `host:port` is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("`{0}`: expected `host:port`")]
+    NoPort(String),
+    #[error("`{authority}`: `{port}` is not a port number")]
+    BadPort { authority: String, port: String },
+    #[error("`{0}`: missing host")]
+    NoHost(String),
+}
+
 /// Turns a target's host into an address, or says why it cannot be used.
 pub trait Resolve {
     /// `Ok(Some(addr))`: use this address. `Ok(None)`: the name is acceptable but was not looked up
-    /// here. `Err`: the name cannot be used (the message names why).
-    fn resolve(&self, host: &str, port: u16) -> Result<Option<SocketAddr>, String>;
+    /// here.
+    fn resolve(&self, host: &str, port: u16) -> Result<Option<SocketAddr>, ResolveError>;
 }
 
 /// Looks names up with the operating system's resolver (the gateway's view).
@@ -23,16 +45,16 @@ pub trait Resolve {
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
-    fn resolve(&self, host: &str, port: u16) -> Result<Option<SocketAddr>, String> {
+    fn resolve(&self, host: &str, port: u16) -> Result<Option<SocketAddr>, ResolveError> {
         if let Some(ip) = ip_literal(host) {
             return Ok(Some(SocketAddr::new(ip, port)));
         }
         (host, port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve: {e}"))?
+            .map_err(ResolveError::CannotResolve)?
             .next()
             .map(Some)
-            .ok_or_else(|| "resolves to no address".to_string())
+            .ok_or(ResolveError::NoAddress)
     }
 }
 
@@ -41,13 +63,13 @@ impl Resolve for SystemResolver {
 pub struct SyntaxOnly;
 
 impl Resolve for SyntaxOnly {
-    fn resolve(&self, host: &str, port: u16) -> Result<Option<SocketAddr>, String> {
+    fn resolve(&self, host: &str, port: u16) -> Result<Option<SocketAddr>, ResolveError> {
         if let Some(ip) = ip_literal(host) {
             return Ok(Some(SocketAddr::new(ip, port)));
         }
         match url::Host::parse(host) {
             Ok(url::Host::Domain(d)) if is_dns_name(&d) => Ok(None),
-            Ok(_) | Err(_) => Err(format!("`{host}` is not a host name or IP address")),
+            Ok(_) | Err(_) => Err(ResolveError::NotAHostName(host.to_string())),
         }
     }
 }
@@ -79,19 +101,20 @@ fn is_dns_name(name: &str) -> bool {
 
 /// `host:port` → (host, port), with the message a config error shows. An IPv6 literal comes back
 /// without its brackets (`[::1]:80` → `::1`).
-pub fn split_authority(authority: &str) -> Result<(&str, u16), String> {
+pub fn split_authority(authority: &str) -> Result<(&str, u16), AuthorityError> {
     let (host, port) = authority
         .rsplit_once(':')
-        .ok_or_else(|| format!("`{authority}`: expected `host:port`"))?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("`{authority}`: `{port}` is not a port number"))?;
+        .ok_or_else(|| AuthorityError::NoPort(authority.to_string()))?;
+    let port = port.parse::<u16>().map_err(|_| AuthorityError::BadPort {
+        authority: authority.to_string(),
+        port: port.to_string(),
+    })?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if host.is_empty() {
-        return Err(format!("`{authority}`: missing host"));
+        return Err(AuthorityError::NoHost(authority.to_string()));
     }
     Ok((host, port))
 }
@@ -103,15 +126,15 @@ mod tests {
     #[test]
     fn the_control_plane_accepts_names_it_cannot_resolve_and_refuses_bad_syntax() {
         let r = SyntaxOnly;
-        assert_eq!(r.resolve("backend.tax.internal", 8080), Ok(None));
-        assert_eq!(r.resolve("no-such-host.invalid", 80), Ok(None));
+        assert_eq!(r.resolve("backend.tax.internal", 8080).unwrap(), None);
+        assert_eq!(r.resolve("no-such-host.invalid", 80).unwrap(), None);
         assert_eq!(
-            r.resolve("10.0.0.7", 80),
-            Ok(Some("10.0.0.7:80".parse().unwrap()))
+            r.resolve("10.0.0.7", 80).unwrap(),
+            Some("10.0.0.7:80".parse().unwrap())
         );
         assert_eq!(
-            r.resolve("[::1]", 80),
-            Ok(Some("[::1]:80".parse().unwrap()))
+            r.resolve("[::1]", 80).unwrap(),
+            Some("[::1]:80".parse().unwrap())
         );
         for bad in ["bad_name", "a..b", "-a.b", "a b", "exa mple.com", "x/y"] {
             assert!(r.resolve(bad, 80).is_err(), "{bad}");
@@ -122,11 +145,14 @@ mod tests {
     fn the_gateway_resolves_and_says_why_it_cannot() {
         let r = SystemResolver;
         assert_eq!(
-            r.resolve("127.0.0.1", 9),
-            Ok(Some("127.0.0.1:9".parse().unwrap()))
+            r.resolve("127.0.0.1", 9).unwrap(),
+            Some("127.0.0.1:9".parse().unwrap())
         );
         assert!(r.resolve("localhost", 9).unwrap().is_some());
-        let e = r.resolve("no-such-host.invalid", 80).unwrap_err();
+        let e = r
+            .resolve("no-such-host.invalid", 80)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot resolve"), "{e}");
     }
 
@@ -134,10 +160,9 @@ mod tests {
     fn authorities_split_with_messages() {
         assert_eq!(split_authority("a.b:80"), Ok(("a.b", 80)));
         assert_eq!(split_authority("[::1]:80"), Ok(("::1", 80)));
-        assert!(split_authority("a.b").unwrap_err().contains("host:port"));
-        assert!(split_authority("a.b:x")
-            .unwrap_err()
-            .contains("port number"));
-        assert!(split_authority(":80").unwrap_err().contains("missing host"));
+        let e = |a: &str| split_authority(a).unwrap_err().to_string();
+        assert!(e("a.b").contains("host:port"));
+        assert!(e("a.b:x").contains("port number"));
+        assert!(e(":80").contains("missing host"));
     }
 }

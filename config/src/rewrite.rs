@@ -1,6 +1,19 @@
 //! Route `rewrite` templates: `/v2/users/{id}` or `/internal/{*}`, checked when the config is
 //! checked and applied per request by the proxy.
 
+/// Why a `rewrite` template is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    #[error("`{0}` must start with `/`")]
+    NoLeadingSlash(String),
+    #[error("`{0}` must be a path only: no `?`, `#`, spaces or control characters (the query string is passed through unchanged)")]
+    NotAPath(String),
+    #[error("`{0}` has an unclosed `{{`")]
+    Unclosed(String),
+    #[error("`{{{name}}}` in `{template}` is not a parameter name or `{{*}}`")]
+    BadParameter { name: String, template: String },
+}
+
 /// A parsed `rewrite` template.
 #[derive(Debug, Clone)]
 pub struct Rewrite {
@@ -15,12 +28,12 @@ pub(crate) enum RewritePart {
 }
 
 impl Rewrite {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, RewriteError> {
         if !s.starts_with('/') {
-            return Err(format!("`{s}` must start with `/`"));
+            return Err(RewriteError::NoLeadingSlash(s.to_string()));
         }
         if s.contains(['?', '#']) || s.chars().any(|c| c.is_ascii_control() || c == ' ') {
-            return Err(format!("`{s}` must be a path only: no `?`, `#`, spaces or control characters (the query string is passed through unchanged)"));
+            return Err(RewriteError::NotAPath(s.to_string()));
         }
         let mut parts = Vec::new();
         let mut rest = s;
@@ -30,7 +43,7 @@ impl Rewrite {
             }
             let close = rest[open..]
                 .find('}')
-                .ok_or_else(|| format!("`{s}` has an unclosed `{{`"))?
+                .ok_or_else(|| RewriteError::Unclosed(s.to_string()))?
                 + open;
             let name = &rest[open + 1..close];
             if name == "*" {
@@ -40,9 +53,10 @@ impl Rewrite {
             {
                 parts.push(RewritePart::Param(name.to_string()));
             } else {
-                return Err(format!(
-                    "`{{{name}}}` in `{s}` is not a parameter name or `{{*}}`"
-                ));
+                return Err(RewriteError::BadParameter {
+                    name: name.to_string(),
+                    template: s.to_string(),
+                });
             }
             rest = &rest[close + 1..];
         }
