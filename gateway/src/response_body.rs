@@ -13,6 +13,9 @@
 //!   still encodes with `gzip`, `deflate` or `br` is decoded here (bounded: decoding stops one
 //!   byte past the limit, so a decompression bomb costs at most the limit); any other encoding
 //!   is passed untouched and marked uninspected (or aborted under `Reject`);
+//! - each body plugin's `response_body_head` runs before the head is sent (pingora sends the
+//!   head before the body is in, so a plugin that will replace the body sets its
+//!   `Content-Type` there);
 //! - the body is held back up to the limit, the plugins rewrite it once, and it goes out in one
 //!   chunk; over the limit the chain's policy applies (pass uninspected, or abort).
 //!
@@ -111,6 +114,14 @@ pub fn on_response_head(
     }
     state.active = Some(encoding);
     state.status = status;
+    // The head goes out before the body is in: what a body plugin's rewrite implies for the
+    // head (a replaced body's Content-Type) is decided now.
+    let mut edits = crate::proxy::RespEdits(resp);
+    for p in chain.iter() {
+        if matches!(p.response_body_need(), BodyNeed::Buffer { .. }) {
+            p.response_body_head(ctx, status, &mut edits);
+        }
+    }
     Ok(())
 }
 

@@ -417,6 +417,27 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// headers are already sent, so no 413 is possible. An encoded body over the limit is
     /// always aborted (its `Content-Encoding` was already dropped).
     fn response_body(&self, _ctx: &mut RequestCtx, _status: u16, _body: &mut Vec<u8>) {}
+    /// Response-body phase, head part: for a plugin whose [`Plugin::response_body_need`] is
+    /// [`BodyNeed::Buffer`], called once **before the response head goes to the client**, when
+    /// the gateway has decided to buffer this response's body (the same responses
+    /// [`Plugin::response_body`] may see: not `HEAD`, `204`, `304`, `1xx`, not an encoding the
+    /// gateway cannot read). Sees the status and the head as it will be sent (`Content-Length`
+    /// and a decoded `Content-Encoding` already removed); runs before every plugin's
+    /// [`Plugin::response`] phase.
+    ///
+    /// Pingora sends the head as soon as it has it, before the body is complete, so whatever a
+    /// body rewrite implies for the head must be decided here: a plugin that will replace the
+    /// body sets its `Content-Type` now, and a plugin that treats bodies by type remembers the
+    /// `Content-Type` in [`RequestCtx::vars`] for [`Plugin::response_body`]. The default does
+    /// nothing: a new default method, so [`API_VERSION`](crate::API_VERSION) stays 2 and
+    /// plugins written before it are unaffected.
+    fn response_body_head(
+        &self,
+        _ctx: &mut RequestCtx,
+        _status: u16,
+        _headers: &mut dyn HeaderEdits,
+    ) {
+    }
     /// Response phase: edit the headers the client receives.
     fn response(&self, _ctx: &RequestCtx, _status: u16, _headers: &mut dyn HeaderEdits) {}
     /// Log phase: observe the finished request.
