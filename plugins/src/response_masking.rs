@@ -199,7 +199,7 @@ fn build_policy(cfg: &Config) -> Result<Policy, SchemaError> {
                 return Err(SchemaError::new(
                     path,
                     format!(
-                        "keep_prefix + keep_suffix = {} leaves nothing hidden of a {n}-digit {}; keep fewer",
+                        "keep_prefix + keep_suffix = {} leaves nothing hidden of {n}-digit {} values; keep fewer",
                         fc.keep_prefix + fc.keep_suffix,
                         class.as_str()
                     ),

@@ -394,13 +394,17 @@ async fn leak_guard_replaces_stack_traces_sql_and_php_errors_and_drops_banners()
         assert_replaced(status, 500, &headers, &body);
         assert_eq!(headers["content-type"], "application/json", "{path}");
         assert!(!body.contains("java") && !body.contains("SQL") && !body.contains(".php"));
-        let _ = class;
+        let _ = class; // checked in the audit record below
     }
     // A PHP warning in a 200 page: the body is replaced and the status kept. The head (with
     // the upstream's Content-Type) was already sent when the body showed the leak.
     let (status, headers, body) = get(&gw, "/guard/php-warning").await;
     assert_replaced(status, 200, &headers, &body);
     assert!(!body.contains("/var/www"));
+    assert_eq!(
+        headers["content-type"], "text/html",
+        "a known limit (docs/plugins/leak-guard.md): the head left before the body showed the leak"
+    );
     // A clean answer passes unchanged, without banners.
     let (status, headers, body) = get(&gw, "/guard/fine").await;
     assert_eq!(status, 200);
