@@ -25,7 +25,7 @@
 use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
-use fenfa_plugins::{BodyNeed, Chain, RequestCtx};
+use fenfa_plugins::{BodyNeed, Chain, OverLimit, RequestCtx};
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 
@@ -161,9 +161,17 @@ pub fn on_response_chunk(
         return Err(ResponseBodyError::OverLimit { limit });
     }
     for p in chain.iter() {
-        if let BodyNeed::Buffer { limit: own, .. } = p.response_body_need() {
+        if let BodyNeed::Buffer {
+            limit: own,
+            over_limit,
+        } = p.response_body_need()
+        {
             if decoded.len() <= own {
                 p.response_body(ctx, state.status, &mut decoded);
+            } else if over_limit == OverLimit::Reject {
+                // Within the chain's larger limit but over this plugin's own, which must
+                // never let an unchecked body out.
+                return Err(ResponseBodyError::OverLimit { limit: own });
             } else {
                 ctx.body_uninspected = true;
             }

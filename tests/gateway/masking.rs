@@ -156,6 +156,11 @@ fn answer(path: &str) -> Vec<u8> {
             &format!("Content-Type: text/html\r\n{banners}"),
             PHP_WARNING.as_bytes(),
         ),
+        "json-sql" => with_len(
+            "200 OK",
+            json_ct,
+            b"{\"code\":500,\"msg\":\"SQLSTATE[42S22]: Column not found: 1054 Unknown column 'sfzh'\"}",
+        ),
         "fine" => with_len(
             "200 OK",
             &format!("{json_ct}{banners}"),
@@ -209,6 +214,13 @@ routes:
     paths: ["/guard/*"]
     plugins:
       - name: leak-guard
+      - name: response-masking
+  - name: strict
+    service: people
+    paths: ["/strict/*"]
+    plugins:
+      - name: leak-guard
+        config: {{ limit: 1024, over_limit: reject }}
       - name: response-masking
 "#
     )
@@ -405,6 +417,14 @@ async fn leak_guard_replaces_stack_traces_sql_and_php_errors_and_drops_banners()
         headers["content-type"], "text/html",
         "a known limit (docs/plugins/leak-guard.md): the head left before the body showed the leak"
     );
+    // The usual API failure: 200 with an error code and the database's message in JSON.
+    let (status, headers, body) = get(&gw, "/guard/json-sql").await;
+    assert_replaced(status, 200, &headers, &body);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert!(!body.contains("SQLSTATE"));
     // A clean answer passes unchanged, without banners.
     let (status, headers, body) = get(&gw, "/guard/fine").await;
     assert_eq!(status, 200);
@@ -427,5 +447,24 @@ async fn leak_guard_replaces_stack_traces_sql_and_php_errors_and_drops_banners()
     for class in ["stack_trace", "sql_error", "php_error"] {
         assert!(classes.iter().any(|c| c == class), "{classes:?}");
     }
-    assert_eq!(classes.len(), 4, "{classes:?}");
+    assert_eq!(classes.len(), 5, "{classes:?}");
+}
+
+#[tokio::test]
+async fn a_body_over_a_rejecting_plugins_own_limit_never_goes_out_unchecked() {
+    // The chain buffers up to masking's 2 MiB; the leak guard's own limit is 1 KiB with
+    // `reject`: a 1 MiB body fits the chain but not the guard, so it is cut off, not passed.
+    let up = raw_upstream();
+    let gw = Gateway::start(&config(up));
+    let resp = client()
+        .get(gw.url("/strict/big"))
+        .send()
+        .await
+        .expect("head");
+    let read = resp.text().await;
+    assert!(read.is_err(), "an unchecked body was delivered whole");
+    // A small one is inspected as usual.
+    let (status, _, body) = get(&gw, "/strict/people").await;
+    assert_eq!(status, 200);
+    assert_people_masked(&body);
 }
