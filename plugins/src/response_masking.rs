@@ -12,7 +12,7 @@
 //!   [`Finding`] per class (`action: masked`).
 //!
 //! Config in one line: `{classes, formats: {<class>: {keep_prefix, keep_suffix, stars}},
-//! name_keys, address_keys, card_keys, limit, over_limit}`. It may not: see a body larger than
+//! name_keys, address_keys, card_keys, default_keys, limit, over_limit}`. It may not: see a body larger than
 //! `limit` (see `over_limit`), find names or addresses in free text, or keep a rewritten JSON
 //! document's key order. See `docs/plugins/response-masking.md`.
 
@@ -120,6 +120,10 @@ struct Config {
     address_keys: Vec<String>,
     #[serde(default)]
     card_keys: Vec<String>,
+    /// Whether the built-in name, address and card key lists apply (the configured ones are
+    /// added to them); `false`: only the configured ones.
+    #[serde(default = "yes")]
+    default_keys: bool,
     #[serde(default = "default_limit")]
     limit: usize,
     #[serde(default)]
@@ -128,6 +132,10 @@ struct Config {
 
 fn default_limit() -> usize {
     DEFAULT_LIMIT
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Shortest value of each digit class: a format must hide at least one of its characters.
@@ -159,6 +167,11 @@ fn check_keys(field: &str, keys: &[String]) -> Result<Vec<String>, SchemaError> 
 
 fn build_policy(cfg: &Config) -> Result<Policy, SchemaError> {
     let mut policy = Policy::default();
+    if !cfg.default_keys {
+        policy.name_keys.clear();
+        policy.address_keys.clear();
+        policy.card_words.clear();
+    }
     if let Some(classes) = &cfg.classes {
         if classes.is_empty() {
             return Err(SchemaError::new(
@@ -481,6 +494,12 @@ mod tests {
         let (out, _) = run(&p, Some("application/json"), &body);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v, json!({"holder": "李*", "m": "138***78", "id": ID}));
+        // Only the configured keys: `name` (a service's name here) is left alone.
+        let p = build(json!({"default_keys": false, "name_keys": ["applicant"]}));
+        let body = json!({"name": "营业执照办理", "applicant": "王五"}).to_string();
+        let (out, _) = run(&p, Some("application/json"), &body);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, json!({"name": "营业执照办理", "applicant": "王*"}));
         assert_eq!(
             p.response_body_need(),
             BodyNeed::Buffer {
