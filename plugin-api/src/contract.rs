@@ -24,8 +24,12 @@
 //!    phases run after [`Plugin::upstream_request`]; what a plugin learns from the body can go
 //!    into the client's response ([`Plugin::response`], through [`RequestCtx::vars`]) or deny
 //!    the request, but not into the upstream request's headers.
-//! 4. [`Plugin::response`] — when the response head is ready to go to the client, whether it came
-//!    from the upstream or from the gateway itself. May add or remove headers.
+//! 4. [`Plugin::response_body_head`] — for plugins with a [`Plugin::response_body_need`], when
+//!    the gateway will buffer this upstream response's body: before the head is sent (pingora
+//!    sends it before the body is in), so a plugin sets here what its body rewrite implies for
+//!    the head. Then [`Plugin::response`] — when the response head is ready to go to the
+//!    client, whether it came from the upstream or from the gateway itself. May add or remove
+//!    headers. Later, once the body is complete, [`Plugin::response_body`] may rewrite it.
 //! 5. [`Plugin::log`] — once, after the response is finished or the client went away. Read-only.
 //!
 //! Errors in a plugin are not possible by construction: a plugin that cannot decide denies with a
@@ -415,7 +419,9 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// [`RequestCtx::body_uninspected`]; [`OverLimit::Reject`] aborts the response (the client
     /// sees a truncated, unterminated chunked body, never unchecked data) — the status and
     /// headers are already sent, so no 413 is possible. An encoded body over the limit is
-    /// always aborted (its `Content-Encoding` was already dropped).
+    /// always aborted (its `Content-Encoding` was already dropped). The plugin's own limit
+    /// counts, not only the chain's largest: a body within the chain's limit but over this
+    /// plugin's follows this plugin's `over_limit` (it is not called either way).
     fn response_body(&self, _ctx: &mut RequestCtx, _status: u16, _body: &mut Vec<u8>) {}
     /// Response-body phase, head part: for a plugin whose [`Plugin::response_body_need`] is
     /// [`BodyNeed::Buffer`], called once **before the response head goes to the client**, when
