@@ -300,6 +300,17 @@ async fn ids_are_masked_in_plain_gzip_and_chunked_json_and_the_audit_has_counts_
         assert!(headers.get("content-encoding").is_none(), "{path}");
         assert_people_masked(&body);
     }
+    let metrics = gw.metrics();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("fenfa_findings_total{")
+                && l.contains("plugin=\"response-masking\"")
+                && l.contains("class=\"id_number\"")
+                && l.contains("action=\"masked\"")
+        })
+        .unwrap_or_else(|| panic!("no masking series in:\n{metrics}"));
+    assert!(line.ends_with(" 6"), "3 responses x 2 IDs: {line}");
     stop(&mut gw);
     let recs = records(&gw.dir.path().join("data").join("audit"));
     let masked: Vec<&Value> = recs
