@@ -386,6 +386,11 @@ fn mask_str(
     let mut out: Option<String> = None;
     let mut last = 0;
     for m in matches.iter().filter(|m| policy.enabled(m.class)) {
+        if m.range.start < last {
+            // Overlaps the previous match (cannot happen with the detectors above; never slice
+            // backwards if it ever does).
+            continue;
+        }
         let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
         o.push_str(&text[last..m.range.start]);
         mask_value(m.class, &text[m.range.clone()], policy, o);
