@@ -13,7 +13,8 @@
 //!
 //! Config in one line: `{classes, formats: {<class>: {keep_prefix, keep_suffix, stars}},
 //! name_keys, address_keys, card_keys, default_keys, limit, over_limit}`. It may not: see a body larger than
-//! `limit` (see `over_limit`), find names or addresses in free text, or keep a rewritten JSON
+//! `limit` (see `over_limit`), find names or addresses in free text (only under JSON keys and
+//! in simple XML elements of those names), or keep a rewritten JSON
 //! document's key order. See `docs/plugins/response-masking.md`.
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::support::{client, Gateway};
+use crate::support::{client, wait_for, Gateway};
 
 /// An 18-character ID number with its GB 11643 check character, computed here independently.
 fn id18(first17: &str) -> String {
@@ -128,6 +128,15 @@ fn answer(path: &str) -> Vec<u8> {
                 "申请人身份证 {} 手机 13912345678，订单 202412041234567890，无效 {}",
                 ids().good[0],
                 ids().bad[0]
+            )
+            .as_bytes(),
+        ),
+        "xml" => with_len(
+            "200 OK",
+            "Content-Type: application/xml\r\n",
+            format!(
+                "<?xml version=\"1.0\"?><resp><xm>张三</xm><sfzh>{}</sfzh><dz>北京市朝阳区建国路88号</dz></resp>",
+                ids().good[1]
             )
             .as_bytes(),
         ),
@@ -300,17 +309,23 @@ async fn ids_are_masked_in_plain_gzip_and_chunked_json_and_the_audit_has_counts_
         assert!(headers.get("content-encoding").is_none(), "{path}");
         assert_people_masked(&body);
     }
-    let metrics = gw.metrics();
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("fenfa_findings_total{")
-                && l.contains("plugin=\"response-masking\"")
-                && l.contains("class=\"id_number\"")
-                && l.contains("action=\"masked\"")
-        })
-        .unwrap_or_else(|| panic!("no masking series in:\n{metrics}"));
-    assert!(line.ends_with(" 6"), "3 responses x 2 IDs: {line}");
+    // Counted in the log phase, just after each response went out: 3 responses x 2 IDs.
+    let id_series = |gw: &Gateway| {
+        gw.metrics()
+            .lines()
+            .find(|l| {
+                l.starts_with("fenfa_findings_total{")
+                    && l.contains("plugin=\"response-masking\"")
+                    && l.contains("class=\"id_number\"")
+                    && l.contains("action=\"masked\"")
+            })
+            .map(str::to_string)
+    };
+    wait_for(
+        "6 masked ID numbers counted",
+        Duration::from_secs(5),
+        || id_series(&gw).is_some_and(|l| l.ends_with(" 6")),
+    );
     stop(&mut gw);
     let recs = records(&gw.dir.path().join("data").join("audit"));
     let masked: Vec<&Value> = recs
@@ -366,7 +381,7 @@ async fn a_1_mib_json_array_is_masked_whole_and_stays_valid() {
 }
 
 #[tokio::test]
-async fn text_is_masked_and_binary_is_untouched() {
+async fn text_and_xml_are_masked_and_binary_is_untouched() {
     let up = raw_upstream();
     let gw = Gateway::start(&config(up));
     let i = ids();
@@ -382,6 +397,15 @@ async fn text_is_masked_and_binary_is_untouched() {
             &i.good[0][..6],
             &i.good[0][14..],
             i.bad[0]
+        )
+    );
+    let (_, _, body) = get(&gw, "/mask/xml").await;
+    assert_eq!(
+        body,
+        format!(
+            "<?xml version=\"1.0\"?><resp><xm>张*</xm><sfzh>{}********{}</sfzh><dz>北京市朝阳区****</dz></resp>",
+            &i.good[1][..6],
+            &i.good[1][14..]
         )
     );
     let (_, _, body) = get(&gw, "/mask/binary").await;

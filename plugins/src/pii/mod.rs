@@ -10,7 +10,8 @@
 //! - [`mask_json`] walks a JSON document and masks, in place, string values (every match of
 //!   [`scan`]), number values that are an ID, mobile or card number (they become masked strings),
 //!   and the values of keys that name a person's name or address ([`Policy::name_keys`],
-//!   [`Policy::address_keys`]). [`mask_text`] masks a text.
+//!   [`Policy::address_keys`]). [`mask_text`] masks a text, including the values of XML
+//!   elements named like those keys (`<xm>张三</xm>`).
 //! - Both return [`Counts`] per [`Class`], never the values.
 //!
 //! Pure functions, no I/O, no allocation for a document without matches beyond the walk. See
@@ -382,7 +383,10 @@ fn mask_str(
     today: Date,
     counts: &mut Counts,
 ) -> Option<String> {
-    let matches = scan_with(text, policy, card_context, today);
+    let mut matches = markup_values(text, policy);
+    matches.extend(scan_with(text, policy, card_context, today));
+    // Stable: at the same start an element's whole value wins over a number inside it.
+    matches.sort_by_key(|m| m.range.start);
     let mut out: Option<String> = None;
     let mut last = 0;
     for m in matches.iter().filter(|m| policy.enabled(m.class)) {
@@ -402,7 +406,46 @@ fn mask_str(
     Some(o)
 }
 
-/// Masks a text (the plain-text fallback): ID, mobile, card numbers and e-mail addresses.
+fn markup_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        // `<ns:key attr="…">value</ns:key>`; the names are compared in code (no backreferences).
+        Regex::new(
+            r"<(?:[\w.\-]+:)?([\w.\-]+)(?:\s[^<>]*)?>([^<>]{1,256})</(?:[\w.\-]+:)?([\w.\-]+)\s*>",
+        )
+        .unwrap_or_else(|e| unreachable!("constant regex: {e}"))
+    })
+}
+
+/// Values of XML/HTML elements named like a name or address key (`<xm>张三</xm>`,
+/// `<ns:address>…</ns:address>`), for text bodies. A value that already holds a `*` is taken
+/// as masked by the upstream and left alone.
+fn markup_values(text: &str, policy: &Policy) -> Vec<Match> {
+    if !text.as_bytes().contains(&b'<') {
+        return Vec::new();
+    }
+    markup_re()
+        .captures_iter(text)
+        .filter_map(|c| {
+            let (open, value, close) = (c.get(1)?, c.get(2)?, c.get(3)?);
+            if !open.as_str().eq_ignore_ascii_case(close.as_str()) {
+                return None;
+            }
+            let class = policy.key_class(open.as_str())?;
+            let v = value.as_str();
+            if !policy.enabled(class) || v.trim().is_empty() || v.contains('*') {
+                return None;
+            }
+            Some(Match {
+                class,
+                range: value.range(),
+            })
+        })
+        .collect()
+}
+
+/// Masks a text (the plain-text fallback): ID, mobile, card numbers and e-mail addresses, and
+/// the values of XML elements named like a name or address key.
 /// Returns the masked text (`None` when nothing was masked) and the counts.
 pub fn mask_text(text: &str, policy: &Policy) -> (Option<String>, Counts) {
     let mut counts = Counts::default();
@@ -463,7 +506,8 @@ fn walk_at(
         }
         Value::String(s) => {
             if let Some(class) = key_class.filter(|c| policy.enabled(*c)) {
-                if !s.trim().is_empty() {
+                // A `*` in it: already masked by the upstream; not counted again.
+                if !s.trim().is_empty() && !s.contains('*') {
                     let mut out = String::with_capacity(s.len());
                     mask_value(class, s, policy, &mut out);
                     *s = out;
@@ -653,6 +697,7 @@ mod tests {
             format!("{ID}{ID} {ID}，{ID}x 13812345678@qq.com x1@a.com13812345678"),
             "卡号 6011111111111117 / 4111111111111111 / 110105491231002 / 19912345678".into(),
             "a@b.cc a.b-c@d-e.f.gh 138-1234-5678 ①③⑧ 1381234567８".into(),
+            "<xm>张</xm><addr>北京</addr><name>欧阳娜娜</name><dz> x </dz>".into(),
         ] {
             let (out, counts) = mask_text(&text, &p);
             let out = out.expect("something to mask");
@@ -663,6 +708,31 @@ mod tests {
         mask_json(&mut doc, &p);
         let back: Value = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn xml_elements_named_like_name_and_address_keys_are_masked() {
+        let xml = format!(
+            "<r><ns:XM a=\"1\">张三</ns:XM><dz>北京市朝阳区建国路88号</dz><sfzh>{ID}</sfzh>\
+             <name>李*</name><title>张三</title><xm>王五</dz></r>"
+        );
+        let (out, c) = mask_text(&xml, &Policy::default());
+        assert_eq!(
+            out.unwrap(),
+            "<r><ns:XM a=\"1\">张*</ns:XM><dz>北京市朝阳区****</dz><sfzh>110105********002X</sfzh>\
+             <name>李*</name><title>张三</title><xm>王五</dz></r>"
+        );
+        assert_eq!(
+            (
+                c.get(Class::Name),
+                c.get(Class::Address),
+                c.get(Class::IdNumber)
+            ),
+            (1, 1, 1)
+        );
+        // Already masked upstream: left alone and not counted, in JSON too.
+        let mut v = json!({"xm": "张*"});
+        assert_eq!(mask_json(&mut v, &Policy::default()).total(), 0);
     }
 
     #[test]
