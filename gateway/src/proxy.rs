@@ -1013,7 +1013,8 @@ impl HeaderEdits for ReqEdits<'_> {
     }
 }
 
-struct RespEdits<'a>(&'a mut ResponseHeader);
+/// The client response's head as plugins edit it (also used by `response_body.rs`).
+pub(crate) struct RespEdits<'a>(pub(crate) &'a mut ResponseHeader);
 
 impl HeaderEdits for RespEdits<'_> {
     fn get(&self, name: &str) -> Option<&HeaderValue> {

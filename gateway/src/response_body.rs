@@ -13,6 +13,9 @@
 //!   still encodes with `gzip`, `deflate` or `br` is decoded here (bounded: decoding stops one
 //!   byte past the limit, so a decompression bomb costs at most the limit); any other encoding
 //!   is passed untouched and marked uninspected (or aborted under `Reject`);
+//! - each body plugin's `response_body_head` runs before the head is sent (pingora sends the
+//!   head before the body is in, so a plugin that will replace the body sets its
+//!   `Content-Type` there);
 //! - the body is held back up to the limit, the plugins rewrite it once, and it goes out in one
 //!   chunk; over the limit the chain's policy applies (pass uninspected, or abort).
 //!
@@ -22,7 +25,7 @@
 use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
-use fenfa_plugins::{BodyNeed, Chain, RequestCtx};
+use fenfa_plugins::{BodyNeed, Chain, OverLimit, RequestCtx};
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 
@@ -111,6 +114,14 @@ pub fn on_response_head(
     }
     state.active = Some(encoding);
     state.status = status;
+    // The head goes out before the body is in: what a body plugin's rewrite implies for the
+    // head (a replaced body's Content-Type) is decided now.
+    let mut edits = crate::proxy::RespEdits(resp);
+    for p in chain.iter() {
+        if matches!(p.response_body_need(), BodyNeed::Buffer { .. }) {
+            p.response_body_head(ctx, status, &mut edits);
+        }
+    }
     Ok(())
 }
 
@@ -150,9 +161,17 @@ pub fn on_response_chunk(
         return Err(ResponseBodyError::OverLimit { limit });
     }
     for p in chain.iter() {
-        if let BodyNeed::Buffer { limit: own, .. } = p.response_body_need() {
+        if let BodyNeed::Buffer {
+            limit: own,
+            over_limit,
+        } = p.response_body_need()
+        {
             if decoded.len() <= own {
                 p.response_body(ctx, state.status, &mut decoded);
+            } else if over_limit == OverLimit::Reject {
+                // Within the chain's larger limit but over this plugin's own, which must
+                // never let an unchecked body out.
+                return Err(ResponseBodyError::OverLimit { limit: own });
             } else {
                 ctx.body_uninspected = true;
             }

@@ -24,8 +24,12 @@
 //!    phases run after [`Plugin::upstream_request`]; what a plugin learns from the body can go
 //!    into the client's response ([`Plugin::response`], through [`RequestCtx::vars`]) or deny
 //!    the request, but not into the upstream request's headers.
-//! 4. [`Plugin::response`] — when the response head is ready to go to the client, whether it came
-//!    from the upstream or from the gateway itself. May add or remove headers.
+//! 4. [`Plugin::response_body_head`] — for plugins with a [`Plugin::response_body_need`], when
+//!    the gateway will buffer this upstream response's body: before the head is sent (pingora
+//!    sends it before the body is in), so a plugin sets here what its body rewrite implies for
+//!    the head. Then [`Plugin::response`] — when the response head is ready to go to the
+//!    client, whether it came from the upstream or from the gateway itself. May add or remove
+//!    headers. Later, once the body is complete, [`Plugin::response_body`] may rewrite it.
 //! 5. [`Plugin::log`] — once, after the response is finished or the client went away. Read-only.
 //!
 //! Errors in a plugin are not possible by construction: a plugin that cannot decide denies with a
@@ -415,8 +419,31 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// [`RequestCtx::body_uninspected`]; [`OverLimit::Reject`] aborts the response (the client
     /// sees a truncated, unterminated chunked body, never unchecked data) — the status and
     /// headers are already sent, so no 413 is possible. An encoded body over the limit is
-    /// always aborted (its `Content-Encoding` was already dropped).
+    /// always aborted (its `Content-Encoding` was already dropped). The plugin's own limit
+    /// counts, not only the chain's largest: a body within the chain's limit but over this
+    /// plugin's follows this plugin's `over_limit` (it is not called either way).
     fn response_body(&self, _ctx: &mut RequestCtx, _status: u16, _body: &mut Vec<u8>) {}
+    /// Response-body phase, head part: for a plugin whose [`Plugin::response_body_need`] is
+    /// [`BodyNeed::Buffer`], called once **before the response head goes to the client**, when
+    /// the gateway has decided to buffer this response's body (the same responses
+    /// [`Plugin::response_body`] may see: not `HEAD`, `204`, `304`, `1xx`, not an encoding the
+    /// gateway cannot read). Sees the status and the head as it will be sent (`Content-Length`
+    /// and a decoded `Content-Encoding` already removed); runs before every plugin's
+    /// [`Plugin::response`] phase.
+    ///
+    /// Pingora sends the head as soon as it has it, before the body is complete, so whatever a
+    /// body rewrite implies for the head must be decided here: a plugin that will replace the
+    /// body sets its `Content-Type` now, and a plugin that treats bodies by type remembers the
+    /// `Content-Type` in [`RequestCtx::vars`] for [`Plugin::response_body`]. The default does
+    /// nothing: a new default method, so [`API_VERSION`](crate::API_VERSION) stays 2 and
+    /// plugins written before it are unaffected.
+    fn response_body_head(
+        &self,
+        _ctx: &mut RequestCtx,
+        _status: u16,
+        _headers: &mut dyn HeaderEdits,
+    ) {
+    }
     /// Response phase: edit the headers the client receives.
     fn response(&self, _ctx: &RequestCtx, _status: u16, _headers: &mut dyn HeaderEdits) {}
     /// Log phase: observe the finished request.

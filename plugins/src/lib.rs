@@ -19,9 +19,12 @@ pub mod cors;
 pub mod gcra;
 pub mod ip_restriction;
 pub mod jwt_auth;
+pub mod leak_guard;
+pub mod pii;
 pub mod rate_limit;
 pub mod registry;
 pub mod request_size_limit;
+pub mod response_masking;
 pub mod upstream_signature;
 
 pub use cidr::{Cidr, CidrError, CidrSet};

@@ -10,6 +10,7 @@ mod examples;
 mod hardening;
 mod identity;
 mod limits;
+mod masking;
 mod node_tls;
 mod plugins;
 mod reload;
