@@ -23,6 +23,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod request_size_limit;
 pub mod upstream_signature;
+pub mod waf;
 
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use fenfa_plugin_api::{

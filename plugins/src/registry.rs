@@ -21,4 +21,5 @@ pub fn register_builtins(r: &mut Registry) {
     r.register(Box::new(crate::rate_limit::Factory::new()));
     r.register(Box::new(crate::request_size_limit::Factory));
     r.register(Box::new(crate::upstream_signature::Factory));
+    r.register(Box::new(crate::waf::Factory));
 }
