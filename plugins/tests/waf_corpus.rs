@@ -105,3 +105,110 @@ fn dev_corpus_detection_and_false_positive_rates() {
         "benign: {blocked} of {total} blocked (more than 0.5%)"
     );
 }
+
+/// Benign values that are not in the corpus: prose, punctuation, identifiers and markup the
+/// city app's users and front ends send. Each goes in a query parameter and a JSON field.
+const BENIGN_VALUES: &[&str] = &[
+    "Select your district and choose a time slot",
+    "I can't log in; please help me reset my password",
+    "What's the status? (ref #20240601-0012)",
+    "Where can I get a union membership card?",
+    "Please delete my account and all data from your system",
+    "Update the form, then drop it off at the service hall",
+    "from 9:00 to 17:00, Mon-Fri",
+    "O'Neil & Sons Ltd.",
+    "rock 'n' roll",
+    "He said \"hi\" -- then left",
+    "It's 5' 10\" tall",
+    "e.g. a/b/c or x/y",
+    "A&B; C&D",
+    "Order by phone: 021-12345678",
+    "1 or 2 people",
+    "select * from the menu, please",
+    "drop table tennis lessons",
+    "insert coin to continue",
+    "Is 3 > 2 and 1 < 2? yes",
+    "50%-70% off, see details",
+    "<3 thanks!",
+    "C# and .NET developer",
+    "user@example.com",
+    "+86 138 0013 8000",
+    "11010519491231002X",
+    "浙江省杭州市西湖区文三路478号 (华星时代广场) A座-1001",
+    "请问社保卡补办需要哪些材料？谢谢！",
+    "我想预约“不动产登记”业务；时间：周三上午",
+    "《关于做好2024年度个人所得税汇算的公告》第3条",
+    "¥1,299.00（含税）",
+    "wx1c218e7c60c31932",
+    "sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ1c2VyLTEiLCJhdWQiOiJmZW5mYSJ9.ZmFrZS1zaWduYXR1cmUtYnl0ZXMtaGVyZQ",
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA/+abc==",
+    "https://www.example.gov.cn/service/detail?id=123&from=search#top",
+    "pages/index/index?scene=qr&code=0a1B2c",
+    "/pages/service/detail",
+    "2024-06-01T08:30:00.000Z",
+    "status:paid|shipped",
+    "sort=-created_at,name",
+    "{\"a\":1}",
+    "<p><strong>通知</strong>：<span style=\"color: rgb(51, 51, 51); font-size: 14px;\">请携带身份证</span></p>",
+    "<p style=\"text-align: center;\"><img src=\"https://cdn.example.gov.cn/u/2024/a.jpg\" alt=\"\" width=\"600\" height=\"400\" style=\"max-width:100%\"></p>",
+    "<ol><li>第一步</li><li>第二步</li></ol><hr><br><blockquote>引用</blockquote>",
+    "<table border=\"1\" cellpadding=\"4\"><tbody><tr><th>项目</th><td>金额</td></tr></tbody></table>",
+    "<a href=\"https://www.example.gov.cn/a.pdf\" target=\"_blank\" rel=\"noopener noreferrer\">下载附件</a>",
+    "<h2>办事指南</h2><p><em>注意</em>：<u>原件</u>与<s>复印件</s></p><pre><code>A-1</code></pre>",
+    "<!--StartFragment--><p>粘贴的内容</p><!--EndFragment-->",
+    "<p><img src=\"data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgH\"></p>",
+    "Dear Sir/Madam, I would like to update my address.",
+    "cat & dog friendly park?",
+    "my.name-is_ok",
+    "id",
+    "type",
+    "echo",
+    "Q&A",
+    "AT&T",
+    "1;2;3",
+    "a|b|c",
+    "nickname: \"小明\"",
+    "9 o'clock",
+    "100/2 = 50",
+    "x=1, y=2",
+    "[1, 2, 3]",
+    "It costs $5 (about ¥36)",
+];
+
+#[test]
+fn benign_values_outside_the_corpus_pass() {
+    let waf = Waf::from_config(&serde_json::json!({})).unwrap();
+    let headers = http::HeaderMap::new();
+    let mut failures = Vec::new();
+    for v in BENIGN_VALUES {
+        let q = format!("v={}", enc(v));
+        let view = RequestView {
+            method: &http::Method::GET,
+            path: "/api/v1/x",
+            query: Some(&q),
+            headers: &headers,
+            client_ip: [127, 0, 0, 1].into(),
+            tls: false,
+        };
+        let head = waf.inspect_head(&view);
+        let body = serde_json::json!({ "v": v }).to_string();
+        let json = waf.inspect_body(&BodyKind::Json, body.as_bytes());
+        if !head.is_empty() || !json.is_empty() {
+            failures.push(format!("{v:?}: {head:?} {json:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

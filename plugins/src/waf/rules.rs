@@ -155,7 +155,7 @@ const RULES: &[Rule] = &[
         Class::CommandInjection,
         1,
         V,
-        r"^\s*(?:netstat(?:\s+-\w+)?|ipconfig(?:\s+/\w+)?|ifconfig(?:\s+-?\w+)?|whoami(?:\s+/\w+)?|systeminfo|sysinfo|uname\s+-\w+|ls\s+-\w+(?:\s+\S+)?|which\s+\w+|cat\s+/\S+|nc\s+-\w+.*|ncat\s+.*|perl\s+-e\s.*|python[23]?\s+-c\s.*|ruby\s+-e\s.*|php\s+-r\s.*|bash\s+-[ci]\s.*|sh\s+-c\s.*|wget\s+\S+|curl\s+-?\S+.*|ping\s+-[nc]\s+\d+.*|sleep\s+\d+|type\s+(?:[a-z]:|%)\S*|net\s+(?:user|localgroup|view|share|use)\b.*|reg\s+(?:add|query|delete)\s.*|tasklist(?:\s.*)?|netsh\s+\w+.*|dir\s+(?:[a-z]:|/[a-z]|\\).*|id|pwd)\s*[;|&]*\s*$",
+        r"^\s*(?:netstat(?:\s+-\w+)?|ipconfig(?:\s+/\w+)?|ifconfig(?:\s+-?\w+)?|whoami(?:\s+/\w+)?|systeminfo|sysinfo|uname\s+-\w+|ls\s+-\w+(?:\s+\S+)?|which\s+\w+|cat\s+/\S+|nc\s+-\w+.*|ncat\s+.*|perl\s+-e\s.*|python[23]?\s+-c\s.*|ruby\s+-e\s.*|php\s+-r\s.*|bash\s+-[ci]\s.*|sh\s+-c\s.*|wget\s+\S+|curl\s+-?\S+.*|ping\s+-[nc]\s+\d+.*|sleep\s+\d+|type\s+(?:[a-z]:|%)\S*|net\s+(?:user|localgroup|view|share|use)\b.*|reg\s+(?:add|query|delete)\s.*|tasklist(?:\s.*)?|netsh\s+\w+.*|dir\s+(?:[a-z]:|/[a-z]|\\).*)\s*[;|&]*\s*$",
     ),
     // Code execution in interpreted languages: `system("…")`, `eval('…')`, `<?php`, SSI.
     r(
@@ -337,7 +337,7 @@ const RULES: &[Rule] = &[
         Class::Sqli,
         1,
         V | H,
-        r"['\x22)]\s*(?:--[\s\-]|#|/\*|;\s*--|;%00|\x00)|\b(?:or|and)\s+\d+\s*(?:=|<|>)\s*\d+\s*(?:--|#|/\*)",
+        r"['\x22)]\s*(?:--(?:[\s-]+\S{0,8})?\s*$|#\S{0,8}\s*$|/\*|;\s*--|;%00|\x00)|\b(?:or|and)\s+\d+\s*(?:=|<|>)\s*\d+\s*(?:--|#|/\*)",
     ),
     r(
         "sqli-system-vars",
@@ -346,12 +346,29 @@ const RULES: &[Rule] = &[
         V | H,
         r"@@(?:version|datadir|hostname|basedir|servername|identity|spid)\b|\bversion\s*\(\s*\)|\bdatabase\s*\(\s*\)|\bcurrent_user\b|\bsession_user\b|\bsystem_user\s*\(|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)+\)|\bchr\s*\(\s*\d+\s*\)\s*(?:\|\||\+)|\bconcat(?:_ws)?\s*\(\s*(?:0x|char|@@|'|\x22|\(?select)",
     ),
+    // A value that starts by continuing a WHERE clause: `AND 1=1`, ` OR x=y#`, `HAVING 1=0--`,
+    // `or true--`, `' or "`: what is appended to a number or a closed string.
+    r(
+        "sqli-boolean-prefix",
+        Class::Sqli,
+        1,
+        V,
+        r"^\s*['\x22)]*\s*(?:and|or|xor|having|&&|\|\|)\s+\(*\s*(?:not\s+)?(?:(?:\d+|true|false|null)\s*(?:(?:=|<>|!=|<=|>=|<|>)\s*\(*['\x22]?[\w%]*['\x22]?)?|['\x22]?[a-z_]\w*['\x22]?\s*(?:=|<>|!=|<=|>=|<|>|\blike\b)\s*\(*['\x22]?[\w%]*['\x22]?)\s*(?:$|--|#|/\*|;|\band\b|\bor\b|\bhaving\b)|^\s*['\x22]\s*(?:=\s*['\x22]?)?\s*or\s*['\x22]|^\s*\d+\s*-\s*(?:true|false)\s*$",
+    ),
+    // Statements other than queries: accounts, grants, DDL, backups, procedure calls.
+    r(
+        "sqli-statements",
+        Class::Sqli,
+        1,
+        V | H,
+        r"\b(?:grant|revoke)\s+[\w\s,]+?\s+(?:on|to|from)\s+[\w.\x60\x22\[\]]+|\bcreate\s+(?:user|login|table|database|procedure|function|trigger|view)\s+[\w.\x60\x22\[\]]+\s*(?:\(|identified\b|as\b|with\b|$|;)|\bbackup\s+(?:database|log)\s+\w+\s+to\b|\bexec(?:ute)?\s+(?:master\.\.)?(?:sp_|xp_)\w*|\bselect\s+@@\w+|['\x22]\s*\|\|\s*[\w.]+\s*\(",
+    ),
     r(
         "sqli-order-by",
         Class::Sqli,
         1,
         V,
-        r"^\s*\d*['\x22)]*\s*(?:order|group)\s+by\s+\d+|\b(?:and|or)\s+\d+\s*[=<>]\s*\d+\s*$|\bselect\s+(?:\*|[\w@(),.'\x22\s]+)\s+from\s+\w|\b(?:insert\s+into|delete\s+from|drop\s+(?:table|database)|update\s+\w+\s+set)\b",
+        r"^\s*\d*['\x22)]*\s*(?:order|group)\s+by\s+\d+|\b(?:and|or)\s+\d+\s*[=<>]\s*\d+\s*$|\bselect\s+(?:\*|[\w@(),.'\x22\s]+?)\s+from\s+[\w.\x60\x22\[\]]+\s*(?:$|where\b|limit\b|order\b|group\b|union\b|;|--|#|/\*|\))|\binsert\s+into\s+[\w.\x60\x22\[\]]+\s*(?:\(|values\b|select\b)|\bdelete\s+from\s+[\w.\x60\x22\[\]]+\s*(?:$|where\b|;|--|#)|\bdrop\s+(?:table|database|schema|user)\s+(?:if\s+exists\s+)?[\w.\x60\x22\[\]]+\s*(?:$|;|--|#|/\*)|\bupdate\s+[\w.\x60\x22\[\]]+\s+set\s+[\w.\x60\x22]+\s*=",
     ),
     r(
         "sqli-keywords-2",
@@ -404,7 +421,7 @@ const RULES: &[Rule] = &[
         Class::Xss,
         1,
         V,
-        r"<\s*/?\s*(?:input|textarea|button|select|option|keygen|datalist|output|head|html|body|title|xmp|plaintext|noscript|noembed|noframes|listing|circle|rect|ellipse|polygon|polyline|path|line|g|defs|feimage|fe[a-z]+|image|use|foreignobject|animate\w*|xsl:\w+|x:\w+|xss|svg:\w+|vmlframe|v:\w+)\b|<\?|<!\s*(?:doctype|entity|attlist|element|\[cdata\[)|<!--\s*(?:$|[^se\s-]|s(?:$|[^t])|e(?:$|[^n]))|\]\]>|-->\s*<",
+        r"<\s*/?\s*(?:input|textarea|button|select|option|keygen|datalist|output|head|html|body|title|xmp|plaintext|noscript|noembed|noframes|listing|circle|rect|ellipse|polygon|polyline|path|line|g|defs|feimage|fe[a-z]+|image|use|foreignobject|animate\w*|xsl:\w+|x:\w+|xss|svg:\w+|vmlframe|v:\w+)\b|<\?|<!\s*(?:doctype|entity|attlist|element|\[cdata\[)|<!--\s*(?:$|[^se\s-]|s(?:$|[^t])|e(?:$|[^n]))|\]\]>",
     ),
     // Script without tags: calls of the classic probes and DOM helpers.
     r(
