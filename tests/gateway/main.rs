@@ -19,3 +19,4 @@ mod shutdown;
 mod status;
 mod tls;
 mod upstreams;
+mod waf;
