@@ -330,14 +330,14 @@ const RULES: &[Rule] = &[
         Class::Sqli,
         1,
         V | H,
-        r"['\x22`)]\s*(?:or|and|xor|\|\||&&|div|like|rlike|regexp|having|where|union|order|group|limit)\s+[\w'\x22(@][^<>]*?(?:=|<|>|\blike\b|\bis\b|\bin\b|\bbetween\b)|['\x22]\s*(?:or|and|\|\||&&)\s*['\x22]?\s*\d+\s*['\x22]?\s*(?:=|<|>|$)",
+        r"['\x22`)]\s*(?:or|and|xor|\|\||&&|div|like|rlike|regexp|having|where|union|order|group|limit)\s+[\w'\x22(@][^<>]*?(?:=|<|>|\blike\b|\bis\b|\bin\b|\bbetween\b)|['\x22]\s*(?:or|and|\|\||&&)\s*['\x22]?\s*\d+\s*['\x22]?\s*(?:=|<|>)",
     ),
     r(
         "sqli-comment-end",
         Class::Sqli,
         1,
         V | H,
-        r"['\x22)]\s*(?:--(?:[\s-]+\S{0,8})?\s*$|#\S{0,8}\s*$|/\*|;\s*--|;%00|\x00)|\b(?:or|and)\s+\d+\s*(?:=|<|>)\s*\d+\s*(?:--|#|/\*)",
+        r"(?:['\x22]\s*|\))(?:--(?:[\s-]+\S{0,8})?\s*$|/\*|;\s*--|;%00|\x00)|\w['\x22]\)*#\S{0,8}\s*$|\b(?:or|and)\s+\d+\s*(?:=|<|>)\s*\d+\s*(?:--|#|/\*)",
     ),
     r(
         "sqli-system-vars",
