@@ -257,31 +257,33 @@ impl<'w> Scanner<'w> {
         let norm = decode::normalize(raw);
         let mut loc_str = None;
         let waf = self.waf;
-        match sqli::detect(&norm) {
-            sqli::Verdict::Injection => {
-                if self.hit(loc, &mut loc_str, Class::Sqli, "sqli-libinjection", &norm) {
-                    return;
-                }
+        // Markup is judged as markup first, so `<iframe srcdoc="…">` is reported as XSS even
+        // though its quotes also parse as SQL.
+        let markup_first = norm.contains('<');
+        for engine in if markup_first { [1, 0] } else { [0, 1] } {
+            let (verdict, class, found, fault) = if engine == 0 {
+                (
+                    sqli::detect(&norm),
+                    Class::Sqli,
+                    "sqli-libinjection",
+                    "sqli-engine-fault",
+                )
+            } else {
+                (
+                    waf.xss.detect(&norm),
+                    Class::Xss,
+                    "xss-libinjection",
+                    "xss-engine-fault",
+                )
+            };
+            let rule = match verdict {
+                sqli::Verdict::Clean => continue,
+                sqli::Verdict::Injection => found,
+                sqli::Verdict::Fault => fault,
+            };
+            if self.hit(loc, &mut loc_str, class, rule, &norm) {
+                return;
             }
-            sqli::Verdict::Fault => {
-                if self.hit(loc, &mut loc_str, Class::Sqli, "sqli-engine-fault", &norm) {
-                    return;
-                }
-            }
-            sqli::Verdict::Clean => {}
-        }
-        match waf.xss.detect(&norm) {
-            xss::Verdict::Injection => {
-                if self.hit(loc, &mut loc_str, Class::Xss, "xss-libinjection", &norm) {
-                    return;
-                }
-            }
-            xss::Verdict::Fault => {
-                if self.hit(loc, &mut loc_str, Class::Xss, "xss-engine-fault", &norm) {
-                    return;
-                }
-            }
-            xss::Verdict::Clean => {}
         }
         let stripped = decode::strip_sql_comments(&norm);
         let mut texts: [Option<&str>; 3] = [Some(&norm), None, None];

@@ -163,7 +163,7 @@ const RULES: &[Rule] = &[
         Class::CommandInjection,
         1,
         V | H,
-        r"<\?(?:php|=)|<!--\s*#\s*(?:exec|include|echo|config|fsize|flastmod|printenv)\b|\b(?:system|exec|shell_exec|passthru|popen|proc_open|pcntl_exec|assert|eval|create_function|call_user_func|preg_replace|include|require|include_once|require_once|file_get_contents|fopen|readfile)\s*\(\s*['\x22$`]|\bphpinfo\s*\(\s*\)|\b(?:runtime\.getruntime|processbuilder)\s*\(|\b__import__\s*\(|\$\{\s*@?\w+\s*\(|\{\$\{|\{\s*\$_(?:get|post|request|cookie|server|env)\b|\$_(?:get|post|request|cookie|server|env)\s*\[|\bphp(?:info|version|credits|_uname)\s*\(|\bos\.(?:system|popen)\s*\(|\bsubprocess\.\w+\s*\(",
+        r"<\?(?:php|=)|<!--\s*#\s*(?:exec|include|echo|config|fsize|flastmod|printenv)\b|\b(?:system|exec|shell_exec|passthru|popen|proc_open|pcntl_exec|assert|eval|create_function|call_user_func|preg_replace|include|require|include_once|require_once|file_get_contents|fopen|readfile)\s*\(\s*['\x22$`]|\bphpinfo\s*\(\s*\)|\b(?:runtime\.getruntime|processbuilder)\s*\(|\b__import__\s*\(|\$\{\s*@?\w+\s*\(|\{\$\{|\{\s*\$_(?:get|post|request|cookie|server|env)\b|\$_(?:get|post|request|cookie|server|env)\s*\[|\bphp(?:info|version|credits|_uname)\s*\(|\b(?:base64_decode|gzinflate|gzuncompress|str_rot13|shell_exec|passthru|proc_open|pcntl_exec|file_put_contents|call_user_func(?:_array)?|create_function|assert|eval)\((?:\s*[\w$'\x22(])|\bos\.(?:system|popen)\s*\(|\bsubprocess\.\w+\s*\(",
     ),
     // Template injection that leads to code execution (`{{7*7}}`, `${7*7}`, `<%= 7*7 %>`).
     r(
@@ -172,6 +172,24 @@ const RULES: &[Rule] = &[
         1,
         V | H,
         r"\{\{\s*\d+\s*[-+*/]\s*\d+\s*\}\}|\$\{\s*\d+\s*[-+*/]\s*\d+\s*\}|<%=?\s*\d+\s*[-+*/]\s*\d+\s*%>|#\{\s*\d+\s*[-+*/]\s*\d+\s*\}|\{\{[^}]*(?:__class__|__globals__|__builtins__|__subclasses__|config\.items|self\._|request\.application|lipsum|cycler|joiner)[^}]*\}\}|\$\{\s*(?:jndi|env|sys|java|lower|upper|script|spring)[:.]|\{%-?\s*(?:for|if|set|import|include|extends|block|macro|raw|load|debug|with|print)\b[^%]*%\}",
+    ),
+    // PowerShell and cmd.exe constructs (`IEX(New-Object Net.WebClient).DownloadString(…)`,
+    // `-EncodedCommand`, `for /f`, `if exist`).
+    r(
+        "cmdi-windows",
+        Class::CommandInjection,
+        1,
+        V | H,
+        r"\b(?:invoke-(?:expression|webrequest|command|restmethod|item|wmimethod)|new-object\s+(?:-\w+\s+)?(?:system\.)?net\.webclient|downloadstring\s*\(|downloadfile\s*\(|start-process|set-executionpolicy|get-(?:childitem|content|process|wmiobject|ciminstance)\s|add-type\s+-)\b|\biex\s*\(|(?:^|\s)-(?:enc|encodedcommand|e)\s+[a-z0-9+/]{20,}={0,2}|\bfor\s+/[fdlr]\s|\bif\s+(?:not\s+)?exist\s",
+    ),
+    // Server-side code in other runtimes: Node's child_process, Java's Runtime and serialized
+    // objects, Spring's class loader, PHP object injection, prototype pollution.
+    r(
+        "cmdi-runtime",
+        Class::CommandInjection,
+        1,
+        V | H,
+        r"\brequire\s*\(\s*['\x22`]child_process|\bchild_process\b|\bprocess\s*\.\s*(?:mainmodule|binding|dlopen)\b|\bjava\.lang\.(?:runtime|processbuilder|reflect|class|system)\b|(?-i:\brO0AB)|\baced0005|\bclass\.(?:module\.)?classloader\b|^\s*[oca]:\d+:\x22[\w\\]+\x22:\d+:\{|__proto__|\bconstructor\s*(?:\.\s*prototype|\[\s*['\x22]prototype)",
     ),
     // Paranoia 2: a lone `&` as separator, and English command words after a separator.
     r(
@@ -228,7 +246,7 @@ const RULES: &[Rule] = &[
         Class::PathTraversal,
         1,
         V | H | P,
-        r"(?:^|[/\\:])(?:etc[/\\]+(?:passwd|shadow|group|gshadow|hosts|issue|motd|hostname|resolv\.conf|crontab|fstab|sudoers|inittab|profile|bashrc|environment|network|sysconfig|apache2?|httpd|nginx|mysql|php\d*|ssh|ftp|proftpd?|vsftpd|samba|security|init\.d|rc\.d|master\.passwd|[\w.-]*\.(?:conf|cnf|cfg|ini))|proc[/\\]+(?:self|\d+|version|cmdline|mounts|net|cpuinfo|meminfo|sched_debug|environ|partitions|stat|kcore|loadavg|modules)|(?:sys|dev)[/\\]+(?:class|block|net|tcp|udp|stdin|fd)\b|var[/\\]+(?:log|lib|run|mail|spool|www|adm|db|apache)\b|usr[/\\]+local[/\\]|root[/\\]|boot\.ini|win\.ini|system\.ini|(?:windows|winnt)[/\\]|system32[/\\]|inetpub[/\\]|xampp[/\\]|wamp[/\\]|program\sfiles|php\.ini|my\.(?:cnf|ini)|httpd\.conf|web\.config|\.htaccess|\.htpasswd|\.env\b|\.git[/\\]|\.svn[/\\]|\.ssh[/\\]|id_[rd]sa|\.bash_history|\.aws[/\\]|\.(?:bashrc|bash_profile|bash_logout|profile|rhosts|shosts|xauthority|logout|login|netrc|cshrc|tcshrc|zshrc|forward|pgpass|mysql_history|psql_history|viminfo|lesshst|npmrc|dockercfg|gitconfig|kube[/\\]config)\b|wp-config\.php|[\w-]*[._-](?:access|error)[._-]?log\b|(?:access|error)[._]log\b)",
+        r"(?:^|[/\\:])(?:etc[/\\]+(?:passwd|shadow|group|gshadow|hosts|issue|motd|hostname|resolv\.conf|crontab|fstab|sudoers|inittab|profile|bashrc|environment|network|sysconfig|apache2?|httpd|nginx|mysql|php\d*|ssh|ftp|proftpd?|vsftpd|samba|security|init\.d|rc\.d|master\.passwd|[\w.-]*\.(?:conf|cnf|cfg|ini))|proc[/\\]+(?:self|\d+|version|cmdline|mounts|net|cpuinfo|meminfo|sched_debug|environ|partitions|stat|kcore|loadavg|modules)|(?:sys|dev)[/\\]+(?:class|block|net|tcp|udp|stdin|fd)\b|var[/\\]+(?:log|lib|run|mail|spool|www|adm|db|apache)\b|usr[/\\]+local[/\\]|root[/\\]|boot\.ini|win\.ini|system\.ini|(?:windows|winnt)[/\\]|system32[/\\]|inetpub[/\\]|xampp[/\\]|wamp[/\\]|program\sfiles|php\.ini|my\.(?:cnf|ini)|httpd\.conf|web\.config|\.htaccess|\.htpasswd|\.env\b|\.git[/\\]|\.svn[/\\]|\.ssh[/\\]|id_[rd]sa|\.bash_history|\.aws[/\\]|\.(?:bashrc|bash_profile|bash_logout|profile|rhosts|shosts|xauthority|logout|login|netrc|cshrc|tcshrc|zshrc|forward|pgpass|mysql_history|psql_history|viminfo|lesshst|npmrc|dockercfg|gitconfig|kube[/\\]config)\b|wp-config\.php|(?:web|meta)-inf[/\\]|\.ds_store\b|\.(?:idea|vscode)[/\\]|\.dockerenv\b|[\w-]*[._-](?:access|error)[._-]?log\b|(?:access|error)[._]log\b)",
     ),
     // An absolute system path as a whole value (`/etc/syslog.conf`, `C:\php\php.ini`).
     r(
@@ -541,7 +559,13 @@ impl Set {
             .iter()
             .filter(|r| r.paranoia <= paranoia && r.scopes & scope != 0)
             .collect();
-        let set = regex::RegexSetBuilder::new(chosen.iter().map(|r| r.pattern))
+        // `\b` as an ASCII word boundary: a Unicode one makes the lazy DFA give up on any
+        // non-ASCII text (every Chinese value) and fall back to a much slower engine.
+        let patterns: Vec<String> = chosen
+            .iter()
+            .map(|r| r.pattern.replace(r"\b", r"(?-u:\b)"))
+            .collect();
+        let set = regex::RegexSetBuilder::new(&patterns)
             .case_insensitive(true)
             .size_limit(64 << 20)
             .dfa_size_limit(16 << 20)

