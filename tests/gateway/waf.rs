@@ -332,6 +332,78 @@ async fn waf_monitor_mode_passes_and_the_audit_record_has_the_finding() {
     );
 }
 
+#[tokio::test]
+async fn waf_body_over_the_limit_passes_uninspected_or_is_refused() {
+    let up = Upstream::start("s");
+    let gw = Gateway::start(&format!(
+        r#"
+services:
+  - name: s
+    upstream:
+      targets: [{{ addr: "{}" }}]
+routes:
+  - name: lenient
+    service: s
+    paths: ["/lenient/*"]
+    plugins:
+      - name: waf
+        config: {{ body: {{ limit: 64, over_limit: pass }} }}
+  - name: strict
+    service: s
+    paths: ["/strict/*"]
+    plugins:
+      - name: waf
+        config: {{ body: {{ limit: 64, over_limit: reject }} }}
+"#,
+        up.addr
+    ));
+    let c = client();
+    let small = json!({"q": "<script>alert(1)</script>"});
+    let large = json!({"q": "<script>alert(1)</script>", "pad": "x".repeat(100)});
+    expect_blocked(
+        c.post(gw.url("/lenient/x"))
+            .json(&small)
+            .send()
+            .await
+            .unwrap(),
+        "within the limit",
+    )
+    .await;
+    let resp = c
+        .post(gw.url("/lenient/x"))
+        .json(&large)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "over the limit with `pass`: forwarded unread"
+    );
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let (status, code, _) = error_code(
+        c.post(gw.url("/strict/x"))
+            .json(&large)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (413, "payload_too_large"));
+
+    let dir = gw.dir.path().join("data").join("audit");
+    let mut record = None;
+    wait_for("the audit record", Duration::from_secs(10), || {
+        record = audit_records(&dir)
+            .into_iter()
+            .find(|r| r["request_id"] == id.as_str());
+        record.is_some()
+    });
+    let record = record.unwrap();
+    assert_eq!(record["body"], "uninspected", "{record}");
+    assert!(record.get("findings").is_none(), "{record}");
+}
+
 // --- the development corpus over HTTP ---------------------------------------------------------
 
 fn corpus() -> Vec<Value> {
