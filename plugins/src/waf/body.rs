@@ -6,15 +6,20 @@
 //!   as text;
 //! - `multipart/form-data`: text parts (no file name, or a `text/*` or JSON type) as `form:NAME`;
 //!   for file parts only the file name (traversal in `../../x.php`);
+//! - XML (`*/xml`, `*+xml`: WeChat Pay notifications, SOAP): every text node, CDATA section and
+//!   attribute value, and markup declarations (`<!ENTITY … SYSTEM …>` is how XXE starts), each
+//!   as a value (`body`), so the document's own tags are not taken for injected markup;
 //! - binary types (`image/*`, `audio/*`, `video/*`, `font/*`, `application/octet-stream`, PDF,
 //!   archives, protobuf) are not inspected;
-//! - anything else (XML, `text/plain`, no type at all) is inspected as one text value (`body`).
+//! - anything else (`text/plain`, no type at all) is inspected as one text value (`body`), or
+//!   walked as JSON when it is a JSON document (SDKs that post JSON as `text/plain`).
 
 /// How a request's body is to be read, decided from its `Content-Type` in the request phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {
     Form,
     Json,
+    Xml,
     /// With its boundary.
     Multipart(String),
     Text,
@@ -29,6 +34,9 @@ impl BodyKind {
         };
         let mut parts = ct.split(';');
         let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        if essence.ends_with("/xml") || essence.ends_with("+xml") {
+            return BodyKind::Xml;
+        }
         match essence.as_str() {
             "application/x-www-form-urlencoded" => BodyKind::Form,
             "application/json" | "text/json" => BodyKind::Json,
@@ -71,6 +79,70 @@ impl BodyKind {
             }
             _ => BodyKind::Text,
         }
+    }
+}
+
+/// The values of an XML document: text nodes, CDATA sections, attribute values and markup
+/// declarations (`<!DOCTYPE …>`, `<!ENTITY …>`), in document order. Comments and processing
+/// instructions are skipped. Not a validating parser: anything malformed is returned as text.
+pub fn xml_values(doc: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = doc;
+    while let Some(i) = rest.find('<') {
+        let text = rest.get(..i).unwrap_or_default();
+        if !text.trim().is_empty() {
+            out.push(text);
+        }
+        let at = rest.get(i..).unwrap_or_default();
+        let (value, used) = if let Some(cdata) = at.strip_prefix("<![CDATA[") {
+            match cdata.find("]]>") {
+                Some(e) => (cdata.get(..e), 9 + e + 3),
+                None => (Some(cdata), at.len()),
+            }
+        } else if at.starts_with("<!--") {
+            match at.find("-->") {
+                Some(e) => (None, e + 3),
+                None => (None, at.len()),
+            }
+        } else {
+            let end = at.find('>').map_or(at.len(), |e| e + 1);
+            let tag = at.get(..end).unwrap_or_default();
+            if tag.starts_with("<!") {
+                (Some(tag), end)
+            } else if tag.starts_with("<?") {
+                (None, end)
+            } else {
+                attribute_values(tag, &mut out);
+                (None, end)
+            }
+        };
+        if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+            out.push(v);
+        }
+        rest = at.get(used..).unwrap_or_default();
+    }
+    if !rest.trim().is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// Pushes the quoted attribute values of one start tag (`<a href="…" title='…'>`).
+fn attribute_values<'a>(tag: &'a str, out: &mut Vec<&'a str>) {
+    let mut rest = tag;
+    while let Some(eq) = rest.find('=') {
+        let after = rest.get(eq + 1..).unwrap_or_default().trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            rest = after;
+            continue;
+        };
+        let inner = after.get(1..).unwrap_or_default();
+        let end = inner.find(q).unwrap_or(inner.len());
+        let value = inner.get(..end).unwrap_or_default();
+        if !value.is_empty() {
+            out.push(value);
+        }
+        rest = inner.get(end + 1..).unwrap_or_default();
     }
 }
 
@@ -189,11 +261,36 @@ mod tests {
             BodyKind::from_content_type(Some("image/png")),
             BodyKind::Binary
         );
+        assert_eq!(BodyKind::from_content_type(Some("text/xml")), BodyKind::Xml);
         assert_eq!(
-            BodyKind::from_content_type(Some("text/xml")),
+            BodyKind::from_content_type(Some("application/soap+xml")),
+            BodyKind::Xml
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("text/plain")),
             BodyKind::Text
         );
         assert_eq!(BodyKind::from_content_type(None), BodyKind::Text);
+    }
+
+    #[test]
+    fn xml_values_are_text_cdata_attributes_and_declarations() {
+        let doc = "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>\
+<xml><appid><![CDATA[wx2421b1c4370ec43b]]></appid><!-- note --><a href='https://x'>O'Brien</a>\
+<total_fee>1</total_fee></xml>";
+        assert_eq!(
+            xml_values(doc),
+            [
+                "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">",
+                "]>",
+                "wx2421b1c4370ec43b",
+                "https://x",
+                "O'Brien",
+                "1"
+            ]
+        );
+        assert_eq!(xml_values("no markup"), ["no markup"]);
+        assert_eq!(xml_values("<a><![CDATA[open"), ["open"]);
     }
 
     #[test]

@@ -6,16 +6,17 @@
 //! - the path, every query parameter name and value, the configured headers (default:
 //!   `User-Agent`, `Referer`, `X-Forwarded-Host`, `X-Original-URL`, `X-Rewrite-URL`) and each
 //!   cookie — in the request phase;
-//! - the body (form fields, JSON strings and keys, multipart text parts, other text) — in the
+//! - the body (form fields, JSON strings and keys, multipart text parts, XML text, CDATA and
+//!   attribute values, other text) — in the
 //!   buffered request-body phase, up to `body.limit` bytes (default 64 KiB; over it the body
 //!   passes uninspected and the audit record says so, or is refused with 413).
 //!
 //! Every value is first decoded the way a backend or browser might ([`decode`]): URL encoding
 //! (also double, `%u`, overlong UTF-8), `+`, HTML entities, NUL bytes, SQL comments; JSON
-//! escapes are undone by the JSON parser. Then two engines and a rule table judge it:
-//! libinjection's SQL and HTML5 tokenizers ([`sqli`], [`xss`]) and Fenfa's own class rules
-//! ([`rules`], one compiled `RegexSet` per instance). The first match per value is a
-//! detection.
+//! escapes are undone by the JSON parser. Then Fenfa's own class rules ([`rules`], one compiled
+//! `RegexSet` per instance) and libinjection's SQL and HTML5 tokenizers ([`sqli`], [`xss`])
+//! judge it, in that order (a rule names the class most precisely). The first match per value
+//! is a detection.
 //!
 //! Config: `{ mode: block|monitor, paranoia: 1..4, exclusions: [{ where, rule? }],
 //! body: { limit, over_limit: pass|reject }, headers: [...] }` ([`config`]). In `block` mode
@@ -257,6 +258,26 @@ impl<'w> Scanner<'w> {
         let norm = decode::normalize(raw);
         let mut loc_str = None;
         let waf = self.waf;
+        // The class rules first: they name the class precisely (a traversal that also parses
+        // as SQL is reported as traversal); the engines then catch what no rule describes.
+        let stripped = decode::strip_sql_comments(&norm);
+        let mut texts: [Option<&str>; 3] = [Some(&norm), None, None];
+        if *stripped != *norm {
+            texts[1] = Some(&stripped);
+        }
+        if *raw != *norm {
+            texts[2] = Some(raw);
+        }
+        for text in texts.into_iter().flatten() {
+            if !waf.rules.is_match(scope, text) {
+                continue;
+            }
+            for h in waf.rules.matches(scope, text) {
+                if self.hit(loc, &mut loc_str, h.class, h.rule, text) {
+                    return;
+                }
+            }
+        }
         // Markup is judged as markup first, so `<iframe srcdoc="…">` is reported as XSS even
         // though its quotes also parse as SQL.
         let markup_first = norm.contains('<');
@@ -283,24 +304,6 @@ impl<'w> Scanner<'w> {
             };
             if self.hit(loc, &mut loc_str, class, rule, &norm) {
                 return;
-            }
-        }
-        let stripped = decode::strip_sql_comments(&norm);
-        let mut texts: [Option<&str>; 3] = [Some(&norm), None, None];
-        if *stripped != *norm {
-            texts[1] = Some(&stripped);
-        }
-        if *raw != *norm {
-            texts[2] = Some(raw);
-        }
-        for text in texts.into_iter().flatten() {
-            if !waf.rules.is_match(scope, text) {
-                continue;
-            }
-            for h in waf.rules.matches(scope, text) {
-                if self.hit(loc, &mut loc_str, h.class, h.rule, text) {
-                    return;
-                }
             }
         }
     }
@@ -432,7 +435,21 @@ impl<'w> Scanner<'w> {
                     }
                 }
             }
-            BodyKind::Text => self.value(Scope::Value, Loc::Body, &String::from_utf8_lossy(body)),
+            BodyKind::Xml => {
+                let text = String::from_utf8_lossy(body);
+                for v in body::xml_values(&text) {
+                    self.value(Scope::Value, Loc::Body, v);
+                }
+            }
+            BodyKind::Text => {
+                let first = body.iter().find(|b| !b.is_ascii_whitespace());
+                if matches!(first, Some(b'{' | b'[')) {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+                        return self.json(&v, &mut Vec::new());
+                    }
+                }
+                self.value(Scope::Value, Loc::Body, &String::from_utf8_lossy(body))
+            }
         }
     }
 }

@@ -98,6 +98,14 @@ const fn r(
 /// The rule table. Order matters only for which rule is reported when several match one value:
 /// the first in this table.
 const RULES: &[Rule] = &[
+    // XML external entities: a declaration that pulls in a file or URL.
+    r(
+        "rfi-xxe",
+        Class::Rfi,
+        1,
+        V,
+        r"<!entity\s+(?:%\s*)?[\w.-]+\s+(?:system|public)\b|<!doctype\s+[\w.-]+\s+(?:system|public)\s+['\x22][a-z]+:",
+    ),
     // --- command injection -------------------------------------------------------------------
     // A shell separator, then a command (`; id`, `| uname -a`, `&& sleep 5`, `` `whoami` ``).
     r(

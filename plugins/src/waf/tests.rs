@@ -413,3 +413,29 @@ fn hostile_bytes_never_panic() {
         let _ = plain.inspect_body(&BodyKind::Text, q.as_bytes());
     }
 }
+
+#[test]
+fn xml_bodies_are_read_as_documents() {
+    let p = waf(json!({}));
+    let notify = "<xml><appid><![CDATA[wx2421b1c4370ec43b]]></appid><attach><![CDATA[支付测试]]></attach>\
+<mch_id><![CDATA[10000100]]></mch_id><nonce_str><![CDATA[5d2b6c2a8db53831f7eda20af46e531c]]></nonce_str>\
+<openid><![CDATA[oUpF8uMEb4qRXf22hE3X68TekukE]]></openid><result_code><![CDATA[SUCCESS]]></result_code>\
+<sign><![CDATA[B552ED6B279343CB493C5DD0D78AB241]]></sign><total_fee>1</total_fee></xml>";
+    assert!(blocked(&p, Req::post("text/xml", notify.as_bytes())).is_none());
+    let xxe = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/hostname\">]><r>&x;</r>";
+    let (c, _) = blocked(&p, Req::post("application/xml", xxe.as_bytes())).unwrap();
+    assert_eq!(c, "rfi");
+    let cdata = "<xml><remark><![CDATA[<script>alert(1)</script>]]></remark></xml>";
+    let (c, loc) = blocked(&p, Req::post("text/xml", cdata.as_bytes())).unwrap();
+    assert_eq!((c.as_str(), loc.as_str()), ("xss", "body"));
+}
+
+#[test]
+fn json_sent_as_text_is_walked_as_json() {
+    let p = waf(json!({}));
+    let body = json!({"name": "O'Brien", "q": "1' or '1'='1"}).to_string();
+    let (_, loc) = blocked(&p, Req::post("text/plain", body.as_bytes())).unwrap();
+    assert_eq!(loc, "body:$.q");
+    let ok = json!({"name": "O'Brien", "note": "select a time slot"}).to_string();
+    assert!(blocked(&p, Req::post("text/plain;charset=utf-8", ok.as_bytes())).is_none());
+}
