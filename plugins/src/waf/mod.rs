@@ -57,8 +57,11 @@ pub const PRIORITY: i32 = 2500;
 /// The reply's code in the error body, logs and the audit record.
 pub const BLOCKED_CODE: &str = "waf_blocked";
 
-/// Rule ids of the engines (besides those of [`rules`]).
+/// Rule ids of the engines and framing checks (besides those of [`rules`]).
 pub(crate) const ENGINE_RULES: &[&str] = &[
+    "proto-te-and-cl",
+    "proto-transfer-encoding",
+    "proto-content-length",
     "sqli-libinjection",
     "sqli-engine-fault",
     "xss-libinjection",
@@ -308,6 +311,57 @@ impl<'w> Scanner<'w> {
         }
     }
 
+    /// Message framing that only request smuggling produces: `Transfer-Encoding` together with
+    /// `Content-Length`, a transfer coding other than `chunked`, or `Content-Length` headers
+    /// that disagree.
+    fn framing(&mut self, headers: &http::HeaderMap) {
+        use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+        let te: Vec<&[u8]> = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let mut cl = headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes());
+        let first_cl = cl.next();
+        let mut loc_str = None;
+        if !te.is_empty() && first_cl.is_some() {
+            self.hit(
+                Loc::Header("transfer-encoding"),
+                &mut loc_str,
+                Class::Protocol,
+                "proto-te-and-cl",
+                "Transfer-Encoding with Content-Length",
+            );
+        } else if te.iter().any(|v| {
+            !String::from_utf8_lossy(v)
+                .trim()
+                .eq_ignore_ascii_case("chunked")
+        }) || te.len() > 1
+        {
+            let shown = te
+                .first()
+                .map(|v| String::from_utf8_lossy(v))
+                .unwrap_or_default();
+            self.hit(
+                Loc::Header("transfer-encoding"),
+                &mut loc_str,
+                Class::Protocol,
+                "proto-transfer-encoding",
+                &shown,
+            );
+        } else if let Some(first) = first_cl {
+            if cl.any(|v| v != first) {
+                self.hit(
+                    Loc::Header("content-length"),
+                    &mut loc_str,
+                    Class::Protocol,
+                    "proto-content-length",
+                    "conflicting Content-Length headers",
+                );
+            }
+        }
+    }
+
     /// `a=1&b=2`, each name and value form-decoded.
     fn pairs(&mut self, s: &str, form: bool) {
         for pair in s.split('&') {
@@ -476,9 +530,10 @@ impl Waf {
         }
     }
 
-    /// Inspects the request head: path, query, configured headers and cookies.
+    /// Inspects the request head: framing, path, query, configured headers and cookies.
     pub fn inspect_head(&self, req: &RequestView<'_>) -> Vec<Detection> {
         let mut s = Scanner::new(self, self.limit());
+        s.framing(req.headers);
         s.path(req.path);
         if let Some(q) = req.query {
             s.pairs(q, false);

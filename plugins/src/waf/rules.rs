@@ -112,7 +112,7 @@ const RULES: &[Rule] = &[
         "cmdi-separator",
         Class::CommandInjection,
         1,
-        V | H,
+        V | H | P,
         CMD_AFTER_SEPARATOR,
     ),
     // A lone `&` (or a quote and `&`) opening the value, then a command: the value was meant to
@@ -137,7 +137,7 @@ const RULES: &[Rule] = &[
         "cmdi-substitution",
         Class::CommandInjection,
         1,
-        V | H,
+        V | H | P,
         r"\$\(\s*[a-z/]|\$\{(?:ifs|path|home|shell|ps\d)\}|\$ifs\b|`\s*[a-z/][\w./-]*(?:\s[^`]*)?`|\$\{[a-z_]+:?[-=+?]|\$\[\s*\d",
     ),
     // Shellshock.
@@ -145,7 +145,7 @@ const RULES: &[Rule] = &[
         "cmdi-shellshock",
         Class::CommandInjection,
         1,
-        V | H,
+        V | H | P,
         r"\(\s*\)\s*\{[^}]*;\s*\}\s*;",
     ),
     // A command with a path (`/bin/sh`, `/usr/bin/id`, `c:\windows\system32\cmd.exe`).
@@ -269,7 +269,7 @@ const RULES: &[Rule] = &[
         Class::PathTraversal,
         1,
         V,
-        r"^\s*[a-z]:[/\\]+\w",
+        r"^\s*[a-z]:[/\\]+(?:windows|winnt|inetpub|program\s?files|progra~1|xampp|wamp|apache|php|mysql|perl|python|nginx|tomcat|jboss|iis|boot\.ini|system|sys|temp|htdocs|www|web|logs?|[\w.-]+\.(?:ini|conf|cfg|log|sys|dat|bak|config|xml|cnf))\b",
     ),
     // Paranoia 2: `~` home directories and any dot-dot pair in a value.
     r(

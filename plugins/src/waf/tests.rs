@@ -439,3 +439,30 @@ fn json_sent_as_text_is_walked_as_json() {
     let ok = json!({"name": "O'Brien", "note": "select a time slot"}).to_string();
     assert!(blocked(&p, Req::post("text/plain;charset=utf-8", ok.as_bytes())).is_none());
 }
+
+#[test]
+fn smuggling_framing_is_protocol_abuse() {
+    let p = waf(json!({}));
+    let r = Req::get("/x", "")
+        .header("transfer-encoding", "chunked")
+        .header("content-length", "5");
+    assert_eq!(
+        blocked(&p, r).unwrap(),
+        ("protocol".into(), "header:transfer-encoding".into())
+    );
+    let r = Req::get("/x", "").header("transfer-encoding", "gzip, chunked");
+    assert_eq!(blocked(&p, r).unwrap().0, "protocol");
+    let r = Req::get("/x", "")
+        .header("content-length", "5")
+        .header("content-length", "6");
+    assert_eq!(
+        blocked(&p, r).unwrap(),
+        ("protocol".into(), "header:content-length".into())
+    );
+    assert!(blocked(
+        &p,
+        Req::get("/x", "").header("transfer-encoding", "chunked")
+    )
+    .is_none());
+    assert!(blocked(&p, Req::get("/cgi-bin/a.cgi;id", "")).is_some());
+}
