@@ -1,7 +1,7 @@
 //! The `waf` plugin's decoders and inspection of every input kind, on arbitrary bytes.
 //!
 //! Properties: nothing panics (the engines' own panics included: libFuzzer aborts on any);
-//! a decoder returns its input borrowed exactly when it changed nothing; SQL comment stripping
+//! a decoder that returns its input borrowed returned it unchanged; SQL comment stripping
 //! leaves no `/*`; block mode reports at most one detection and monitor mode at most 16; every
 //! excerpt and location is short and holds no run of 6 or more digits (personal numbers never
 //! reach the audit trail).

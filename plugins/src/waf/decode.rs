@@ -4,7 +4,7 @@
 //!   `%XX` a byte), what the application itself will do to a query or form value.
 //! - [`normalize`]: what a lenient backend, a second decoding layer or a browser may still do:
 //!   further rounds of `%XX` (double and triple encoding, `%%32%65`), IIS `%uXXXX`, overlong
-//!   UTF-8 (`%c0%ae` is `.`), look-alike characters (full-width `．／`, `∕`, `∖`, IIS's `%uEFC8`), HTML entities (`&lt;`, `&#x3c;`, `&#60`), and NUL bytes
+//!   UTF-8 (`%c0%ae` is `.`), JavaScript escapes (`\u0065`, `\x3c`), look-alike characters (full-width `．／`, `∕`, `∖`, IIS's `%uEFC8`), HTML entities (`&lt;`, `&#x3c;`, `&#60`), and NUL bytes
 //!   (dropped). Rounds repeat until nothing changes (at most [`MAX_ROUNDS`]).
 //! - [`strip_sql_comments`]: `/**/` between keywords (`UNION/**/SELECT`) becomes a space;
 //!   MySQL's executable comments `/*!50000UNION*/` keep their content.
@@ -207,6 +207,48 @@ fn fold_lookalikes(s: &str) -> Cow<'_, str> {
     Cow::Owned(s.chars().map(|c| lookalike(c).unwrap_or(c)).collect())
 }
 
+/// JavaScript string escapes a browser undoes in script: `\u0065` and `\x65` (`al\u0065rt`).
+fn js_unescape(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    let is_escape = |i: usize| {
+        b.get(i) == Some(&b'\\')
+            && match b.get(i + 1) {
+                Some(b'u') => b
+                    .get(i + 2..i + 6)
+                    .is_some_and(|d| d.iter().all(u8::is_ascii_hexdigit)),
+                Some(b'x') => b
+                    .get(i + 2..i + 4)
+                    .is_some_and(|d| d.iter().all(u8::is_ascii_hexdigit)),
+                _ => false,
+            }
+    };
+    if !(0..b.len()).any(is_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if is_escape(i) {
+            let len = if b.get(i + 1) == Some(&b'u') { 4 } else { 2 };
+            let digits = s.get(i + 2..i + 2 + len).unwrap_or_default();
+            let c = u32::from_str_radix(digits, 16)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
+            out.push(c);
+            i += 2 + len;
+        } else {
+            let c = s
+                .get(i..)
+                .and_then(|r| r.chars().next())
+                .unwrap_or('\u{FFFD}');
+            out.push(c);
+            i += c.len_utf8().max(1);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Named entities worth decoding: the ones that spell markup and quotes, plus the JavaScript-URL
 /// tricks (`&colon;`, `&Tab;`, `&NewLine;`).
 const ENTITIES: &[(&str, char)] = &[
@@ -312,6 +354,10 @@ pub fn normalize(s: &str) -> Cow<'_, str> {
                 changed = true;
             }
         }
+        if let Cow::Owned(unescaped) = js_unescape(&cur) {
+            cur = Cow::Owned(unescaped);
+            changed = true;
+        }
         if let Cow::Owned(folded) = fold_lookalikes(&cur) {
             cur = Cow::Owned(folded);
             changed = true;
@@ -411,6 +457,14 @@ mod tests {
         assert_eq!(normalize("%26lt%3Bsvg%26gt%3B"), "<svg>");
         assert_eq!(normalize("Tom &amp; Jerry"), "Tom & Jerry");
         assert_eq!(normalize("AT&T and &unknown;"), "AT&T and &unknown;");
+    }
+
+    #[test]
+    fn javascript_escapes() {
+        assert_eq!(normalize("al\\u0065rt(1)"), "alert(1)");
+        assert_eq!(normalize("\\x3cscript\\x3e"), "<script>");
+        assert_eq!(normalize("C:\\users\\x"), "C:\\users\\x");
+        assert!(matches!(normalize("a\\b"), Cow::Borrowed(_)));
     }
 
     #[test]

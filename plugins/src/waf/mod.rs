@@ -255,6 +255,12 @@ impl<'w> Scanner<'w> {
 
     /// Judges one value (already form-decoded where the format says so).
     fn value(&mut self, scope: Scope, loc: Loc<'_>, raw: &str) {
+        self.value_encoded(scope, loc, raw, None);
+    }
+
+    /// Like [`Scanner::value`], for a value that was form-decoded from `encoded`: the rules also
+    /// see the encoded form, where evasive escapes (`%%35%63`, `%c0%9v`) are still visible.
+    fn value_encoded(&mut self, scope: Scope, loc: Loc<'_>, raw: &str, encoded: Option<&str>) {
         if self.full() || raw.is_empty() {
             return;
         }
@@ -264,12 +270,15 @@ impl<'w> Scanner<'w> {
         // The class rules first: they name the class precisely (a traversal that also parses
         // as SQL is reported as traversal); the engines then catch what no rule describes.
         let stripped = decode::strip_sql_comments(&norm);
-        let mut texts: [Option<&str>; 3] = [Some(&norm), None, None];
+        let mut texts: [Option<&str>; 4] = [Some(&norm), None, None, None];
         if *stripped != *norm {
             texts[1] = Some(&stripped);
         }
         if *raw != *norm {
             texts[2] = Some(raw);
+        }
+        if encoded.is_some_and(|e| e != raw) {
+            texts[3] = encoded;
         }
         for text in texts.into_iter().flatten() {
             if !waf.rules.is_match(scope, text) {
@@ -372,6 +381,7 @@ impl<'w> Scanner<'w> {
                 continue;
             }
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let encoded = value;
             let name = decode::form_decode(name);
             let value = decode::form_decode(value);
             let loc = if form {
@@ -380,7 +390,7 @@ impl<'w> Scanner<'w> {
                 Loc::Query(&name)
             };
             self.value(Scope::Value, loc, &name);
-            self.value(Scope::Value, loc, &value);
+            self.value_encoded(Scope::Value, loc, &value, Some(encoded));
         }
     }
 

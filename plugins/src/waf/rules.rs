@@ -254,7 +254,15 @@ const RULES: &[Rule] = &[
         Class::PathTraversal,
         1,
         V | H | P,
-        r"(?:^|[/\\:])(?:etc[/\\]+(?:passwd|shadow|group|gshadow|hosts|issue|motd|hostname|resolv\.conf|crontab|fstab|sudoers|inittab|profile|bashrc|environment|network|sysconfig|apache2?|httpd|nginx|mysql|php\d*|ssh|ftp|proftpd?|vsftpd|samba|security|init\.d|rc\.d|master\.passwd|[\w.-]*\.(?:conf|cnf|cfg|ini))|proc[/\\]+(?:self|\d+|version|cmdline|mounts|net|cpuinfo|meminfo|sched_debug|environ|partitions|stat|kcore|loadavg|modules)|(?:sys|dev)[/\\]+(?:class|block|net|tcp|udp|stdin|fd)\b|var[/\\]+(?:log|lib|run|mail|spool|www|adm|db|apache)\b|usr[/\\]+local[/\\]|root[/\\]|boot\.ini|win\.ini|system\.ini|(?:windows|winnt)[/\\]|system32[/\\]|inetpub[/\\]|xampp[/\\]|wamp[/\\]|program\sfiles|php\.ini|my\.(?:cnf|ini)|httpd\.conf|web\.config|\.htaccess|\.htpasswd|\.env\b|\.git[/\\]|\.svn[/\\]|\.ssh[/\\]|id_[rd]sa|\.bash_history|\.aws[/\\]|\.(?:bashrc|bash_profile|bash_logout|profile|rhosts|shosts|xauthority|logout|login|netrc|cshrc|tcshrc|zshrc|forward|pgpass|mysql_history|psql_history|viminfo|lesshst|npmrc|dockercfg|gitconfig|kube[/\\]config)\b|wp-config\.php|(?:web|meta)-inf[/\\]|\.ds_store\b|\.(?:idea|vscode)[/\\]|\.dockerenv\b|[\w-]*[._-](?:access|error)[._-]?log\b|(?:access|error)[._]log\b)",
+        r"(?:^|[/\\:])(?:etc[/\\]+(?:passwd|shadow|group|gshadow|hosts|issue|motd|hostname|resolv\.conf|crontab|fstab|sudoers|inittab|profile|bashrc|environment|network|sysconfig|apache2?|httpd|nginx|mysql|php\d*|ssh|ftp|proftpd?|vsftpd|samba|security|init\.d|rc\.d|master\.passwd|[\w.-]*\.(?:conf|cnf|cfg|ini))|proc[/\\]+(?:self|\d+|version|cmdline|mounts|net|cpuinfo|meminfo|sched_debug|environ|partitions|stat|kcore|loadavg|modules)|(?:sys|dev)[/\\]+(?:class|block|net|tcp|udp|stdin|fd)\b|var[/\\]+(?:log|lib|run|mail|spool|www|adm|db|apache)\b|usr[/\\]+local[/\\]|root[/\\]|boot\.ini|win\.ini|system\.ini|(?:windows|winnt)[/\\]|system32[/\\]|inetpub[/\\]|xampp[/\\]|wamp[/\\]|program\sfiles|php\.ini|my\.(?:cnf|ini)|httpd\.conf|web\.config|\.htaccess|\.htpasswd|\.env\b|\.git[/\\]|\.svn[/\\]|\.ssh[/\\]|id_[rd]sa|\.bash_history|\.aws[/\\]|\.(?:passwd|shadow|bashrc|bash_profile|bash_logout|profile|rhosts|shosts|xauthority|logout|login|netrc|cshrc|tcshrc|zshrc|forward|pgpass|mysql_history|psql_history|viminfo|lesshst|npmrc|dockercfg|gitconfig|kube[/\\]config)\b|wp-config\.php|(?:web|meta)-inf[/\\]|\.ds_store\b|\.(?:idea|vscode)[/\\]|\.dockerenv\b|[\w-]*[._-](?:access|error)[._-]?log\b|(?:access|error)[._]log\b)",
+    ),
+    // Anything under `etc/`: configuration an attacker reads once outside the web root.
+    r(
+        "pt-etc",
+        Class::PathTraversal,
+        1,
+        V | P,
+        r"(?:^|[/\\])etc[/\\]+[\w.-]+",
     ),
     // An absolute system path as a whole value (`/etc/syslog.conf`, `C:\php\php.ini`).
     r(
@@ -268,8 +276,8 @@ const RULES: &[Rule] = &[
         "pt-drive-path",
         Class::PathTraversal,
         1,
-        V,
-        r"^\s*[a-z]:[/\\]+(?:windows|winnt|inetpub|program\s?files|progra~1|xampp|wamp|apache|php|mysql|perl|python|nginx|tomcat|jboss|iis|boot\.ini|system|sys|temp|htdocs|www|web|logs?|[\w.-]+\.(?:ini|conf|cfg|log|sys|dat|bak|config|xml|cnf))\b",
+        V | P,
+        r"(?:^\s*|[/\\])[a-z]:[/\\]+(?:windows|winnt|inetpub|program\s?files|progra~1|documents\sand\ssettings|\$recycle\.bin|sysprep|minint|xampp|wamp|apache|php|mysql|perl|python|nginx|tomcat|jboss|iis|boot\.ini|system|sys|temp|htdocs|www|web|logs?|users[/\\]+(?:administrator|default|public|all\susers)[/\\]|[\w.-]+\.(?:ini|inf|conf|cfg|log|err|sys|dat|bak|config|xml|cnf))\b",
     ),
     // Paranoia 2: `~` home directories and any dot-dot pair in a value.
     r(
@@ -299,7 +307,7 @@ const RULES: &[Rule] = &[
         Class::Rfi,
         1,
         V,
-        r"^\s*(?:https?|ftps?)://(?:[^/@]*@)?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?:[:/?#]|$)",
+        r"^\s*(?:https?|ftps?)://(?:[^/@]*@)?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?:[:/?#]|$)|(?:https?:)?//(?:\d{8,10}|0x[0-9a-f]{8}|0[0-7]{1,4}\.0[0-7]{0,4}\.)(?:[:/?#\x22'\s>]|$)",
     ),
     r(
         "rfi-trailing-query",
@@ -363,7 +371,7 @@ const RULES: &[Rule] = &[
         Class::Sqli,
         1,
         V | H,
-        r"(?:['\x22]\s*|\))(?:--(?:[\s-]+\S{0,8})?\s*$|/\*|;\s*--|;%00|\x00)|\w['\x22]\)*#\S{0,8}\s*$|\b(?:or|and)\s+\d+\s*(?:=|<|>)\s*\d+\s*(?:--|#|/\*)",
+        r"(?:['\x22]\s*|\))(?:--(?:[\s-]+\S{0,8})?\s*$|/\*|;\s*--|;%00|\x00)|\w['\x22]\)*\s*#\S{0,8}\s*$|\b(?:or|and)\s+\d+\s*(?:=|<|>)\s*\d+\s*(?:--|#|/\*)",
     ),
     r(
         "sqli-system-vars",
@@ -455,7 +463,7 @@ const RULES: &[Rule] = &[
         Class::Xss,
         1,
         V | H,
-        r"\(\s*(?:alert|prompt|confirm|eval)\s*\)|[=,;(]\s*(?:alert|prompt|confirm)\b|\bnavigator\s*\.\s*\w+\s*\(|\$\(\s*['\x22][^'\x22]*['\x22]\s*\)\s*\.\s*\w+\s*\(|\bfunction\s+\w*\s*\([^)]*\)\s*\{|\*\s*\{\s*[\w-]+\s*:",
+        r"\bfor\s*\([^)]*;[^)]*;[^)]*\)\s*\{|@(?:import|font-face|charset)\b|<!\[(?:if|endif)\b|^\s*-->|(?-i:PHNjcmlwd|PHN2Zy|PGltZy|PGlmcmFtZ|PGJvZHk|amF2YXNjcmlwdDo)|\(\s*(?:alert|prompt|confirm|eval)\s*\)|[=,;(]\s*(?:alert|prompt|confirm)\b|\bnavigator\s*\.\s*\w+\s*\(|\$\(\s*['\x22][^'\x22]*['\x22]\s*\)\s*\.\s*\w+\s*\(|\bfunction\s+\w*\s*\([^)]*\)\s*\{|\*\s*\{\s*[\w-]+\s*:",
     ),
     r(
         "xss-tag-2",
@@ -480,7 +488,7 @@ const RULES: &[Rule] = &[
         Class::Protocol,
         1,
         V | P,
-        r"%%[0-9a-f]{2}|%c[01]%[0-9a-z]{2}|%c[01]\.|%[0-9a-f][g-z]%[0-9a-z][g-z]|%(?:e0|f0|f8|fc)%80%",
+        r"%%[0-9a-f]{2}|%c[01]%[0-9a-z]{2}|%c[01]\.|%[0-9a-f][g-z]%[0-9a-z][g-z]|%(?:e0|f0|f8|fc)%80%|://(?:%[0-9a-f]{2}){3,}",
     ),
     // A request smuggled inside a value.
     r(
@@ -496,7 +504,7 @@ const RULES: &[Rule] = &[
 /// a command word (optionally with its `/bin/` path) that ends there or takes arguments. Words
 /// that are also English (`type`, `find`, `echo`) need the separator, which prose rarely has
 /// (a lone `&` is not one at paranoia 1: "Tom & Jerry").
-const CMD_AFTER_SEPARATOR: &str = r"(?:[;|`]|&&|\$\(|\)\s*[;|])\s*['\x22]?\s*(?:/usr/local/bin/|/usr/bin/|/bin/|/usr/sbin/|/sbin/)?(?:id|whoami|uname|cat|tac|ls|pwd|wget|curl|nc|ncat|netcat|bash|sh|zsh|ksh|csh|dash|python[23]?|perl|ruby|php|lua|node|ping|nslookup|ifconfig|ipconfig|netstat|systeminfo|sysinfo|powershell|pwsh|cmd|cmd\.exe|certutil|bitsadmin|chmod|chown|tftp|telnet|nmap|tasklist|taskkill|hostname|base64|xterm|awk|gawk|dig|printenv|sleep|echo|expr|usleep|rm|mkfifo|uptime|ps|kill|killall|reg|net|wmic|mshta|rundll32|regsvr32|cscript|wscript|ver|dir|type|del|find|grep|head|tail|od|xxd|touch|sudo|crontab|useradd|shutdown|reboot|netsh|route|arp)(?:\s*$|\s*[;|&`'\x22)<>]|\s+[-/\\%$'\x22\w])";
+const CMD_AFTER_SEPARATOR: &str = r"(?:[;|`]|&&|\$\(|\)\s*[;|])\s*['\x22]?\s*(?:/?usr/local/bin/|/?usr/bin/|/bin/|/?usr/sbin/|/sbin/)?(?:id|whoami|uname|cat|tac|ls|pwd|wget|curl|nc|ncat|netcat|bash|sh|zsh|ksh|csh|dash|python[23]?|perl|ruby|php|lua|node|ping|nslookup|ifconfig|ipconfig|netstat|systeminfo|sysinfo|powershell|pwsh|cmd|cmd\.exe|certutil|bitsadmin|chmod|chown|tftp|telnet|nmap|tasklist|taskkill|hostname|base64|xterm|awk|gawk|dig|printenv|sleep|echo|expr|usleep|rm|mkfifo|uptime|ps|kill|killall|reg|net|wmic|mshta|rundll32|regsvr32|cscript|wscript|ver|dir|type|del|find|grep|head|tail|od|xxd|touch|sudo|crontab|useradd|shutdown|reboot|netsh|route|arp)(?:\s*$|\s*[;|&`'\x22)<>]|\\[nr]|\s+[-/\\%$'\x22\w])";
 
 /// The id of a known rule (or of an engine), as a `'static` string for findings.
 pub fn rule_id(name: &str) -> Option<&'static str> {
