@@ -174,6 +174,23 @@ const BENIGN_VALUES: &[&str] = &[
     "x=1, y=2",
     "[1, 2, 3]",
     "It costs $5 (about ¥36)",
+    "<p><br></p>",
+    "<p style=\"text-align: justify; text-indent: 2em;\"><span style=\"font-family: 宋体, SimSun; font-size: 16px; color: rgb(0, 0, 0);\">为进一步优化营商环境，现将有关事项通知如下：</span></p>",
+    "<font color=\"#ff0000\" face=\"微软雅黑\">重要提示</font>",
+    "<table style=\"width: 100%; border-collapse: collapse;\" border=\"1\"><colgroup><col style=\"width: 50%;\"></colgroup><tbody><tr><td>事项</td></tr></tbody></table>",
+    "<p><img class=\"wscnph\" src=\"https://cdn.example.gov.cn/u/a.png\" data-ratio=\"0.75\" data-w=\"1080\" /></p>",
+    "<pre><code class=\"language-js\">const a = 1;</code></pre>",
+    "<section style=\"margin: 0px; padding: 0px;\"><p>微信公众号文章</p></section>",
+    "<p><a href=\"https://mp.weixin.qq.com/s/abc\" target=\"_blank\" rel=\"noopener noreferrer\" data-linktype=\"2\">阅读原文</a></p>",
+    "<video controls=\"controls\" width=\"100%\" src=\"https://cdn.example.gov.cn/v/a.mp4\"></video>",
+    "<p>2 &lt; 3 且 5 &gt; 4，A&amp;B 公司&nbsp;地址</p>",
+    "<p class=\"ql-align-center\"><strong class=\"ql-size-large\">居中</strong></p>",
+    "query { user(id: 1) { name avatar } }",
+    "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wx1&redirect_uri=https%3A%2F%2Fh5.city.gov.cn%2Fcb&response_type=code&scope=snsapi_base&state=STATE#wechat_redirect",
+    "C:\\Users\\张三\\Desktop\\申请表.docx",
+    "ping me later; echo chamber; find my phone",
+    "${price} {{name}} #{id} %s 100%",
+    "1号楼#302室",
 ];
 
 #[test]

@@ -500,11 +500,13 @@ const RULES: &[Rule] = &[
     ),
 ];
 
-/// A shell separator (`;`, `|`, `||`, `&&`, backtick, `$(`) and an optional quote, then
-/// a command word (optionally with its `/bin/` path) that ends there or takes arguments. Words
-/// that are also English (`type`, `find`, `echo`) need the separator, which prose rarely has
-/// (a lone `&` is not one at paranoia 1: "Tom & Jerry").
-const CMD_AFTER_SEPARATOR: &str = r"(?:[;|`]|&&|\$\(|\)\s*[;|])\s*['\x22]?\s*(?:/?usr/local/bin/|/?usr/bin/|/bin/|/?usr/sbin/|/sbin/)?(?:id|whoami|uname|cat|tac|ls|pwd|wget|curl|nc|ncat|netcat|bash|sh|zsh|ksh|csh|dash|python[23]?|perl|ruby|php|lua|node|ping|nslookup|ifconfig|ipconfig|netstat|systeminfo|sysinfo|powershell|pwsh|cmd|cmd\.exe|certutil|bitsadmin|chmod|chown|tftp|telnet|nmap|tasklist|taskkill|hostname|base64|xterm|awk|gawk|dig|printenv|sleep|echo|expr|usleep|rm|mkfifo|uptime|ps|kill|killall|reg|net|wmic|mshta|rundll32|regsvr32|cscript|wscript|ver|dir|type|del|find|grep|head|tail|od|xxd|touch|sudo|crontab|useradd|shutdown|reboot|netsh|route|arp)(?:\s*$|\s*[;|&`'\x22)<>]|\\[nr]|\s+[-/\\%$'\x22\w])";
+/// A shell separator (`;`, `|`, `||`, `&&`, backtick, `$(`) and an optional quote, then a command
+/// (optionally with its `/bin/` path). Commands no prose uses (`whoami`, `wget`, `ipconfig`) may
+/// take any argument; commands that are also words (`echo`, `find`, `type`, `cat`, `id`, `php`)
+/// only count when they end the value or take shell-looking arguments (`-x`, `/path`, `$VAR`,
+/// `%VAR%`, a number, a quote, a redirection), so "…; echo chamber" stays prose. A lone `&` is
+/// not a separator at paranoia 1 ("Tom & Jerry").
+const CMD_AFTER_SEPARATOR: &str = r"(?:[;|`]|&&|\$\(|\)\s*[;|])\s*['\x22]?\s*(?:/?usr/local/bin/|/?usr/bin/|/bin/|/?usr/sbin/|/sbin/)?(?:(?:net\s+(?:user|localgroup|view|share|use|group|start|stop|session|accounts|config)|reg\s+(?:add|query|delete|save|export|import))\b|(?:whoami|uname|wget|curl|ncat|netcat|nslookup|ifconfig|ipconfig|netstat|systeminfo|sysinfo|powershell|pwsh|cmd|cmd\.exe|certutil|bitsadmin|chmod|chown|tftp|telnet|nmap|tasklist|taskkill|hostname|base64|xterm|awk|gawk|printenv|usleep|mkfifo|killall|wmic|mshta|rundll32|regsvr32|cscript|wscript|xxd|crontab|useradd|netsh|pwd|ls|grep|zsh|ksh|csh)(?:\s*$|\s*[;|&`'\x22)<>]|\\[nr]|\s+[-/\\%$'\x22\w])|(?:id|cat|tac|nc|bash|sh|dash|python[23]?|perl|ruby|php|lua|node|ping|dig|sleep|echo|expr|rm|uptime|ps|kill|reg|net|ver|dir|type|del|find|head|tail|od|touch|sudo|shutdown|reboot|route|arp)(?:\s*$|\s*[;|&`'\x22)<>]|\\[nr]|\s+(?:[-/\\%$'\x22\d<>|&]|[a-z]:[/\\]|[\w.-]*[/\\.$%=])))";
 
 /// The id of a known rule (or of an engine), as a `'static` string for findings.
 pub fn rule_id(name: &str) -> Option<&'static str> {
