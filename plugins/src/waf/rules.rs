@@ -15,7 +15,7 @@
 //! rich-text HTML, English prose); higher levels add rules that also catch rarer forms and will
 //! need exclusions on free-text fields.
 
-use regex::RegexSet;
+use regex::bytes::RegexSet;
 
 /// What kind of attack a detection is. The string forms are metric labels and audit values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,7 +138,7 @@ const RULES: &[Rule] = &[
         Class::CommandInjection,
         1,
         V | H | P,
-        r"\$\(\s*[a-z/]|\$\{(?:ifs|path|home|shell|ps\d)\}|\$ifs\b|`\s*[a-z/][\w./-]*(?:\s[^`]*)?`|\$\{[a-z_]+:?[-=+?]|\$\[\s*\d",
+        r"\$\(\s*[a-z/]|\$\{(?:ifs|path|home|shell|ps\d)\}|\$ifs\b|`\s*(?:/?[\w.-]+/)*(?:id|whoami|uname|cat|ls|pwd|wget|curl|nc|bash|sh|ping|sleep|echo|nslookup|ifconfig|ipconfig|netstat|hostname|ps|env|printenv|dir|type|perl|python[23]?|php|ruby)\b[^`]*`|\$\{[a-z_]+:?[-=+?]|\$\[\s*\d",
     ),
     // Shellshock.
     r(
@@ -215,7 +215,7 @@ const RULES: &[Rule] = &[
         Class::PathTraversal,
         1,
         V | H | P,
-        r"(?:\.{2,}[/\\\x{FFFD};]+[^/\\]{0,3}){2}|(?:^|[/\\=:])\.{2,}[/\\\x{FFFD}]+[a-z0-9_.~$%-]+(?:[/\\]|\.[a-z0-9]{1,5}\b)|[/\\]\.{2,}(?:$|[/\\;?\x{FFFD}])|\.{2,}[/\\]+(?:etc|proc|windows|winnt|boot\.ini|usr|var|root)\b|\.{2,}[\x00-\x1f]",
+        r"(?:\.{2,}(?:[/\\;]|\xEF\xBF\xBD)+[^/\\]{0,3}){2}|(?:^|[/\\=:])\.{2,}(?:[/\\]|\xEF\xBF\xBD)+[a-z0-9_.~$%-]+(?:[/\\]|\.[a-z0-9]{1,5}\b)|[/\\]\.{2,}(?:$|(?:[/\\;?]|\xEF\xBF\xBD))|\.{2,}[/\\]+(?:etc|proc|windows|winnt|boot\.ini|usr|var|root)\b|\.{2,}[\x00-\x1f]",
     ),
     r(
         "pt-hex-dots",
@@ -329,7 +329,7 @@ const RULES: &[Rule] = &[
         Class::Sqli,
         1,
         V | H | P,
-        r"\bunion(?:\s|\(|\+)+(?:all(?:\s|\(|\+)+|distinct(?:\s|\(|\+)+)?\(*\s*select\b",
+        r"\bunion(?:\s|\(|\+)+(?:all(?:\s|\(|\+)+|distinct(?:\s|\(|\+)+)?\(*\s*select(?:\s|\(|\+)*(?:\d|null\b|@|\*|'|\x22|0x|[a-z_][\w.$]*\s*(?:,|\bfrom\b|\(|\|\||\+|$))",
     ),
     r(
         "sqli-time",
@@ -431,7 +431,7 @@ const RULES: &[Rule] = &[
         Class::Xss,
         1,
         V | H | P,
-        r"(?:^|[\s'\x22=(:])(?:j\s*a\s*v\s*a|v\s*b)\s*s\s*c\s*r\s*i\s*p\s*t\s*:|\bdata\s*:\s*(?:text/html|application/(?:x-)?(?:javascript|xhtml)|image/svg)|\blivescript\s*:|\bmocha\s*:",
+        r"(?:^|[\s'\x22=(:])(?:j\s*a\s*v\s*a|v\s*b)\s*s\s*c\s*r\s*i\s*p\s*t\s*:\s*[!-~]|\bdata\s*:\s*(?:text/html|application/(?:x-)?(?:javascript|xhtml)|image/svg)|\blivescript\s*:|\bmocha\s*:",
     ),
     r(
         "xss-dom-sinks",
@@ -551,7 +551,7 @@ impl Compiled {
 
     /// Whether any rule of `scope` matches `text` (no allocation).
     pub fn is_match(&self, scope: Scope, text: &str) -> bool {
-        self.set(scope).set.is_match(text)
+        self.set(scope).set.is_match(text.as_bytes())
     }
 
     fn set(&self, scope: Scope) -> &Set {
@@ -565,7 +565,7 @@ impl Compiled {
     /// Every rule of `scope` that matches `text`, in table order.
     pub fn matches(&self, scope: Scope, text: &str) -> impl Iterator<Item = Hit> + '_ {
         let set = self.set(scope);
-        let m = set.set.matches(text);
+        let m = set.set.matches(text.as_bytes());
         m.into_iter()
             .filter_map(move |i| set.meta.get(i).map(|&(rule, class)| Hit { rule, class }))
     }
@@ -577,13 +577,11 @@ impl Set {
             .iter()
             .filter(|r| r.paranoia <= paranoia && r.scopes & scope != 0)
             .collect();
-        // `\b` as an ASCII word boundary: a Unicode one makes the lazy DFA give up on any
-        // non-ASCII text (every Chinese value) and fall back to a much slower engine.
-        let patterns: Vec<String> = chosen
-            .iter()
-            .map(|r| r.pattern.replace(r"\b", r"(?-u:\b)"))
-            .collect();
-        let set = regex::RegexSetBuilder::new(&patterns)
+        // ASCII classes (`\w`, `\s`, `\b`, case folding) over bytes: Chinese text is never
+        // taken for identifier characters (`drop table 怎么写` is not `drop table t`), and a
+        // Unicode `\b` would make the lazy DFA give up on every non-ASCII value.
+        let set = regex::bytes::RegexSetBuilder::new(chosen.iter().map(|r| r.pattern))
+            .unicode(false)
             .case_insensitive(true)
             .size_limit(64 << 20)
             .dfa_size_limit(16 << 20)
