@@ -472,6 +472,49 @@ const RULES: &[Rule] = &[
         V,
         r"<\s*[a-z][\w-]*[^>]*\s(?:src|href|action|background|dynsrc|lowsrc|poster)\s*=\s*['\x22]?\s*(?:[^'\x22\s>]*:)",
     ),
+    // --- paranoia 3 and 4: strict fields (identifiers, codes, numbers) -----------------------
+    r(
+        "sqli-keywords-3",
+        Class::Sqli,
+        3,
+        V | H,
+        r"\b(?:select|insert|update|delete|drop|union|exec|execute|declare|truncate|alter)\b.{0,40}\b(?:from|into|set|table|where|select|values|database)\b|['\x22`]\s*(?:[;)#]|--|\|\||&&)",
+    ),
+    r(
+        "xss-any-tag-3",
+        Class::Xss,
+        3,
+        V,
+        r"<\s*[a-z][a-z0-9-]*(?:\s+[a-z-]+\s*=|\s*/?>)|<\s*/\s*[a-z][a-z0-9-]*\s*>",
+    ),
+    r(
+        "cmdi-metachar-3",
+        Class::CommandInjection,
+        3,
+        V,
+        r"[;|`]\s*[a-z/.$]|\$\(|\$\{|&&\s*[a-z/.$]",
+    ),
+    r(
+        "pt-dotdot-4",
+        Class::PathTraversal,
+        4,
+        V | H,
+        r"\.\.[/\\]|[/\\]\.\.",
+    ),
+    r(
+        "proto-control-char-4",
+        Class::Protocol,
+        4,
+        V | H,
+        r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]",
+    ),
+    r(
+        "sqli-quote-4",
+        Class::Sqli,
+        4,
+        V,
+        r"['\x22`]\s*(?:[=<>+;,)(]|\b(?:or|and|xor|like|union|select|having)\b)",
+    ),
     // --- protocol abuse ----------------------------------------------------------------------
     // CR/LF followed by a header line in a value: response splitting, header injection.
     r(

@@ -466,3 +466,25 @@ fn smuggling_framing_is_protocol_abuse() {
     .is_none());
     assert!(blocked(&p, Req::get("/cgi-bin/a.cgi;id", "")).is_some());
 }
+
+#[test]
+fn each_paranoia_level_adds_rules() {
+    // (value, lowest level that blocks it)
+    let cases = [
+        ("a%20%26%20whoami", 2),
+        ("http%3A%2F%2Fx.example%2Fa%3F", 3),
+        ("%3Cspan%20class%3Dx%3Ehi%3C%2Fspan%3E", 3),
+        ("abc%3B%20foo", 3),
+        ("a../b", 4),
+        ("x%01y", 4),
+        ("it%27s%20%27ok%27%2C%20fine", 4),
+    ];
+    let levels: Vec<_> = (1..=4).map(|l| waf(json!({"paranoia": l}))).collect();
+    for (q, from) in cases {
+        for (i, p) in levels.iter().enumerate() {
+            let level = i + 1;
+            let hit = blocked(p, Req::get("/x", &format!("v={q}"))).is_some();
+            assert_eq!(hit, level >= from, "{q} at paranoia {level}");
+        }
+    }
+}
