@@ -260,8 +260,11 @@ impl PluginCalls {
 /// [`PluginCalls`].
 #[derive(Debug, Default)]
 pub struct FindingCounters {
-    by_key: std::sync::RwLock<BTreeMap<(&'static str, &'static str, &'static str), Arc<AtomicU64>>>,
+    by_key: std::sync::RwLock<BTreeMap<FindingKey, Arc<AtomicU64>>>,
 }
+
+/// `(plugin, class, action)`: the labels of one `fenfa_findings_total` series.
+type FindingKey = (&'static str, &'static str, &'static str);
 
 impl FindingCounters {
     pub fn add(&self, finding: &fenfa_plugins::Finding) {
