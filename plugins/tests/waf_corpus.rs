@@ -191,6 +191,12 @@ const BENIGN_VALUES: &[&str] = &[
     "ping me later; echo chamber; find my phone",
     "${price} {{name}} #{id} %s 100%",
     "1号楼#302室",
+    "he said \"yes\" and left; it's \"great\" -- really",
+    "20% OFF AND FREE SHIPPING, buy 1 get 1 free & save 10%",
+    "Mary's & John's \"Union\" Square",
+    "he's 6'2\", size: 10\" x 12\"",
+    "1=1 的含义, select * 是什么意思, union select 是什么, drop table 怎么写",
+    "a--b and/or path/to/file, A+B 套餐",
 ];
 
 #[test]
