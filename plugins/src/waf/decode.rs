@@ -393,7 +393,12 @@ pub fn strip_sql_comments(s: &str) -> Cow<'_, str> {
         };
         out.push(' ');
         if let Some(exec) = body.strip_prefix('!') {
-            out.push_str(exec.trim_start_matches(|c: char| c.is_ascii_digit()));
+            // A nested `/*` in the content is not a comment start either.
+            out.push_str(
+                &exec
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .replace("/*", " "),
+            );
             out.push(' ');
         }
         rest = after;
@@ -478,6 +483,9 @@ mod tests {
         assert_eq!(strip_sql_comments("UNION/**/SELECT"), "UNION SELECT");
         assert_eq!(strip_sql_comments("/*!50000UNION*/SELECT"), " UNION SELECT");
         assert_eq!(strip_sql_comments("1/*unterminated"), "1 ");
+        for s in ["/*!/*x*/", "/*!//**", "a//*b*/*c", "/*/*/**/*/"] {
+            assert!(!strip_sql_comments(s).contains("/*"), "{s}");
+        }
     }
 
     #[test]

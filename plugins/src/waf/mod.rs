@@ -234,6 +234,10 @@ impl<'w> Scanner<'w> {
         rule: &'static str,
         text: &str,
     ) -> bool {
+        if self.full() {
+            // The cap is reached: report "handled" so the caller stops looking at this value.
+            return true;
+        }
         let location = loc_str.get_or_insert_with(|| loc.render());
         if self
             .waf

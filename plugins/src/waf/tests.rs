@@ -503,3 +503,26 @@ fn each_paranoia_level_adds_rules() {
         }
     }
 }
+
+#[test]
+fn block_mode_reports_one_detection_and_monitor_at_most_sixteen() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+    headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
+    let query = (0..40)
+        .map(|i| format!("a{i}=%3Cscript%3Ex%3C%2Fscript%3E"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let view = RequestView {
+        method: &http::Method::GET,
+        path: "/a/..%252f..%252fetc/passwd",
+        query: Some(&query),
+        headers: &headers,
+        client_ip: [127, 0, 0, 1].into(),
+        tls: false,
+    };
+    let block = Waf::from_config(&json!({})).unwrap();
+    assert_eq!(block.inspect_head(&view).len(), 1);
+    let monitor = Waf::from_config(&json!({"mode": "monitor"})).unwrap();
+    assert_eq!(monitor.inspect_head(&view).len(), Finding::MAX_PER_REQUEST);
+}
