@@ -8,7 +8,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(jwt_verify path_route route_patterns forwarded_for audit_verify pii_mask)
+  targets=(jwt_verify path_route route_patterns forwarded_for audit_verify pii_mask waf_inspect)
 fi
 # No sanitizer: Fenfa forbids unsafe code; coverage guidance and the targets' own assertions
 # do the work, at about twice the speed of ASan builds.

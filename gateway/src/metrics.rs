@@ -263,7 +263,7 @@ pub struct FindingCounters {
     by_key: std::sync::RwLock<BTreeMap<FindingKey, Arc<AtomicU64>>>,
 }
 
-/// `(plugin, class, action)`.
+/// `(plugin, class, action)`: the labels of one `fenfa_findings_total` series.
 type FindingKey = (&'static str, &'static str, &'static str);
 
 impl FindingCounters {

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod request_size_limit;
 pub mod response_masking;
 pub mod upstream_signature;
+pub mod waf;
 
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use fenfa_plugin_api::{

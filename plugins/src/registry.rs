@@ -23,4 +23,5 @@ pub fn register_builtins(r: &mut Registry) {
     r.register(Box::new(crate::request_size_limit::Factory));
     r.register(Box::new(crate::response_masking::Factory));
     r.register(Box::new(crate::upstream_signature::Factory));
+    r.register(Box::new(crate::waf::Factory));
 }

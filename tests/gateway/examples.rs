@@ -11,11 +11,12 @@ use std::process::Command;
 const MARKER: &str = "# fenfa-config";
 
 /// Pages whose complete configs are checked.
-const CHECKED_DOCS: [&str; 4] = [
+const CHECKED_DOCS: [&str; 5] = [
     "config.md",
     "routing.md",
     "upstreams.md",
     "plugins/response-masking.md",
+    "plugins/waf.md",
 ];
 
 fn repo_dir(name: &str) -> PathBuf {

@@ -20,3 +20,4 @@ mod shutdown;
 mod status;
 mod tls;
 mod upstreams;
+mod waf;
