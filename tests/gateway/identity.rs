@@ -461,9 +461,18 @@ async fn a_cached_token_expires_with_the_token() {
         &up,
         &jwt_auth(&keys.jwks(), "leeway_seconds: 0"),
     ));
-    let exp = unix_now() + 4;
-    let token = keys.token(json!({"kid": "hs-1", "claims": {"exp": exp}}));
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // Minting runs PyJWT in a subprocess, which can take seconds on a loaded machine: mint
+    // again with a longer lifetime until the token has at least 3 s left to be used in.
+    let mut lifetime = 5;
+    let (exp, token) = loop {
+        let exp = unix_now() + lifetime;
+        let token = keys.token(json!({"kid": "hs-1", "claims": {"exp": exp}}));
+        if unix_now() + 3 <= exp {
+            break (exp, token);
+        }
+        lifetime *= 2;
+    };
+    let deadline = Instant::now() + Duration::from_secs(lifetime + 15);
     let mut passed = 0;
     loop {
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
