@@ -29,5 +29,6 @@ pub mod response_body;
 pub mod router;
 pub mod server;
 pub mod status;
+pub mod tap;
 pub mod tls;
 pub mod upstream;

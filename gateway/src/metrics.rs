@@ -260,8 +260,11 @@ impl PluginCalls {
 /// [`PluginCalls`].
 #[derive(Debug, Default)]
 pub struct FindingCounters {
-    by_key: std::sync::RwLock<BTreeMap<(&'static str, &'static str, &'static str), Arc<AtomicU64>>>,
+    by_key: std::sync::RwLock<BTreeMap<FindingKey, Arc<AtomicU64>>>,
 }
+
+/// (plugin, class, action) of a finding.
+type FindingKey = (&'static str, &'static str, &'static str);
 
 impl FindingCounters {
     pub fn add(&self, finding: &fenfa_plugins::Finding) {

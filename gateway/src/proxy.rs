@@ -118,6 +118,12 @@ impl ProxyHttp for FenfaProxy {
         }
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // From here to `logging`, what is written on the connection is this request's answer.
+        crate::tap::begin(session.as_downstream());
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
         // Pipelined requests (sent before the previous answer) are answered in order, one after
@@ -670,6 +676,7 @@ impl ProxyHttp for FenfaProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        crate::tap::end(session.as_downstream());
         if !ctx.counted {
             return;
         }
@@ -737,6 +744,7 @@ impl ProxyHttp for FenfaProxy {
                 bytes_sent: session.body_bytes_sent() as u64,
                 denied_by: ctx.plugin.denied_by,
                 error: ctx.error.map(|e| e.code),
+                reason: None,
                 body_uninspected: ctx.plugin.body_uninspected,
                 findings: &ctx.plugin.findings,
             },

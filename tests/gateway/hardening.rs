@@ -485,21 +485,22 @@ routes:
 
 // Defect 2 --------------------------------------------------------------------------------------
 
-/// Requests pingora's HTTP/1 parser refuses before any gateway code runs, with a word for each.
+/// Requests pingora's HTTP/1 parser refuses before any gateway code runs, with the reason the
+/// audit record gives.
 const MALFORMED: [(&str, &[u8]); 4] = [
     (
-        "conflicting Content-Length",
+        "conflicting Content-Length values",
         b"POST /a?token=s3cr3t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
     ),
     (
-        "NUL in a header value",
+        "invalid header value",
         b"GET /a HTTP/1.1\r\nHost: x\r\nX-Note: a\0b\r\n\r\n",
     ),
     (
-        "space before the colon",
+        "invalid header name",
         b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
     ),
-    ("method G@T", b"G@T /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("invalid method", b"G@T /a HTTP/1.1\r\nHost: x\r\n\r\n"),
 ];
 
 const UNROUTED_400: &str = r#"fenfa_http_requests_total{route="",service="",status="400"}"#;
@@ -561,8 +562,7 @@ async fn defect_2_requests_the_parser_rejects_get_a_json_400_an_audit_record_and
         assert_eq!(r["status"], 400, "{what}: {r}");
         assert_eq!(r["decision"], "error", "{what}: {r}");
         assert_eq!(r["code"], "bad_request", "{what}: {r}");
-        let reason = r["reason"].as_str().unwrap_or_default();
-        assert!(!reason.is_empty(), "{what}: no reason in {r}");
+        assert_eq!(r["reason"], *what, "{r}");
     }
     // What could be parsed is kept, the query masked; the raw bytes never are.
     let cl = recs
@@ -571,10 +571,6 @@ async fn defect_2_requests_the_parser_rejects_get_a_json_400_an_audit_record_and
         .unwrap();
     assert_eq!(cl["method"], "POST", "{cl}");
     assert_eq!(cl["path"], "/a?token=***", "{cl}");
-    assert!(
-        cl["reason"].as_str().unwrap().contains("Content-Length"),
-        "{cl}"
-    );
     let all = serde_json::to_string(&recs).unwrap();
     assert!(!all.contains("s3cr3t"), "a query value reached the trail");
 }
