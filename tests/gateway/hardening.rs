@@ -664,3 +664,48 @@ routes:
     assert_eq!(recs[0]["decision"], "allowed", "{}", recs[0]);
     assert!(recs[0].get("reason").is_none(), "{}", recs[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_2_connect_and_a_pipelined_malformed_request_are_answered_and_recorded_too() {
+    use std::io::Write;
+    let up = Upstream::start("up");
+    let mut gw = single(&up);
+    // CONNECT: pingora refuses it with its own 405 before any gateway phase.
+    let text = raw_request(
+        gw.http,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .unwrap_or_default();
+    assert_eq!(status_of(&text), 405, "{text:?}");
+    let (_, body) = split_response(&text);
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+    let connect_id = v["error"]["request_id"].as_str().unwrap().to_owned();
+    // A good request and a malformed one in the same packet: the first is served, the second
+    // refused with the JSON 400.
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nG@T /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_responses(&mut s, 2);
+    assert_eq!(complete_responses(&text), 2, "{text}");
+    assert_eq!(status_of(&text), 200, "{text}");
+    let second = &text[text.find("\r\n\r\n").unwrap()..];
+    let second = &second[second.find("HTTP/1.1").unwrap()..];
+    let id = rejected("pipelined", second);
+    assert_eq!(up.hits(), 1);
+    let recs = records_after_stop(&mut gw);
+    let c = recs
+        .iter()
+        .find(|r| r["request_id"] == connect_id.as_str())
+        .unwrap_or_else(|| panic!("no record of the CONNECT in {recs:?}"));
+    assert_eq!(c["status"], 405, "{c}");
+    assert_eq!(c["method"], "CONNECT", "{c}");
+    assert_eq!(c["reason"], "CONNECT is not proxied", "{c}");
+    let p = recs
+        .iter()
+        .find(|r| r["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no record of the pipelined request in {recs:?}"));
+    assert_eq!(p["status"], 400, "{p}");
+    assert_eq!(p["client_ip"], "127.0.0.1", "{p}");
+    assert!(p["reason"].is_string(), "{p}");
+}
