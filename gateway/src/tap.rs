@@ -660,6 +660,67 @@ mod tests {
         assert_eq!(canned_status(b"{\"a\":1}"), None);
     }
 
+    /// Through a pipe that takes 16 bytes at a time: pingora's canned head is replaced whole,
+    /// reported written, and the request counted.
+    #[tokio::test]
+    async fn pingoras_answer_is_replaced_through_short_writes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(16);
+        let dir = std::env::temp_dir();
+        let gw = Arc::new(Gateway::new(dir, "n".into(), fenfa_plugins::builtin()));
+        let mut tap = Tap::new(Box::new(server), gw.clone());
+        let bad = b"G@T /a?k=v HTTP/1.1\r\nHost: x\r\n\r\n";
+        let canned = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n";
+        let talk = async {
+            client.write_all(bad).await.unwrap();
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            out
+        };
+        let serve = async {
+            let mut buf = [0u8; 64];
+            let mut n = 0;
+            while !buf[..n].ends_with(b"\r\n\r\n") {
+                n += tap.read(&mut buf[n..]).await.unwrap();
+            }
+            // What pingora does: write_all, flush, shut down.
+            tap.write_all(canned).await.unwrap();
+            tap.flush().await.unwrap();
+            AsyncWriteExt::shutdown(&mut tap).await.unwrap();
+        };
+        let (out, ()) = tokio::join!(talk, serve);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(head.contains("connection: close"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "bad_request");
+        assert_eq!(
+            v["error"]["message"],
+            "the request is malformed: invalid method"
+        );
+        assert!(head.contains(v["error"]["request_id"].as_str().unwrap()));
+        assert_eq!(gw.metrics.unrouted.get(400), 1);
+    }
+
+    /// While a request owns the connection, even a bodiless 400 head is passed on untouched.
+    #[tokio::test]
+    async fn the_gateways_own_writes_pass_untouched() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(4096);
+        let dir = std::env::temp_dir();
+        let gw = Arc::new(Gateway::new(dir, "n".into(), fenfa_plugins::builtin()));
+        let mut tap = Tap::new(Box::new(server), gw.clone());
+        tap.in_proxy.store(true, Relaxed);
+        let head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+        tap.write_all(head).await.unwrap();
+        AsyncWriteExt::shutdown(&mut tap).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, head);
+        assert_eq!(gw.metrics.unrouted.get(400), 0);
+    }
+
     #[test]
     fn the_answer_is_a_complete_response() {
         let body = crate::errors::json_body("bad_request", "m", "id1");
