@@ -118,13 +118,11 @@ impl ProxyHttp for FenfaProxy {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        // From here to `logging`, what is written on the connection is this request's answer.
-        crate::tap::begin(session.as_downstream());
-        Ok(())
-    }
-
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // From here to `logging`, what is written on the connection is this request's answer.
+        // (Here rather than in `early_request_filter`, which would cost a boxed future per
+        // request; nothing before this phase writes a response.)
+        crate::tap::begin(session.as_downstream());
         ctx.start = Instant::now();
         // Pipelined requests (sent before the previous answer) are answered in order, one after
         // the other; without this pingora closes after the first and drops the rest unanswered.

@@ -7,8 +7,8 @@
 //!
 //! - Read side: while no `ProxyHttp` request owns the connection, the first [`CAPTURE`] bytes of
 //!   the next request head are copied into a fixed buffer in the tap (no allocation).
-//! - The proxy marks the connection owned from `early_request_filter` to `logging`
-//!   ([`begin`], [`end`]): everything written in between is the gateway's own answer.
+//! - The proxy marks the connection owned from `request_filter` to `logging` ([`begin`],
+//!   [`end`]): everything written in between is the gateway's own answer.
 //! - Write side: a response head written while no request owns the connection, starting with
 //!   `HTTP/1.x 400 ` (or `405`, pingora's refusal of `CONNECT`) and carrying no `x-request-id`,
 //!   can only be pingora's canned answer. The tap writes the gateway's JSON error in its place
@@ -90,7 +90,8 @@ impl ServerApp for TappedProxy {
     }
 }
 
-/// Marks the connection as owned by a `ProxyHttp` request (from `early_request_filter`).
+/// Marks the connection as owned by a `ProxyHttp` request (from `request_filter`, the first
+/// phase that can answer).
 #[inline]
 pub fn begin(session: &ServerSession) {
     if let Some(tap) = of(session) {
