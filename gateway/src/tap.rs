@@ -197,7 +197,10 @@ impl Tap {
             _ => (crate::errors::BAD_REQUEST, found.reason),
         };
         let request_id = crate::ids::new_request_id();
-        let message = format!("{}: {reason}", err.message);
+        let message = match status {
+            405 => reason.to_string(),
+            _ => format!("{}: {reason}", err.message),
+        };
         let body = crate::errors::json_body(err.code, &message, &request_id);
         let answer = render(&canned[..8], err.status, &request_id, &body);
         let latency_us = self
