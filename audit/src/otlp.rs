@@ -233,6 +233,7 @@ fn log_record(out: &mut Vec<u8>, line: &[u8], segment: &str, offset: u64, observ
         ("fenfa.upstream", r.upstream.as_ref()),
         ("fenfa.denied_by", r.denied_by.as_ref()),
         ("fenfa.code", r.code.as_ref()),
+        ("fenfa.reason", r.reason.as_ref()),
     ] {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             attrs.str(key, v);

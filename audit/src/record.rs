@@ -90,6 +90,10 @@ pub struct Parts<'a> {
     pub denied_by: Option<(&'a str, &'a str)>,
     /// The gateway error code when the gateway answered.
     pub error: Option<&'a str>,
+    /// Why the request was refused before it could be routed: set only for requests pingora's
+    /// HTTP/1 parser rejected (`crate::tap`), e.g. `invalid header name`. A fixed phrase, never
+    /// client bytes.
+    pub reason: Option<&'a str>,
     /// A body plugin let the body pass without reading it (over its limit): `"body":"uninspected"`.
     pub body_uninspected: bool,
     /// What inspecting plugins found (`"findings":[…]`, the first [`Finding::MAX_PER_REQUEST`]).
@@ -134,6 +138,8 @@ pub struct Record {
     pub decision: Option<Decision>,
     pub denied_by: Option<String>,
     pub code: Option<String>,
+    /// Why the HTTP parser refused the request (parser rejections only).
+    pub reason: Option<String>,
     /// `uninspected` when a body plugin let the body pass unread (over its limit).
     pub body: Option<String>,
     /// What inspecting plugins found: WAF detections, masked personal data, replaced error pages.
@@ -280,6 +286,9 @@ impl Recorder {
             (None, Some(code)) => str_field(out, "code", code),
             (None, None) => {}
         }
+        if let Some(reason) = p.reason {
+            str_field(out, "reason", reason);
+        }
         if p.body_uninspected {
             out.extend_from_slice(b",\"body\":\"uninspected\"");
         }
@@ -302,6 +311,7 @@ impl Recorder {
             .map_or(0, |q| q.len() + 1 + 3 * (q.matches('=').count()));
         let denial =
             p.denied_by.map_or(0, |(a, b)| a.len() + b.len()) + p.error.map_or(0, str::len);
+        let reason = p.reason.map_or(0, |r| r.len() + 12);
         let headers = if self.headers.is_empty() {
             0
         } else {
@@ -319,6 +329,7 @@ impl Recorder {
             + (p.path.len() + query).min(MAX_PATH)
             + p.upstream.map_or(0, str::len)
             + denial
+            + reason
             + headers
             + findings_len(p.findings)
     }
@@ -528,6 +539,7 @@ mod tests {
             bytes_sent: 99,
             denied_by: None,
             error: None,
+            reason: None,
             body_uninspected: false,
             findings: &[],
         }
@@ -649,6 +661,8 @@ mod tests {
         #[serde(skip_serializing_if = "Option::is_none")]
         code: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         body: Option<&'static str>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         findings: Vec<RecordFinding>,
@@ -732,6 +746,7 @@ mod tests {
             decision: p.decision(),
             denied_by,
             code,
+            reason: p.reason,
             body: p.body_uninspected.then_some("uninspected"),
             findings: p
                 .findings
@@ -852,6 +867,7 @@ mod tests {
                 bytes_sent: rng.u64(..),
                 denied_by: rng.bool().then_some(("rate-limit", "rate_limited")),
                 error: rng.bool().then_some("upstream_unavailable"),
+                reason: rng.bool().then_some("invalid header \"name\""),
                 body_uninspected: rng.bool(),
                 findings: &findings,
             };
@@ -893,6 +909,7 @@ mod tests {
             if denied {
                 p.denied_by = Some(("rate-limit", "rate_limited"));
                 p.error = Some("rate_limited");
+                p.reason = Some("conflicting Content-Length values");
             }
             for r in [
                 &r,

@@ -58,6 +58,7 @@ fn parts<'a>(headers: &'a HeaderMap, id: &'a Identity) -> Parts<'a> {
         bytes_sent: 2412,
         denied_by: None,
         error: None,
+        reason: None,
         body_uninspected: false,
         findings: &[],
     }

@@ -30,5 +30,6 @@ pub mod proxy;
 pub mod response_body;
 pub mod server;
 pub mod status;
+pub mod tap;
 pub mod tls;
 pub mod upstream;

@@ -84,6 +84,14 @@ impl StatusCounters {
         };
     }
 
+    /// The count `status` is in: its own, or its class's when it is not counted individually.
+    pub fn get(&self, status: u16) -> u64 {
+        match CODES.iter().position(|&c| c == status) {
+            Some(i) => self.by_code[i].load(Relaxed),
+            None => self.by_class[(status as usize / 100).min(5)].load(Relaxed),
+        }
+    }
+
     /// One sample per status seen (individually or by class), labelled `route`, `service` and
     /// `status`, into the `fenfa_http_requests` family.
     fn encode(

@@ -119,6 +119,10 @@ impl ProxyHttp for FenfaProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // From here to `logging`, what is written on the connection is this request's answer.
+        // (Here rather than in `early_request_filter`, which would cost a boxed future per
+        // request; nothing before this phase writes a response.)
+        crate::tap::begin(session.as_downstream());
         ctx.start = Instant::now();
         // Pipelined requests (sent before the previous answer) are answered in order, one after
         // the other; without this pingora closes after the first and drops the rest unanswered.
@@ -673,6 +677,7 @@ impl ProxyHttp for FenfaProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        crate::tap::end(session.as_downstream());
         if !ctx.counted {
             return;
         }
@@ -740,6 +745,7 @@ impl ProxyHttp for FenfaProxy {
                 bytes_sent: session.body_bytes_sent() as u64,
                 denied_by: ctx.plugin.denied_by,
                 error: ctx.error.map(|e| e.code),
+                reason: None,
                 body_uninspected: ctx.plugin.body_uninspected,
                 findings: &ctx.plugin.findings,
             },

@@ -19,6 +19,7 @@ use crate::config::ConfigError;
 use crate::gateway::Gateway;
 use crate::proxy::FenfaProxy;
 use crate::status::StatusApp;
+use crate::tap::TappedProxy;
 use crate::upstream::health;
 
 /// Where the config comes from.
@@ -96,10 +97,13 @@ pub fn run(opts: Options) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        FenfaProxy::new(gw.clone()),
-        "fenfa proxy",
+    // Tapped: requests pingora's HTTP/1 parser refuses are recorded and answered too (`tap.rs`).
+    let mut proxy = Service::new(
+        "fenfa proxy".to_string(),
+        TappedProxy::new(
+            pingora::proxy::http_proxy(&server.configuration, FenfaProxy::new(gw.clone())),
+            gw.clone(),
+        ),
     );
     if let Some(addr) = &listeners.http {
         proxy.add_tcp(addr);

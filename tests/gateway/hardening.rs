@@ -482,3 +482,230 @@ routes:
     assert_eq!(target["ejected"], false, "{st}");
     assert!(!gw.logs().contains("target ejected"), "{}", gw.logs());
 }
+
+// Defect 2 --------------------------------------------------------------------------------------
+
+/// Requests pingora's HTTP/1 parser refuses before any gateway code runs, with the reason the
+/// audit record gives.
+const MALFORMED: [(&str, &[u8]); 4] = [
+    (
+        "conflicting Content-Length values",
+        b"POST /a?token=s3cr3t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    ),
+    (
+        "invalid header value",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nX-Note: a\0b\r\n\r\n",
+    ),
+    (
+        "invalid header name",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    ),
+    ("invalid method", b"G@T /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+];
+
+const UNROUTED_400: &str = r#"fenfa_http_requests_total{route="",service="",status="400"}"#;
+
+/// The head and the body of a raw response.
+fn split_response(text: &str) -> (&str, &str) {
+    text.split_once("\r\n\r\n").unwrap_or((text, ""))
+}
+
+/// Checks a parser rejection's answer: 400, the gateway's JSON error, `Connection: close`, the
+/// same request id in header and body. Returns the request id.
+fn rejected(what: &str, text: &str) -> String {
+    assert_eq!(status_of(text), 400, "{what}: {text:?}");
+    let (head, body) = split_response(text);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{what}: {text:?}");
+    assert!(
+        head.contains("content-type: application/json"),
+        "{what}: {text:?}"
+    );
+    let v: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{what}: the body is not JSON ({e}): {text:?}"));
+    assert_eq!(v["error"]["code"], "bad_request", "{what}: {v}");
+    let id = v["error"]["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{what}: request id {id:?}"
+    );
+    assert!(
+        head.contains(&format!("x-request-id: {id}")),
+        "{what}: {text:?}"
+    );
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_2_requests_the_parser_rejects_get_a_json_400_an_audit_record_and_a_count() {
+    let up = Upstream::start("up");
+    let mut gw = single(&up);
+    let before = gw.metric(UNROUTED_400).unwrap_or(0.0);
+    let mut ids = Vec::new();
+    for (what, bytes) in MALFORMED {
+        let text = raw_request(gw.http, bytes).unwrap_or_default();
+        ids.push((what, rejected(what, &text)));
+    }
+    assert_eq!(up.hits(), 0, "a malformed request was forwarded");
+    let after = gw.metric(UNROUTED_400).unwrap_or(0.0);
+    assert_eq!(after - before, MALFORMED.len() as f64, "{}", gw.metrics());
+    let recs = records_after_stop(&mut gw);
+    for (what, id) in &ids {
+        let r = recs
+            .iter()
+            .find(|r| r["request_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{what}: no audit record of {id} in {recs:?}"));
+        assert_eq!(r["client_ip"], "127.0.0.1", "{what}: {r}");
+        assert_eq!(r["status"], 400, "{what}: {r}");
+        assert_eq!(r["decision"], "error", "{what}: {r}");
+        assert_eq!(r["code"], "bad_request", "{what}: {r}");
+        assert_eq!(r["reason"], *what, "{r}");
+    }
+    // What could be parsed is kept, the query masked; the raw bytes never are.
+    let cl = recs
+        .iter()
+        .find(|r| r["request_id"] == ids[0].1.as_str())
+        .unwrap();
+    assert_eq!(cl["method"], "POST", "{cl}");
+    assert_eq!(cl["path"], "/a?token=***", "{cl}");
+    let all = serde_json::to_string(&recs).unwrap();
+    assert!(!all.contains("s3cr3t"), "a query value reached the trail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_2_keep_alive_requests_still_work_and_a_late_malformed_one_is_recorded() {
+    use std::io::Write;
+    let up = Upstream::start("up");
+    let mut gw = single(&up);
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    for (i, path) in ["/one", "/two", "/three"].iter().enumerate() {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let text = read_responses(&mut s, 1);
+        assert_eq!(status_of(&text), 200, "request {i}: {text}");
+        assert!(text.contains("x-request-id: "), "{text}");
+    }
+    assert_eq!(up.hits(), 3);
+    // Then a malformed request on the same, reused connection.
+    s.write_all(b"GET /four HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n")
+        .unwrap();
+    let text = read_responses(&mut s, 1);
+    let id = rejected("after keep-alive", &text);
+    let recs = records_after_stop(&mut gw);
+    let r = recs
+        .iter()
+        .find(|r| r["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no record of {id}"));
+    assert_eq!(r["status"], 400, "{r}");
+    assert!(r["reason"].is_string(), "{r}");
+    assert_eq!(recs.len(), 4, "{recs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_2_an_upstreams_own_empty_400_passes_through_unchanged() {
+    use std::io::{Read, Write};
+    // An upstream that answers every request with a bodiless 400.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let _ =
+                            c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    let mut gw = Gateway::start(&format!(
+        r#"
+services:
+  - name: s
+    upstream:
+      targets: [{{ addr: "{addr}" }}]
+routes:
+  - name: all
+    service: s
+    paths: ["/*"]
+"#
+    ));
+    let before = gw.metric(UNROUTED_400).unwrap_or(0.0);
+    let text = raw_request(
+        gw.http,
+        b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status_of(&text), 400, "{text}");
+    let (head, body) = split_response(&text);
+    assert_eq!(body, "", "{text}");
+    assert!(!head.contains("application/json"), "{text}");
+    assert!(head.contains("x-request-id: "), "{text}");
+    assert_eq!(gw.metric(UNROUTED_400).unwrap_or(0.0), before, "{text}");
+    assert_eq!(
+        gw.metric(r#"fenfa_http_requests_total{route="all",service="s",status="400"}"#),
+        Some(1.0)
+    );
+    let recs = records_after_stop(&mut gw);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["upstream_status"], 400, "{}", recs[0]);
+    assert_eq!(recs[0]["decision"], "allowed", "{}", recs[0]);
+    assert!(recs[0].get("reason").is_none(), "{}", recs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_2_connect_and_a_pipelined_malformed_request_are_answered_and_recorded_too() {
+    use std::io::Write;
+    let up = Upstream::start("up");
+    let mut gw = single(&up);
+    // CONNECT: pingora refuses it with its own 405 before any gateway phase.
+    let text = raw_request(
+        gw.http,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .unwrap_or_default();
+    assert_eq!(status_of(&text), 405, "{text:?}");
+    let (_, body) = split_response(&text);
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+    let connect_id = v["error"]["request_id"].as_str().unwrap().to_owned();
+    // A good request and a malformed one in the same packet: the first is served, the second
+    // refused with the JSON 400.
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nG@T /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_responses(&mut s, 2);
+    assert_eq!(complete_responses(&text), 2, "{text}");
+    assert_eq!(status_of(&text), 200, "{text}");
+    let second = &text[text.find("\r\n\r\n").unwrap()..];
+    let second = &second[second.find("HTTP/1.1").unwrap()..];
+    let id = rejected("pipelined", second);
+    assert_eq!(up.hits(), 1);
+    let recs = records_after_stop(&mut gw);
+    let c = recs
+        .iter()
+        .find(|r| r["request_id"] == connect_id.as_str())
+        .unwrap_or_else(|| panic!("no record of the CONNECT in {recs:?}"));
+    assert_eq!(c["status"], 405, "{c}");
+    assert_eq!(c["method"], "CONNECT", "{c}");
+    assert_eq!(c["reason"], "CONNECT is not proxied", "{c}");
+    let p = recs
+        .iter()
+        .find(|r| r["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no record of the pipelined request in {recs:?}"));
+    assert_eq!(p["status"], 400, "{p}");
+    assert_eq!(p["client_ip"], "127.0.0.1", "{p}");
+    assert!(p["reason"].is_string(), "{p}");
+}

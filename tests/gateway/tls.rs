@@ -537,3 +537,62 @@ fn upstream_tls_sni_must_be_a_server_name() {
         }
     }
 }
+
+/// Sends `bytes` over a TLS connection to `addr` (ALPN `alpn`) and returns all it answers.
+async fn raw_tls(addr: SocketAddr, alpn: &[u8], bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    install_crypto();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("a.test").map_err(std::io::Error::other)?;
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(bytes).await?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    Ok(out)
+}
+
+// Issue 11, defect 2: the tap works on the decrypted stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn defect_2_over_tls_a_request_the_parser_refuses_gets_the_json_400() {
+    let t = two_names();
+    let gw = &t.gw;
+    let out = raw_tls(
+        gw.https,
+        b"http/1.1",
+        b"GET /a HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding : chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("x-request-id: "), "{text}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "bad_request", "{text}");
+    // A good request over TLS is still served (and the HTTPS listener still speaks HTTP/2).
+    let ok = raw_tls(
+        gw.https,
+        b"http/1.1",
+        b"GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 200 "));
+    let c = https_client(&t.ca.pem(), &["a.test"], gw, false);
+    let resp = c
+        .get(https_url(gw, "a.test", "/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+}
