@@ -135,7 +135,7 @@ impl RuleName {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoDeny {
-    /// How long the client IP is refused by every gateway, 60 to 86400 seconds.
+    /// How long the client IP is refused by every gateway, 5 to 86400 seconds.
     pub ttl_secs: i64,
 }
 
@@ -314,10 +314,10 @@ fn check_rule(path: &str, r: &RuleOverride) -> ApiResult<()> {
         }
     }
     if let Some(d) = &r.auto_deny {
-        if !(60..=86_400).contains(&d.ttl_secs) {
+        if !(5..=86_400).contains(&d.ttl_secs) {
             return Err(ApiError::invalid(
                 format!("{path}.auto_deny.ttl_secs"),
-                "expected 60 to 86400 seconds",
+                "expected 5 to 86400 seconds",
             ));
         }
     }
