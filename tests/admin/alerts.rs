@@ -744,3 +744,255 @@ async fn a_burst_of_100_alerts_is_batched_within_the_robots_limit(env: &Env) {
     assert!(minutes >= 2);
 }
 both_backends!(a_burst_of_100_alerts_is_batched_within_the_robots_limit);
+
+// ---- automatic response -----------------------------------------------------------------------
+
+/// Polls `url` until it answers `want`; how long that took (panics after `max`).
+async fn until_status(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    want: u16,
+    max: Duration,
+) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < max {
+        if crate::serve::status_of(http, url, token).await == want {
+            return t.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} did not answer {want} within {max:?}");
+}
+
+/// The control plane and its in-process gateway (`serve --demo`) plus a separate gateway that
+/// follows it: a 401 burst from 127.0.0.1 raises an alert whose rule denies the address; both
+/// gateways refuse it within 2 s; a security admin lifts the deny, or it expires with its TTL,
+/// and the address is served again. Every step is in the admin audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_deny_reaches_every_gateway_and_is_lifted() {
+    use crate::serve::{free_port, gateway_bin, login, post, spawn, status_of, wait_for};
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_port, gw_port, status_port, echo_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let cp = spawn(
+        Command::new(env!("CARGO_BIN_EXE_fenfa-admin"))
+            .arg("serve")
+            .arg("--demo")
+            .args(["--listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--gateway-http", &format!("127.0.0.1:{gw_port}")])
+            .args(["--gateway-status", &format!("127.0.0.1:{status_port}")])
+            .args(["--demo-upstream", &format!("127.0.0.1:{echo_port}")])
+            .env("FENFA_ADMIN_PASSWORD", ADMIN_PW)
+            .env("FENFA_ADMIN_TOTP_SECRET", ADMIN_TOTP)
+            .env("FENFA_SECURITY_PASSWORD", SECURITY_PW)
+            .env("FENFA_SECURITY_TOTP_SECRET", SECURITY_TOTP)
+            .env("FENFA_AUDIT_PASSWORD", AUDIT_PW)
+            .env("FENFA_AUDIT_TOTP_SECRET", AUDIT_TOTP)
+            .env("FENFA_MASTER_KEY", MASTER_KEY)
+            .env("FENFA_LOG", "info"),
+        &dir.path().join("admin.log"),
+    );
+    let mut curl = String::new();
+    wait_for("the demo curl line", &cp, async || {
+        curl = cp
+            .log()
+            .lines()
+            .find(|l| l.contains("curl -i"))
+            .unwrap_or("")
+            .to_string();
+        !curl.is_empty()
+    })
+    .await;
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("http://127.0.0.1:{gw_port}/demo/hello");
+    let http = reqwest::Client::new();
+    wait_for("the demo call", &cp, async || {
+        status_of(&http, &url, &token).await == 200
+    })
+    .await;
+    let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
+
+    // A second gateway, following the control plane as a remote node does.
+    let node = post(
+        &http,
+        format!("{admin}/v1/nodes"),
+        &sec,
+        json!({"name": "edge-1"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (edge_port, edge_status) = (free_port(), free_port());
+    let base = dir.path().join("edge.yaml");
+    std::fs::write(
+        &base,
+        format!("listeners:\n  http: \"127.0.0.1:{edge_port}\"\n  status: \"127.0.0.1:{edge_status}\"\n"),
+    )
+    .unwrap();
+    let edge = spawn(
+        Command::new(gateway_bin())
+            .args(["--control-plane", &admin])
+            .args(["--node-token", &node])
+            .arg("--config")
+            .arg(&base)
+            .arg("--data-dir")
+            .arg(dir.path().join("edge"))
+            .env("FENFA_LOG", "info"),
+        &dir.path().join("edge.log"),
+    );
+    let edge_url = format!("http://127.0.0.1:{edge_port}/demo/hello");
+    wait_for("the edge gateway", &edge, async || {
+        status_of(&http, &edge_url, &token).await == 200
+    })
+    .await;
+
+    // auth_failures: 10 in 60 s, and deny the address for 10 minutes.
+    let put = |body: Value| {
+        let (http, admin, sec) = (http.clone(), admin.clone(), sec.clone());
+        async move {
+            let r = http
+                .put(format!("{admin}/v1/alert-settings"))
+                .bearer_auth(&sec)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    };
+    let get = |path: String| {
+        let (http, admin, sec) = (http.clone(), admin.clone(), sec.clone());
+        async move {
+            http.get(format!("{admin}{path}"))
+                .bearer_auth(&sec)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut settings = get("/v1/alert-settings".into()).await;
+    settings["rules"]["auth_failures"]["threshold"] = json!(10.0);
+    settings["rules"]["auth_failures"]["auto_deny"] = json!({"ttl_secs": 600});
+    put(settings.clone()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let burst = async |client: &reqwest::Client| {
+        for _ in 0..15 {
+            assert_eq!(status_of(client, &url, "not-a-token").await, 401);
+        }
+    };
+    burst(&http).await;
+    let block = async || {
+        let t = Instant::now();
+        loop {
+            let v = get("/v1/alert-blocks".into()).await;
+            if let Some(b) = v["items"].as_array().unwrap().first() {
+                return b.clone();
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "no deny within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let b = block().await;
+    assert_eq!(b["ip"], "127.0.0.1");
+    assert_eq!(b["rule"], "auth_failures");
+    let took = until_status(&http, &url, &token, 403, Duration::from_secs(2)).await;
+    let took_edge = until_status(&http, &edge_url, &token, 403, Duration::from_secs(2)).await;
+    eprintln!("denied on the in-process gateway after {took:?}, on the edge after {took_edge:?}");
+    let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ip_denied", "{body}");
+    // Visible on its alert, and reversible by the security admin.
+    let alert_id = b["alert_id"].as_str().unwrap();
+    let a = get(format!("/v1/alerts/{alert_id}")).await;
+    assert_eq!(a["responses"][0]["id"], b["id"]);
+    let r = http
+        .delete(format!(
+            "{admin}/v1/alert-blocks/{}",
+            b["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&sec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    until_status(&http, &url, &token, 200, Duration::from_secs(2)).await;
+    until_status(&http, &edge_url, &token, 200, Duration::from_secs(2)).await;
+
+    // Another address (127.0.0.2, loopback too) is another incident; this time the deny
+    // expires by itself, and only that address is refused meanwhile.
+    let r = http
+        .post(format!("{admin}/v1/alerts/{alert_id}/resolve"))
+        .bearer_auth(&sec)
+        .json(&json!({"note": "测试结束"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    settings["rules"]["auth_failures"]["auto_deny"] = json!({"ttl_secs": 5});
+    put(settings).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    burst(&other).await;
+    let b2 = block().await;
+    assert_ne!(b2["id"], b["id"]);
+    assert_eq!(b2["ip"], "127.0.0.2");
+    until_status(&other, &url, &token, 403, Duration::from_secs(2)).await;
+    until_status(&other, &edge_url, &token, 403, Duration::from_secs(2)).await;
+    assert_eq!(status_of(&http, &url, &token).await, 200);
+    let t = Instant::now();
+    until_status(&other, &url, &token, 200, Duration::from_secs(10)).await;
+    until_status(&other, &edge_url, &token, 200, Duration::from_secs(2)).await;
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "lifted before its TTL"
+    );
+    assert!(get("/v1/alert-blocks".into()).await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
+    let trail: Value = http
+        .get(format!("{admin}/v1/audit/admin?resource_kind=alert-block"))
+        .bearer_auth(&aud)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "alert-block.expire",
+            "alert-block.create",
+            "alert-block.lift",
+            "alert-block.create"
+        ]
+    );
+}
