@@ -996,3 +996,35 @@ async fn an_automatic_deny_reaches_every_gateway_and_is_lifted() {
         ]
     );
 }
+
+async fn admin_sign_in_failures_and_off_hours_changes_raise_alerts(env: &Env) {
+    let sec = env.security().await;
+    let sys = env.admin().await;
+    // Five wrong passwords lock `admin` out for this address: one incident, one alert.
+    for _ in 0..6 {
+        let (st, _) = env.try_login("admin", "Wrong-Password-2026", None).await;
+        assert!(st == 401 || st == 403);
+    }
+    let got = expect_alerts(env, &sec, 1).await;
+    assert_eq!(got[0]["rule"], "admin_sign_in");
+    assert_eq!(
+        (got[0]["subject_kind"].as_str(), got[0]["subject"].as_str()),
+        (Some("account"), Some("admin"))
+    );
+    assert_eq!(got[0]["severity"], "critical");
+    // Working hours that never apply: a network-policy change is off hours.
+    let mut s = env.get("/v1/alert-settings", &sec).await;
+    s["working_hours"]["weekdays"] = json!([]);
+    env.expect(200, "PUT", "/v1/alert-settings", &sec, s).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ag = env.agency(&sys, "night").await;
+    env.policy(&sec, &ag, "night-policy").await;
+    let got = expect_alerts(env, &sec, 2).await;
+    let a = got
+        .iter()
+        .find(|a| a["rule"] == "off_hours_change")
+        .unwrap();
+    assert_eq!(a["subject"], "security");
+    assert_eq!(a["evidence"]["action"], "network-policy.create");
+}
+both_backends!(admin_sign_in_failures_and_off_hours_changes_raise_alerts);

@@ -281,7 +281,10 @@ impl World {
             evidence: json!({"count": 5}),
             auto_deny: None,
         };
-        let alert = match fenfa_admin::alerts::store::raise(&env.app, &signal, 3600).await.unwrap() {
+        let alert = match fenfa_admin::alerts::store::raise(&env.app, &signal, 3600)
+            .await
+            .unwrap()
+        {
             fenfa_admin::alerts::store::Raised::Opened(a) => a.id,
             other => panic!("{other:?}"),
         };
@@ -290,7 +293,11 @@ impl World {
             .unwrap()
             .unwrap();
         let snap = fenfa_admin::commit::snapshot(&env.app).await.unwrap();
-        let block = snap.blocks.iter().find(|b| b.alert_id.as_deref() == Some(alert.as_str())).unwrap();
+        let block = snap
+            .blocks
+            .iter()
+            .find(|b| b.alert_id.as_deref() == Some(alert.as_str()))
+            .unwrap();
         m.insert("block", block.id.clone());
         m.insert("alert", alert);
         m

@@ -252,12 +252,13 @@ struct Queue {
     since: Option<tokio::time::Instant>,
 }
 
-/// The delivery task: takes new alerts from `rx`, sends them to every destination.
+/// The delivery task: takes new alerts from `rx` and hands them to one task per destination
+/// (so a slow or failing destination never holds up the others).
 pub async fn run(app: Weak<App>, mut rx: mpsc::Receiver<AlertRow>) {
-    let mut queues: HashMap<String, Queue> = HashMap::new();
+    let mut workers: HashMap<String, mpsc::UnboundedSender<AlertRow>> = HashMap::new();
     loop {
         let got = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
-        let Some(app) = app.upgrade() else { return };
+        let Some(strong) = app.upgrade() else { return };
         let mut fresh = Vec::new();
         match got {
             Ok(Some(a)) => fresh.push(a),
@@ -267,36 +268,52 @@ pub async fn run(app: Weak<App>, mut rx: mpsc::Receiver<AlertRow>) {
         while let Ok(a) = rx.try_recv() {
             fresh.push(a);
         }
-        let dests = match store::destinations(&app.store.pool).await {
+        let dests = match store::destinations(&strong.store.pool).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read alert destinations");
                 continue;
             }
         };
-        queues.retain(|id, _| dests.iter().any(|d| &d.id == id));
-        for d in &dests {
-            let q = queues.entry(d.id.clone()).or_default();
+        // A removed destination's worker ends when its sender is dropped.
+        workers.retain(|id, _| dests.iter().any(|d| &d.id == id));
+        for d in dests {
+            let tx = workers.entry(d.id.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(worker(app.clone(), d.clone(), rx));
+                tx
+            });
             for a in &fresh {
                 let _ = store::set_delivery(
-                    &app.store.pool,
+                    &strong.store.pool,
                     &a.id,
                     &d.id,
                     "pending",
                     0,
                     None,
-                    app.now(),
+                    strong.now(),
                 )
                 .await;
-                q.pending.push_back(a.clone());
+                let _ = tx.send(a.clone());
             }
         }
-        for d in &dests {
-            let Some(q) = queues.get_mut(&d.id) else {
-                continue;
-            };
-            pump(&app, d, q).await;
+    }
+}
+
+/// One destination's queue, batching and sending.
+async fn worker(app: Weak<App>, d: DestinationRow, mut rx: mpsc::UnboundedReceiver<AlertRow>) {
+    let mut q = Queue::default();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            Ok(Some(a)) => q.pending.push_back(a),
+            Ok(None) => return,
+            Err(_) => {}
         }
+        while let Ok(a) = rx.try_recv() {
+            q.pending.push_back(a);
+        }
+        let Some(app) = app.upgrade() else { return };
+        pump(&app, &d, &mut q).await;
     }
 }
 

@@ -200,6 +200,7 @@ pub struct RuleOverride {
 /// Admin-side working hours, Asia/Shanghai.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AlertWorkingHours)]
 pub struct WorkingHours {
     /// `HH:MM`, inclusive.
     pub start: String,
@@ -245,6 +246,7 @@ impl WorkingHours {
 /// Every detector setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AlertSettings)]
 pub struct Settings {
     /// Signals of one rule about one subject within this many seconds of the alert's last
     /// signal are folded into that alert (one incident, one alert); 60 to 86400.
