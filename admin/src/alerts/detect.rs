@@ -314,6 +314,10 @@ pub struct Detector {
     waf: Table<Sliding>,
     limited: Table<Sliding>,
     large: Table<Sliding>,
+    /// Recent signals by every subject of the record that caused them (`rule|kind|value` →
+    /// the signal's subject and time), so that one client crossing several thresholds at once
+    /// (its address, its user, its app) is one incident.
+    links: HashMap<String, (&'static str, String, i64)>,
 }
 
 fn signal(
@@ -345,6 +349,39 @@ fn signal(
 impl Detector {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The subject a signal of `rule` caused by `rec` is filed under: that of a recent signal of
+    /// the same rule caused by a record sharing a subject with `rec`, else `own`. Links `rec`'s
+    /// subjects to the result.
+    fn correlate(
+        &mut self,
+        rule: RuleName,
+        rec: &Record,
+        window: i64,
+        own: (&'static str, String),
+    ) -> (&'static str, String) {
+        let keys: Vec<String> = [
+            ("app", &rec.app),
+            ("user", &rec.user),
+            ("client_ip", &rec.client_ip),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{}|{k}|{v}", rule.as_str())))
+        .collect();
+        let found = keys.iter().find_map(|k| {
+            self.links
+                .get(k)
+                .filter(|(_, _, t)| *t > rec.time - window)
+                .map(|(kind, s, _)| (*kind, s.clone()))
+        });
+        let chosen = found.unwrap_or(own);
+        if self.links.len() < MAX_KEYS {
+            for k in keys {
+                self.links.insert(k, (chosen.0, chosen.1.clone(), rec.time));
+            }
+        }
+        chosen
     }
 
     /// The detector's time: the latest record or tick.
@@ -458,19 +495,22 @@ impl Detector {
             {
                 b.fired_bucket = Some(b.bucket);
                 let factor = b.count as f64 / base;
+                let (count, ewma, samples) = (b.count, b.ewma, b.samples.json());
+                let (kind, v) =
+                    self.correlate(RuleName::TrafficJump, rec, r.window_secs, (kind, v.clone()));
                 out.push(signal(
                     RuleName::TrafficJump,
                     &r,
-                    (kind, v),
+                    (kind, &v),
                     None,
                     rec.time,
                     format!(
                         "{} 秒内 {} 次调用,为基线 {:.1} 的 {:.1} 倍(阈值 {} 倍)",
-                        r.window_secs, b.count, b.ewma, factor, r.threshold
+                        r.window_secs, count, ewma, factor, r.threshold
                     ),
-                    json!({"count": b.count, "baseline": (b.ewma * 10.0).round() / 10.0,
+                    json!({"count": count, "baseline": (ewma * 10.0).round() / 10.0,
                            "factor": (factor * 10.0).round() / 10.0, "window_secs": r.window_secs,
-                           "threshold": r.threshold, "sample_request_ids": b.samples.json()}),
+                           "threshold": r.threshold, "sample_request_ids": samples}),
                 ));
             }
         }
@@ -726,6 +766,7 @@ impl Detector {
                 t.0.retain(|_, w| w.last > day);
             }
             self.enumeration.0.retain(|_, d| d.last > day);
+            self.links.retain(|_, (_, _, t)| *t > day);
         }
     }
 }
@@ -799,6 +840,90 @@ mod tests {
             (sig[0].rule, sig[0].subject_kind),
             (RuleName::TrafficJump, "app")
         );
+    }
+
+    #[test]
+    fn one_client_jumping_on_every_subject_is_one_incident() {
+        let s = Settings::default();
+        let mut d = Detector::new();
+        let mut sig = Vec::new();
+        let one = |t: i64| Record {
+            user: Some("u-1".into()),
+            ..rec(t, "10.0.0.1", 200)
+        };
+        for m in 0..10 {
+            for i in 0..20 {
+                sig.extend(d.observe(&s, &one(60 * m + i * 3)));
+            }
+        }
+        for i in 0..400 {
+            sig.extend(d.observe(&s, &one(600 + i / 10)));
+        }
+        let keys: std::collections::BTreeSet<String> = sig.iter().map(Signal::dedup_key).collect();
+        assert!(sig.len() >= 2, "app, user and address all jumped: {sig:?}");
+        assert_eq!(keys.len(), 1, "{keys:?}");
+    }
+
+    #[test]
+    fn waf_rate_limit_and_bulk_download_per_address() {
+        let s = Settings::default();
+        let mut d = Detector::new();
+        let mut sig = Vec::new();
+        for i in 0..10 {
+            let mut r = rec(1000 + i, "10.0.0.9", 403);
+            r.waf = true;
+            r.client_ip = Some("10.0.0.9".into());
+            r.app = None;
+            sig.extend(d.observe(&s, &r));
+        }
+        for i in 0..60 {
+            let mut r = rec(1000 + i / 2, "10.0.0.8", 429);
+            r.denied_by = Some("rate-limit".into());
+            r.app = None;
+            sig.extend(d.observe(&s, &r));
+        }
+        for i in 0..30 {
+            let mut r = rec(1000 + i * 10, "10.0.0.7", 200);
+            r.bytes = 5 << 20;
+            r.app = None;
+            sig.extend(d.observe(&s, &r));
+        }
+        let rules: Vec<(RuleName, &str)> =
+            sig.iter().map(|x| (x.rule, x.subject.as_str())).collect();
+        assert_eq!(
+            rules,
+            [
+                (RuleName::Waf, "10.0.0.9"),
+                (RuleName::RateLimited, "10.0.0.8"),
+                (RuleName::LargeResponses, "10.0.0.7"),
+            ]
+        );
+        assert_eq!(sig[2].evidence["bytes"], 20 * (5 << 20));
+    }
+
+    #[test]
+    fn a_p99_jump_is_noticed_when_its_window_closes() {
+        let s = Settings::default();
+        let mut d = Detector::new();
+        let mut sig = Vec::new();
+        for m in 0..8 {
+            for i in 0..30 {
+                let mut r = rec(60 * m + i * 2, "10.0.0.1", 200);
+                r.app = None;
+                r.latency_us = if m == 7 {
+                    900_000
+                } else {
+                    10_000 + (i as u64) * 100
+                };
+                sig.extend(d.observe(&s, &r));
+            }
+        }
+        assert!(sig.is_empty(), "{sig:?}");
+        let mut r = rec(60 * 8 + 1, "10.0.0.1", 200);
+        r.app = None;
+        sig.extend(d.observe(&s, &r));
+        assert_eq!(sig.len(), 1, "{sig:?}");
+        assert_eq!(sig[0].rule, RuleName::LatencyJump);
     }
 
     #[test]
