@@ -251,6 +251,21 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
     Ok(s)
 }
 
+/// The stored bodies of every resource of one kind (without loading the rest).
+pub async fn resources_of_kind<T: DeserializeOwned>(pool: &AnyPool, k: &str) -> DbResult<Vec<T>> {
+    let rows = sqlx::query("SELECT id, body FROM resources WHERE kind = $1 ORDER BY id")
+        .bind(k)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            let body: String = r.try_get("body")?;
+            parse_body(k, &id, &body)
+        })
+        .collect()
+}
+
 /// Inserts or replaces one resource (`body = None` deletes it).
 pub async fn put_resource(
     conn: &mut AnyConnection,

@@ -79,9 +79,9 @@ pub async fn lift(app: &App, who: &Actor, id: &str, action: &str) -> ApiResult<C
 /// Lifts every deny whose TTL has passed.
 pub async fn expire(app: &App) -> ApiResult<usize> {
     let now = app.now();
-    let snap = crate::commit::snapshot(app).await?;
+    let blocks: Vec<Block> = crate::store::resources_of_kind(&app.store.pool, kind::BLOCK).await?;
     let mut n = 0;
-    for b in snap.blocks.iter().filter(|b| b.expires_at <= now) {
+    for b in blocks.iter().filter(|b| b.expires_at <= now) {
         match lift(app, &Actor::system(), &b.id, "alert-block.expire").await {
             Ok(_) => n += 1,
             // Lifted meanwhile (another process, a person).
