@@ -201,18 +201,16 @@ pub async fn create_destination(
             "expected `webhook`, `wecom` or `dingtalk`",
         ));
     }
-    let url = fenfa_net::check_url(&d.url, false, &fenfa_net::Names::section("destination"))
-        .map_err(|e| {
-            ApiError::invalid(
-                "url",
-                e.to_string()
-                    .trim_start_matches("destination.url: ")
-                    .to_string(),
-            )
-        })?;
     if d.url.len() > 2048 {
         return Err(ApiError::invalid("url", "at most 2048 characters"));
     }
+    let url = fenfa_net::check_url(&d.url, false, &fenfa_net::Names::section("destination"))
+        .map_err(|_| {
+            ApiError::invalid(
+                "url",
+                "expected an https:// URL with a host and no user name or password (plain http:// only to a loopback address)",
+            )
+        })?;
     let secret = d.secret.filter(|s| !s.is_empty());
     match (d.kind.as_str(), &secret) {
         ("webhook" | "dingtalk", None) => {
