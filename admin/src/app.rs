@@ -92,6 +92,8 @@ pub struct App {
     /// Checks candidate configs with the gateway's own rules (see [`Checker`]).
     pub checker: Arc<Checker>,
     pub opts: Options,
+    /// Feeds the alert detectors and delivery (`crate::alerts`).
+    pub alerts: crate::alerts::Alerts,
 }
 
 pub type AppState = Arc<App>;
@@ -119,6 +121,7 @@ impl App {
             plugins: opts.plugins.clone(),
         });
         let (tx, _) = watch::channel(version);
+        let (alerts, alert_rx) = crate::alerts::Alerts::new();
         let app = Arc::new(App {
             store,
             master,
@@ -127,6 +130,7 @@ impl App {
             version: tx,
             checker,
             opts,
+            alerts,
         });
         let issued = crate::auth::bootstrap(&app).await?;
         if version == 0 {
@@ -139,6 +143,7 @@ impl App {
         if app.opts.gateway_file.is_some() {
             tokio::spawn(follow_database(Arc::downgrade(&app)));
         }
+        crate::alerts::start(&app, alert_rx);
         Ok((app, issued))
     }
 

@@ -3,7 +3,8 @@
 //!
 //! The rules (三权分立): the system admin runs the platform (agencies, services, routes, apps,
 //! publication, accounts); the security admin owns keys, network policies, limits, token
-//! settings and gateway node tokens; the audit admin reads the audit trails and nothing else;
+//! settings, gateway node tokens and the alerts raised from the audit trails; the audit admin
+//! reads the audit trails (and the alerts, read-only) and nothing else;
 //! an agency operator works on its own agency's services and routes, may submit them but never
 //! publish, and never learns that other agencies' resources exist (they answer 404). Nobody may
 //! change or delete an audit record: no such action exists.
@@ -68,10 +69,12 @@ pub enum Action {
     ExportInterfaces,
     ExportPolicies,
     ExportAccounts,
+    AlertRead,
+    AlertWrite,
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = {
+    pub const ALL: [Action; 32] = {
         use Action::*;
         [
             AgencyRead,
@@ -104,6 +107,8 @@ impl Action {
             ExportInterfaces,
             ExportPolicies,
             ExportAccounts,
+            AlertRead,
+            AlertWrite,
         ]
     };
 
@@ -170,6 +175,10 @@ pub fn allowed(action: Action) -> &'static [Role] {
         ExportInterfaces => &[SYS, OP],
         ExportPolicies => &[SYS, SEC],
         ExportAccounts => &[SYS, SEC],
+        // Alerts come from the audit trails: the security admin handles them, the audit admin
+        // reads them (and their handling) to check on it.
+        AlertRead => &[SEC, AUD],
+        AlertWrite => &[SEC],
     }
 }
 
@@ -339,13 +348,20 @@ mod tests {
     fn audit_admin_reads_audit_and_nothing_else() {
         use Action::*;
         for a in Action::ALL {
-            assert_eq!(allowed(a).contains(&AUD), a == AuditRead, "{a:?}");
+            assert_eq!(
+                allowed(a).contains(&AUD),
+                a == AuditRead || a == AlertRead,
+                "{a:?}"
+            );
             if a == AuditRead {
                 assert_eq!(allowed(a), &[AUD]);
             }
         }
         assert!(!allowed(ServicePublish).contains(&OP));
         assert_eq!(ServicePublish.name(), "service-publish");
-        assert_eq!(permissions(AUD), vec!["audit-read".to_string()]);
+        assert_eq!(
+            permissions(AUD),
+            vec!["audit-read".to_string(), "alert-read".to_string()]
+        );
     }
 }

@@ -86,6 +86,7 @@ pub fn resource_json(s: &Snapshot, k: &str, id: &str) -> Option<Value> {
         kind::SIGNING_KEY => find(&s.signing_keys, id, |x| &x.id),
         kind::LIMIT => find(&s.limits, id, |x| &x.id),
         kind::SETTINGS => serde_json::to_value(&s.settings).ok(),
+        kind::BLOCK => find(&s.blocks, id, |x| &x.id),
         _ => None,
     }
 }

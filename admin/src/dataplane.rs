@@ -11,6 +11,8 @@
 //!   token was issued to: a batch naming any other node is refused (`403`, nothing stored) and
 //!   the attempt is recorded in the admin audit, so one node cannot pre-empt another's records.
 //!
+//! Newly stored records are handed to the alert detectors (`crate::alerts`) without waiting.
+//!
 //! `docs/admin.md` is the contract for gateway implementers; keep the two in step.
 
 use std::time::Duration;
@@ -162,11 +164,20 @@ pub async fn ingest(
     }
     let guard = app.write.lock().await;
     let mut tx = app.store.begin_write().await?;
-    let new =
-        store::request_audit_insert(&mut tx, &b.node, &b.segment, &node.name, app.now(), &rows)
-            .await?;
+    let now = app.now();
+    let fresh =
+        store::request_audit_insert(&mut tx, &b.node, &b.segment, &node.name, now, &rows).await?;
     tx.commit().await?;
     drop(guard);
+    let new = fresh.len() as u64;
+    // Only records stored now: a re-sent batch is not counted twice. Never waits.
+    let mut records = b.records;
+    let mut k = 0;
+    records.retain(|_| {
+        k += 1;
+        fresh.binary_search(&(k - 1)).is_ok()
+    });
+    app.alerts.feed(now, records);
     Ok(Json(json!({
         "accepted": new,
         "duplicates": rows.len() as u64 - new,

@@ -16,6 +16,7 @@
 //! offer any way to change or delete an audit record; commit a config that does not pass the check.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod approvals;

@@ -873,6 +873,24 @@ pub struct Snapshot {
     pub signing_keys: Vec<SigningKey>,
     pub limits: Vec<Limit>,
     pub settings: Settings,
+    /// Temporary denies of client IPs (`crate::alerts::respond`).
+    pub blocks: Vec<Block>,
+}
+
+/// A client IP every gateway refuses until `expires_at` (rendered into a global
+/// `ip-restriction` deny list): set by an alert rule's automatic response, lifted when it
+/// expires or by a security admin.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    pub id: String,
+    /// An IPv4 or IPv6 address.
+    pub ip: String,
+    /// The alert that caused it.
+    pub alert_id: Option<String>,
+    pub rule: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 impl Snapshot {

@@ -212,6 +212,35 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
             ..none()
         },
 
+        ("GET", "/v1/alerts") => Shape {
+            response: Some(object(
+                "An alert: rule, severity, state, subject, evidence, notes",
+            )),
+            list: true,
+            query: s.params::<crate::alerts::api::AlertFilter>(),
+            ..none()
+        },
+        ("GET", "/v1/alerts/{id}") => one(object(
+            "An alert with its deliveries and automatic responses",
+        )),
+        ("POST", "/v1/alerts/{id}/acknowledge") | ("POST", "/v1/alerts/{id}/resolve") => {
+            with(s.of::<crate::alerts::api::NoteInput>(), object("The alert"))
+        }
+        ("GET", "/v1/alert-settings") => one(s.of::<crate::alerts::rules::Settings>()),
+        ("PUT", "/v1/alert-settings") => with(
+            s.of::<crate::alerts::rules::Settings>(),
+            s.of::<crate::alerts::rules::Settings>(),
+        ),
+        ("GET", "/v1/alert-destinations") => list(
+            object("A destination: id, name, kind, url_hint, has_secret, per_minute"),
+            vec![],
+        ),
+        ("POST", "/v1/alert-destinations") => with(
+            s.of::<crate::alerts::api::DestinationInput>(),
+            object("The destination (never its URL or secret)"),
+        ),
+        ("GET", "/v1/alert-blocks") => list(s.of::<Block>(), vec![]),
+
         ("GET", "/v1/dataplane/watch") => Shape {
             response: Some(object("The rendered gateway config")),
             query: s.params::<crate::dataplane::WatchQuery>(),

@@ -117,6 +117,20 @@ pub fn render(
             enabled: true,
         });
     }
+    // Temporary denies from alert responses: every route, before authentication.
+    let mut denied: Vec<&str> = s.blocks.iter().map(|b| b.ip.as_str()).collect();
+    denied.sort_unstable();
+    denied.dedup();
+    if !denied.is_empty() {
+        cfg.global_plugins.push(PluginRef {
+            name: "ip-restriction".into(),
+            config: json!({
+                "deny": denied,
+                "message": "your address is temporarily blocked after abnormal calls",
+            }),
+            enabled: true,
+        });
+    }
 
     for svc in &s.services {
         let live = svc.status == Lifecycle::Published && !svc.channels.is_empty();

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hardening",
         include_str!("../migrations/0002_hardening.sql"),
     ),
+    (3, "alerts", include_str!("../migrations/0003_alerts.sql")),
 ];
 
 #[derive(Debug)]
@@ -204,6 +205,7 @@ pub mod kind {
     pub const SIGNING_KEY: &str = "signing-key";
     pub const LIMIT: &str = "limit";
     pub const SETTINGS: &str = "settings";
+    pub const BLOCK: &str = "alert-block";
 }
 
 fn parse_body<T: DeserializeOwned>(kind: &str, id: &str, body: &str) -> DbResult<T> {
@@ -229,6 +231,7 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
             kind::SIGNING_KEY => s.signing_keys.push(parse_body(&k, &id, &body)?),
             kind::LIMIT => s.limits.push(parse_body(&k, &id, &body)?),
             kind::SETTINGS => s.settings = parse_body(&k, &id, &body)?,
+            kind::BLOCK => s.blocks.push(parse_body(&k, &id, &body)?),
             other => tracing::warn!(kind = other, id, "unknown resource kind in the store"),
         }
     }
@@ -244,7 +247,23 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
     by_time(&mut s.token_keys, |x| (x.created_at, x.id.clone()));
     by_time(&mut s.signing_keys, |x| (x.created_at, x.id.clone()));
     by_time(&mut s.limits, |x| (x.created_at, x.id.clone()));
+    by_time(&mut s.blocks, |x| (x.created_at, x.id.clone()));
     Ok(s)
+}
+
+/// The stored bodies of every resource of one kind (without loading the rest).
+pub async fn resources_of_kind<T: DeserializeOwned>(pool: &AnyPool, k: &str) -> DbResult<Vec<T>> {
+    let rows = sqlx::query("SELECT id, body FROM resources WHERE kind = $1 ORDER BY id")
+        .bind(k)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            let body: String = r.try_get("body")?;
+            parse_body(k, &id, &body)
+        })
+        .collect()
 }
 
 /// Inserts or replaces one resource (`body = None` deletes it).
@@ -933,7 +952,7 @@ pub struct RequestAuditRow {
 }
 
 /// Inserts records `(line, fields…)`; existing `(node, segment, line)` keys are left as they are.
-/// Returns how many were new.
+/// Returns the indices (into `records`, ascending) of those that were new.
 pub async fn request_audit_insert(
     conn: &mut AnyConnection,
     node: &str,
@@ -941,9 +960,9 @@ pub async fn request_audit_insert(
     token_node: &str,
     now: i64,
     records: &[(i64, RequestFields, String)],
-) -> DbResult<u64> {
+) -> DbResult<Vec<usize>> {
     if records.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     sqlx::query("UPDATE request_audit_head SET seq = seq + $1 WHERE id = 1")
         .bind(records.len() as i64)
@@ -954,7 +973,7 @@ pub async fn request_audit_insert(
         .await?;
     let last: i64 = r.try_get("seq")?;
     let first = last - records.len() as i64 + 1;
-    let mut inserted = 0;
+    let mut inserted = Vec::new();
     for (i, (line, f, record)) in records.iter().enumerate() {
         let res = sqlx::query(
             "INSERT INTO request_audit (node, segment, line, seq, received_at, token_node, rec_time, request_id, agency, service, route, channel, app, user_id, status, decision, record) \
@@ -979,7 +998,9 @@ pub async fn request_audit_insert(
         .bind(record)
         .execute(&mut *conn)
         .await?;
-        inserted += res.rows_affected();
+        if res.rows_affected() > 0 {
+            inserted.push(i);
+        }
     }
     Ok(inserted)
 }

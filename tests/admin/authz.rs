@@ -137,6 +137,17 @@ fn table() -> Vec<Case> {
         case!("GET", "/v1/exports/interfaces", &[S, O]),
         case!("GET", "/v1/exports/network-policies", &[S, C]),
         case!("GET", "/v1/exports/accounts", &[S, C]),
+        case!("GET", "/v1/alerts", &[C, A]),
+        case!("GET", "/v1/alerts/{alert}", &[C, A]),
+        case!("POST", "/v1/alerts/{alert}/acknowledge", &[C]),
+        case!("POST", "/v1/alerts/{alert}/resolve", &[C]),
+        case!("GET", "/v1/alert-settings", &[C, A]),
+        case!("PUT", "/v1/alert-settings", &[C]),
+        case!("GET", "/v1/alert-destinations", &[C, A]),
+        case!("POST", "/v1/alert-destinations", &[C]),
+        case!("DELETE", "/v1/alert-destinations/{destination}", &[C]),
+        case!("GET", "/v1/alert-blocks", &[C, A]),
+        case!("DELETE", "/v1/alert-blocks/{block}", &[C]),
         case!("GET", "/v1/dataplane/watch", NODE),
         case!("POST", "/v1/dataplane/audit", NODE),
     ]
@@ -252,6 +263,43 @@ impl World {
             .await;
         m.insert("user", v["id"].as_str().unwrap().to_string());
         m.insert("seq", "1".to_string());
+        let v = env
+            .expect(201, "POST", "/v1/alert-destinations", sec, json!({"name": rand_name(), "kind": "webhook", "url": "https://soc.example.invalid/hook", "secret": "0123456789abcdef0123"}))
+            .await;
+        m.insert("destination", v["id"].as_str().unwrap().to_string());
+        // An alert and a temporary deny, as the detectors would raise them.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let signal = fenfa_admin::alerts::detect::Signal {
+            rule: fenfa_admin::alerts::rules::RuleName::Waf,
+            severity: fenfa_admin::alerts::rules::Severity::Critical,
+            subject_kind: "client_ip",
+            subject: format!("2001:db8::{n:x}"),
+            service: None,
+            at: env.now(),
+            summary: "test".into(),
+            evidence: json!({"count": 5}),
+            auto_deny: None,
+        };
+        let alert = match fenfa_admin::alerts::store::raise(&env.app, &signal, 3600)
+            .await
+            .unwrap()
+        {
+            fenfa_admin::alerts::store::Raised::Opened(a) => a.id,
+            other => panic!("{other:?}"),
+        };
+        fenfa_admin::alerts::respond::deny(&env.app, &signal.subject, 3600, &alert, "waf")
+            .await
+            .unwrap()
+            .unwrap();
+        let snap = fenfa_admin::commit::snapshot(&env.app).await.unwrap();
+        let block = snap
+            .blocks
+            .iter()
+            .find(|b| b.alert_id.as_deref() == Some(alert.as_str()))
+            .unwrap();
+        m.insert("block", block.id.clone());
+        m.insert("alert", alert);
         m
     }
 }

@@ -9,6 +9,7 @@ mod harness;
 mod pki;
 
 mod accounts;
+mod alerts;
 mod architecture;
 mod audit;
 mod authz;

@@ -186,6 +186,7 @@ macro_rules! ep {
 
 /// Every endpoint with its handler. The router and `/openapi.json` are both built from this.
 pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
+    use crate::alerts::api as al;
     use accounts as ac;
     use resources as rs;
     use services as sv;
@@ -274,6 +275,18 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep!("GET", "/v1/exports/interfaces", "exports", ExportInterfaces, "system-admin, agency-operator (own)", false, "注册接口信息表: registered interfaces (`?format=csv|json`)"), get(crate::exports::interfaces)),
         (ep!("GET", "/v1/exports/network-policies", "exports", ExportPolicies, "system-admin, security-admin", false, "网络策略清单: network policy inventory (`?format=csv|json`)"), get(crate::exports::policies)),
         (ep!("GET", "/v1/exports/accounts", "exports", ExportAccounts, "system-admin, security-admin", false, "账户权限配置清单: accounts and permissions (`?format=csv|json`)"), get(crate::exports::accounts)),
+
+        (ep!("GET", "/v1/alerts", "alerts", AlertRead, "security-admin, audit-admin", false, "List alerts, newest first (`?state=`, `?rule=`, `?severity=`, `?limit=`)"), get(al::list)),
+        (ep!("GET", "/v1/alerts/{id}", "alerts", AlertRead, "security-admin, audit-admin", false, "Get an alert with its evidence, notes, deliveries and automatic responses"), get(al::get_one)),
+        (ep!("POST", "/v1/alerts/{id}/acknowledge", "alerts", AlertWrite, "security-admin", true, "Acknowledge an open alert, with a note"), post(al::acknowledge)),
+        (ep!("POST", "/v1/alerts/{id}/resolve", "alerts", AlertWrite, "security-admin", true, "Resolve an alert, with a note"), post(al::resolve)),
+        (ep!("GET", "/v1/alert-settings", "alerts", AlertRead, "security-admin, audit-admin", false, "Detector settings: rules, per-service overrides, working hours"), get(al::get_settings)),
+        (ep!("PUT", "/v1/alert-settings", "alerts", AlertWrite, "security-admin", true, "Change the detector settings"), put(al::put_settings)),
+        (ep!("GET", "/v1/alert-destinations", "alerts", AlertRead, "security-admin, audit-admin", false, "List alert destinations (never their URLs' keys or secrets)"), get(al::list_destinations)),
+        (ep!("POST", "/v1/alert-destinations", "alerts", AlertWrite, "security-admin", true, "Add a webhook, WeCom or DingTalk robot destination; its secret is never shown again"), post(al::create_destination)),
+        (ep!("DELETE", "/v1/alert-destinations/{id}", "alerts", AlertWrite, "security-admin", false, "Remove an alert destination"), delete(al::delete_destination)),
+        (ep!("GET", "/v1/alert-blocks", "alerts", AlertRead, "security-admin, audit-admin", false, "Temporary denies of client IPs in force"), get(al::list_blocks)),
+        (ep!("DELETE", "/v1/alert-blocks/{id}", "alerts", AlertWrite, "security-admin", false, "Lift a temporary deny before it expires"), delete(al::lift_block)),
 
         (ep!("GET", "/v1/dataplane/watch", "dataplane", "node token", false, "Long-poll for a config newer than `?version=N` (200 with config, or 304 after ~25 s)"), get(crate::dataplane::watch)),
         (ep!("POST", "/v1/dataplane/audit", "dataplane", "node token", true, "Ingest a request-audit batch (idempotent by node, segment, offset)"), post(crate::dataplane::ingest)),
