@@ -368,6 +368,15 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<Flow, CallError>> {
         Box::pin(async { Ok(Flow::Continue) })
     }
+    /// What the async phase answers instead of [`CallOut::on_failure`] when this plugin's call
+    /// failed or ran out of its budget: `Some(flow)` is used as the plugin's answer (e.g. a
+    /// cluster-wide rate limit falls back to this node's own counters); `None` (the default)
+    /// applies `on_failure`. The failure is still counted as `error` or `timeout`. Runs
+    /// synchronously right after the failure, so it must be as cheap as a request phase: no
+    /// I/O, no blocking.
+    fn request_fallback(&self, _req: &RequestView<'_>, _ctx: &mut RequestCtx) -> Option<Flow> {
+        None
+    }
     /// Request-body phase, streaming: called for each chunk of the request body as it arrives
     /// from the client (`chunk` is that chunk's bytes, `total` counts all bytes so far
     /// including this chunk, `end` is true on the last call, possibly with an empty chunk).

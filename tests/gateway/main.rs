@@ -6,6 +6,7 @@
 mod support;
 
 mod audit;
+mod cluster_limits;
 mod examples;
 mod hardening;
 mod identity;
