@@ -437,6 +437,25 @@ pub trait PluginFactory: Send + Sync {
     fn name(&self) -> &'static str;
     /// Parse and check `config`. Errors name the offending field relative to the plugin's config.
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, SchemaError>;
+    /// Called once by a running gateway, before it compiles its first config; never by config
+    /// checks (`fenfa-gateway check`, the control plane's validation), which only
+    /// [`PluginFactory::build`]. A factory that works in the background (fetching a key set) or
+    /// keeps state on disk starts doing so only after this call; until then its instances must
+    /// work without it. The default does nothing.
+    fn start(&self, _host: &Host) {}
+}
+
+/// What a running gateway gives a plugin factory ([`PluginFactory::start`]).
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// This plugin kind's own directory for state that must survive restarts:
+    /// `<data dir>/plugins/<name>/`, inside the gateway's private (0700) data dir. It may not
+    /// exist yet; [`Host::write_private`] creates it.
+    pub data_dir: std::path::PathBuf,
+    /// Writes a file atomically (a crash leaves the old or the new content) and owner-only
+    /// (0600), creating its directory: the gateway's own writer, so plugins persist state the
+    /// way the gateway does.
+    pub write_private: fn(&std::path::Path, &[u8]) -> std::io::Result<()>,
 }
 
 /// A plugin configuration that does not fit the plugin's schema.

@@ -22,8 +22,8 @@ pub mod contract;
 pub mod registry;
 
 pub use contract::{
-    BodyNeed, BoxFuture, CallError, CallOut, Finding, FindingAction, Flow, HeaderEdits, Identity,
-    LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
+    BodyNeed, BoxFuture, CallError, CallOut, Finding, FindingAction, Flow, HeaderEdits, Host,
+    Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
     RequestView, SchemaError, UpstreamView,
 };
 pub use registry::{BuildError, Chain, Registry};

@@ -29,7 +29,7 @@ pub mod upstream_signature;
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use fenfa_plugin_api::{
     BodyNeed, BoxFuture, BuildError, CallError, CallOut, Chain, Finding, FindingAction, Flow,
-    HeaderEdits, Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry, Reply,
-    ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
+    HeaderEdits, Host, Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry,
+    Reply, ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
 };
 pub use registry::{builtin, register_builtins};

@@ -10,6 +10,7 @@ mod cluster_limits;
 mod examples;
 mod hardening;
 mod identity;
+mod jwks;
 mod limits;
 mod node_tls;
 mod plugins;
