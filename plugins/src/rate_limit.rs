@@ -372,7 +372,7 @@ impl RateLimit {
 
     /// The decision from what the Redis script reported: on a denial, the limit with the
     /// longest wait; otherwise the most restrictive limit, as for the local store.
-    fn from_redis(&self, answer: &redis_store::Answer) -> Decision {
+    fn decision_from_redis(&self, answer: &redis_store::Answer) -> Decision {
         let decisions = self
             .limits
             .iter()
@@ -482,7 +482,7 @@ impl Plugin for RateLimit {
                 .map(|l| Self::redis_key(&r.keys, l, ctx))
                 .collect();
             let answer = r.store.acquire(&keys, &r.quotas).await?;
-            Ok(conclude(ctx, &self.from_redis(&answer)))
+            Ok(conclude(ctx, &self.decision_from_redis(&answer)))
         })
     }
 

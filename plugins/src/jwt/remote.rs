@@ -109,6 +109,9 @@ pub fn parse_document(body: &[u8]) -> Result<KeySet, SchemaError> {
     })
 }
 
+/// The gateway's atomic, owner-only file writer ([`Host::write_private`]).
+type Writer = fn(&Path, &[u8]) -> std::io::Result<()>;
+
 /// One identity service's key set, shared by every instance that names it.
 pub struct RemoteJwks {
     uri: String,
@@ -122,7 +125,7 @@ pub struct RemoteJwks {
     /// When the last early refetch was asked for (ms since `clock`, +1; 0: never).
     poked_ms: AtomicU64,
     /// Where the last good set is kept, once the gateway runs.
-    file: OnceLock<(PathBuf, fn(&Path, &[u8]) -> std::io::Result<()>)>,
+    file: OnceLock<(PathBuf, Writer)>,
 }
 
 impl std::fmt::Debug for RemoteJwks {
