@@ -247,8 +247,9 @@ struct RedisLimits {
     keys: KeyBuilder,
     call: CallOut,
     fallback: Fallback,
-    /// `(interval_us, tau_us)` of each limit, in the order of `limits`.
-    quotas: Vec<(u64, u64)>,
+    /// The script's arguments: `interval_us`, `tau_us` of each limit, in the order of `limits`
+    /// (made once, not per request).
+    args: Vec<String>,
     /// This node's limits at `local_share` of each (used when `fallback` is `local`).
     local: Vec<Limit>,
 }
@@ -481,7 +482,7 @@ impl Plugin for RateLimit {
                 .iter()
                 .map(|l| Self::redis_key(&r.keys, l, ctx))
                 .collect();
-            let answer = r.store.acquire(&keys, &r.quotas).await?;
+            let answer = r.store.acquire(&keys, &r.args).await?;
             Ok(conclude(ctx, &self.decision_from_redis(&answer)))
         })
     }
@@ -676,9 +677,10 @@ impl RateLimitFactory {
             keys: KeyBuilder::new(&rc.key_prefix),
             call: CallOut { budget, on_failure },
             fallback: rc.fallback,
-            quotas: limits
+            args: limits
                 .iter()
-                .map(|l| (l.quota.interval_us(), l.quota.tau_us()))
+                .flat_map(|l| [l.quota.interval_us(), l.quota.tau_us()])
+                .map(|n| n.to_string())
                 .collect(),
             local,
         })

@@ -77,6 +77,10 @@ impl IdentityService {
 }
 
 fn config(up: &Upstream, idp: &IdentityService) -> String {
+    config_with(up, idp, 1, 2)
+}
+
+fn config_with(up: &Upstream, idp: &IdentityService, min: u64, max: u64) -> String {
     format!(
         r#"
 services:
@@ -93,8 +97,8 @@ routes:
           issuer: "{ISSUER}"
           audience: "{AUDIENCE}"
           jwks_uri: "http://{idp}/.well-known/jwks.json"
-          jwks_min_refresh_seconds: 1
-          jwks_max_refresh_seconds: 2
+          jwks_min_refresh_seconds: {min}
+          jwks_max_refresh_seconds: {max}
 "#,
         addr = up.addr,
         idp = idp.addr
@@ -203,4 +207,48 @@ fn a_remote_key_set_rotates_refuses_bad_sets_and_survives_outages_and_restarts()
     idp.down.store(false, Ordering::SeqCst);
     wait_status(&gw, &t1, 200, "k1 accepted again after the outage");
     assert_eq!(status(&gw, &t2), 200);
+}
+
+#[test]
+fn an_unknown_kid_triggers_an_early_refetch_at_most_once_per_ten_seconds() {
+    let keys = Keys::generate(&[("k1", "ES256"), ("k2", "ES256"), ("k3", "ES256")]);
+    let t1 = keys.token(json!({"kid": "k1"}));
+    let t2 = keys.token(json!({"kid": "k2"}));
+    let t3 = keys.token(json!({"kid": "k3"}));
+    let idp = IdentityService::start(&keys.jwks_of(&["k1"]));
+    let up = Upstream::start("up");
+    // Refresh only hourly: anything sooner is the unknown-kid refetch.
+    let gw = Gateway::start(&config_with(&up, &idp, 3600, 3600));
+    wait_status(&gw, &t1, 200, "k1 accepted from the first fetch");
+
+    // The identity service adds k2; the first k2 token is refused and asks for a refetch.
+    idp.serve(&keys.jwks_of(&["k1", "k2"]).to_string());
+    let before = idp.hits.load(Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    wait_status(&gw, &t2, 200, "k2 picked up by the unknown-kid refetch");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    let after_k2 = idp.hits.load(Ordering::SeqCst);
+    assert_eq!(after_k2 - before, 1, "one refetch");
+
+    // k3 arrives at once; tokens naming it keep coming, but the next refetch waits for the
+    // 10 s since the last one: until then they are refused, and the service sees no fetch.
+    idp.serve(&keys.jwks_of(&["k1", "k2", "k3"]).to_string());
+    let poked_at = start;
+    for _ in 0..20 {
+        assert_eq!(status(&gw, &t3), 401);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if poked_at.elapsed() < Duration::from_secs(9) {
+        assert_eq!(
+            idp.hits.load(Ordering::SeqCst),
+            after_k2,
+            "refetches are rate limited"
+        );
+    }
+    wait_status(&gw, &t3, 200, "k3 picked up after the 10 s pause");
+    assert!(idp.hits.load(Ordering::SeqCst) - after_k2 <= 2);
 }

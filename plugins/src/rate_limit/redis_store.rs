@@ -222,25 +222,32 @@ impl RedisStore {
         self.started.elapsed().as_millis() as u64 + 1
     }
 
-    /// Checks and (if all conform) charges the buckets `keys`, with `(interval_us, tau_us)` for
-    /// each: one round trip.
+    /// Checks and (if all conform) charges the buckets `keys`; `args` holds `interval_us`,
+    /// `tau_us` of each, in order (see `gcra.lua`). One round trip.
     pub async fn acquire(
         self: &Arc<Self>,
         keys: &[String],
-        quotas: &[(u64, u64)],
+        args: &[String],
     ) -> Result<Answer, CallError> {
-        let conn = self.connection().await?;
-        let mut args: Vec<String> = Vec::with_capacity(quotas.len() * 2);
-        for (interval, tau) in quotas {
-            args.push(interval.to_string());
-            args.push(tau.to_string());
+        if args.len() != keys.len() * 2 {
+            return Err(CallError::new("redis", "two arguments per key expected"));
         }
+        let conn = self.connection().await?;
         let reply = match conn {
-            Conn::Single(mut c) => self.eval(&mut c, keys, &args).await,
-            Conn::Cluster(mut c) => self.eval(&mut c, keys, &args).await,
+            Conn::Single(mut c) => self.eval(&mut c, keys, args).await,
+            Conn::Cluster(mut c) => self.eval(&mut c, keys, args).await,
         }
         .map_err(|e| call_error("GCRA script failed", &e))?;
         parse_reply(&reply, keys.len())
+    }
+
+    /// The script's arguments for `(interval_us, tau_us)` pairs (tests).
+    #[cfg(test)]
+    fn args(quotas: &[(u64, u64)]) -> Vec<String> {
+        quotas
+            .iter()
+            .flat_map(|(i, t)| [i.to_string(), t.to_string()])
+            .collect()
     }
 
     /// `EVALSHA`, and `EVAL` (which also caches the script) when Redis does not know it.
@@ -429,15 +436,15 @@ mod tests {
             // 1 per 10 s, burst 2: three pass at once, the fourth waits ~10 s.
             let q = [(10 * SEC, 20 * SEC)];
             for i in 0..3 {
-                let a = store.acquire(&key, &q).await.unwrap();
+                let a = store.acquire(&key, &RedisStore::args(&q)).await.unwrap();
                 assert!(a.allowed, "request {i}");
             }
-            let a = store.acquire(&key, &q).await.unwrap();
+            let a = store.acquire(&key, &RedisStore::args(&q)).await.unwrap();
             assert!(!a.allowed);
             let ahead = a.ahead_us[0];
             assert!(ahead > 29 * SEC && ahead <= 30 * SEC, "{ahead}");
             // A denied request charged nothing.
-            let again = store.acquire(&key, &q).await.unwrap();
+            let again = store.acquire(&key, &RedisStore::args(&q)).await.unwrap();
             assert!(!again.allowed);
             assert!(again.ahead_us[0] <= ahead);
         });
@@ -455,17 +462,29 @@ mod tests {
             let route_q = (1800 * SEC, 1800 * SEC); // 2 per hour, burst 1: two at once
             let ip_q = (3600 * SEC, 0); // 1 per hour
             let two = |ip: &str| vec![route.clone(), ip.to_string()];
-            let a = store.acquire(&two(&ip_a), &[route_q, ip_q]).await.unwrap();
+            let a = store
+                .acquire(&two(&ip_a), &RedisStore::args(&[route_q, ip_q]))
+                .await
+                .unwrap();
             assert!(a.allowed);
             for _ in 0..5 {
-                let a = store.acquire(&two(&ip_a), &[route_q, ip_q]).await.unwrap();
+                let a = store
+                    .acquire(&two(&ip_a), &RedisStore::args(&[route_q, ip_q]))
+                    .await
+                    .unwrap();
                 assert!(!a.allowed, "ip a is over its own limit");
             }
             // ip a's denials did not spend the route's second token.
-            let b = store.acquire(&two(&ip_b), &[route_q, ip_q]).await.unwrap();
+            let b = store
+                .acquire(&two(&ip_b), &RedisStore::args(&[route_q, ip_q]))
+                .await
+                .unwrap();
             assert!(b.allowed);
             assert_eq!(b.ahead_us[1], 0, "ip b's bucket was fresh");
-            let b = store.acquire(&two(&ip_b), &[route_q, ip_q]).await.unwrap();
+            let b = store
+                .acquire(&two(&ip_b), &RedisStore::args(&[route_q, ip_q]))
+                .await
+                .unwrap();
             assert!(!b.allowed);
         });
     }
@@ -482,7 +501,12 @@ mod tests {
             let start = Instant::now();
             let mut passed = 0;
             while start.elapsed() < Duration::from_millis(1000) {
-                if store.acquire(&key, &q).await.unwrap().allowed {
+                if store
+                    .acquire(&key, &RedisStore::args(&q))
+                    .await
+                    .unwrap()
+                    .allowed
+                {
                     passed += 1;
                 }
             }
@@ -498,7 +522,13 @@ mod tests {
             let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(2)).unwrap());
             let key = vec![format!("{prefix}:k")];
             let q = [(SEC, 0)];
-            assert!(store.acquire(&key, &q).await.unwrap().allowed);
+            assert!(
+                store
+                    .acquire(&key, &RedisStore::args(&q))
+                    .await
+                    .unwrap()
+                    .allowed
+            );
             let client = redis::Client::open(url.as_str()).unwrap();
             let mut c = client.get_multiplexed_async_connection().await.unwrap();
             let _: () = redis::cmd("SCRIPT")
@@ -506,7 +536,13 @@ mod tests {
                 .query_async(&mut c)
                 .await
                 .unwrap();
-            assert!(!store.acquire(&key, &q).await.unwrap().allowed);
+            assert!(
+                !store
+                    .acquire(&key, &RedisStore::args(&q))
+                    .await
+                    .unwrap()
+                    .allowed
+            );
         });
     }
 
@@ -522,9 +558,15 @@ mod tests {
             let store = Arc::new(RedisStore::new(&url, false, Duration::from_millis(200)).unwrap());
             let key = vec!["k".to_string()];
             let t = Instant::now();
-            let e = store.acquire(&key, &[(SEC, 0)]).await.unwrap_err();
+            let e = store
+                .acquire(&key, &RedisStore::args(&[(SEC, 0)]))
+                .await
+                .unwrap_err();
             assert_eq!(e.service, "redis");
-            let e2 = store.acquire(&key, &[(SEC, 0)]).await.unwrap_err();
+            let e2 = store
+                .acquire(&key, &RedisStore::args(&[(SEC, 0)]))
+                .await
+                .unwrap_err();
             assert!(e2.message.contains("not connected"), "{e2}");
             assert!(t.elapsed() < Duration::from_secs(2));
         });
