@@ -32,5 +32,7 @@ pub use registry::{BuildError, Chain, Registry};
 /// ([`Plugin::request_body_need`], [`Plugin::request_body_buffered`]), the chunk bytes in
 /// [`Plugin::request_body`], the response-body phase ([`Plugin::response_body`]), the async
 /// phase ([`Plugin::call_out`], [`Plugin::request_async`]) and the open registry (no built-ins
-/// in this crate).
+/// in this crate). Added since, as default methods and new types (no version change):
+/// [`Plugin::request_fallback`] (a plugin's own answer when its async call fails) and
+/// [`PluginFactory::start`] with [`Host`] (a running gateway's data dir and file writer).
 pub const API_VERSION: u32 = 2;
