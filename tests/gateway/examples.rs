@@ -11,7 +11,13 @@ use std::process::Command;
 const MARKER: &str = "# fenfa-config";
 
 /// Pages whose complete configs are checked.
-const CHECKED_DOCS: [&str; 3] = ["config.md", "routing.md", "upstreams.md"];
+const CHECKED_DOCS: [&str; 5] = [
+    "config.md",
+    "routing.md",
+    "upstreams.md",
+    "plugins/rate-limit.md",
+    "plugins/jwt-auth.md",
+];
 
 fn repo_dir(name: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(name)
@@ -108,9 +114,10 @@ fn complete_configs_in_the_docs_pass_check() {
             "docs/{page} has no ```yaml block starting with `{MARKER}`"
         );
         for (line, body) in blocks {
-            let file = tmp
-                .path()
-                .join(format!("{}-{line}.yaml", page.trim_end_matches(".md")));
+            let file = tmp.path().join(format!(
+                "{}-{line}.yaml",
+                page.trim_end_matches(".md").replace('/', "-")
+            ));
             std::fs::write(&file, &body).expect("write doc example");
             if let Err(e) = check(&file) {
                 failures.push(format!("docs/{page}, block at line {line}:\n{e}"));
