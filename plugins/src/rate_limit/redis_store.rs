@@ -546,6 +546,36 @@ mod tests {
         });
     }
 
+    /// Redis Cluster: optional (`FENFA_TEST_REDIS_CLUSTER_URL`, any node of a cluster), skipped
+    /// with a message when unset, CI included (CI runs no cluster).
+    #[test]
+    fn on_a_cluster_a_requests_buckets_share_a_slot_and_the_script_runs_once() {
+        let url = match std::env::var("FENFA_TEST_REDIS_CLUSTER_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                eprintln!("\n!!! SKIPPING the Redis Cluster test: FENFA_TEST_REDIS_CLUSTER_URL is not set\n");
+                return;
+            }
+        };
+        let kb = KeyBuilder::new(&unique_prefix("cluster"));
+        rt().block_on(async {
+            let store = Arc::new(RedisStore::new(&url, true, Duration::from_secs(2)).unwrap());
+            // Many services: their slots spread over the shards; each request's two buckets
+            // (route and ip) share one slot, so the script runs atomically on one shard.
+            for svc in 0..20 {
+                let svc = format!("svc-{svc}");
+                let keys = vec![
+                    kb.key("ag", &svc, &[Part::Str("route")]),
+                    kb.key("ag", &svc, &[Part::Str("ip"), Part::Bytes(&[10, 0, 0, 1])]),
+                ];
+                let args = RedisStore::args(&[(3600 * SEC, 0), (3600 * SEC, SEC * 3600)]);
+                assert!(store.acquire(&keys, &args).await.unwrap().allowed, "{svc}");
+                let again = store.acquire(&keys, &args).await.unwrap();
+                assert!(!again.allowed, "{svc}: the route allows one an hour");
+            }
+        });
+    }
+
     #[test]
     fn a_closed_port_fails_fast_and_then_pauses_reconnects() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
