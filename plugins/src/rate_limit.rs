@@ -121,6 +121,9 @@ struct RedisConfig {
     local_share: f64,
     #[serde(default = "default_key_prefix")]
     key_prefix: String,
+    /// PEM file of the only CAs trusted for a `rediss://` server (default: the system's).
+    #[serde(default)]
+    ca: Option<String>,
 }
 
 fn default_budget() -> Period {
@@ -512,8 +515,8 @@ pub type Factory = RateLimitFactory;
 #[derive(Debug, Default)]
 pub struct RateLimitFactory {
     store: OnceLock<Arc<GcraStore>>,
-    /// One Redis client per `(url, cluster)`, kept across reloads (used at build time only).
-    redis: Mutex<HashMap<(String, bool), Arc<RedisStore>>>,
+    /// One Redis client per `(url, cluster, ca)`, kept across reloads (used at build time only).
+    redis: Mutex<HashMap<(String, bool, Option<String>), Arc<RedisStore>>>,
 }
 
 impl RateLimitFactory {
@@ -641,16 +644,27 @@ impl RateLimitFactory {
                 "1 to 64 visible ASCII characters, without `{` or `}`",
             ));
         }
+        let ca =
+            match &rc.ca {
+                None => None,
+                Some(file) => Some(std::fs::read(file).map_err(|e| {
+                    SchemaError::new("redis.ca", format!("cannot read `{file}`: {e}"))
+                })?),
+            };
         let store = {
             let mut clients = self.redis.lock().unwrap_or_else(|p| p.into_inner());
-            match clients.get(&(rc.url.clone(), rc.cluster)) {
+            let id = (rc.url.clone(), rc.cluster, rc.ca.clone());
+            match clients.get(&id) {
                 Some(s) => s.clone(),
                 None => {
                     let s = Arc::new(
-                        RedisStore::new(&rc.url, rc.cluster, CONNECT_TIMEOUT)
-                            .map_err(|e| SchemaError::new("redis.url", e.0))?,
+                        RedisStore::new(&rc.url, rc.cluster, ca.as_deref(), CONNECT_TIMEOUT)
+                            .map_err(|e| match e {
+                                redis_store::StoreError::Url(m) => SchemaError::new("redis.url", m),
+                                redis_store::StoreError::Ca(m) => SchemaError::new("redis.ca", m),
+                            })?,
                     );
-                    clients.insert((rc.url.clone(), rc.cluster), s.clone());
+                    clients.insert(id, s.clone());
                     s
                 }
             }
@@ -1080,6 +1094,8 @@ mod tests {
         assert_eq!(e.path, "redis.fallback");
         let e = schema_error(redis_conf("local", json!({"key_prefix": "a{b}"})));
         assert_eq!(e.path, "redis.key_prefix");
+        let e = schema_error(redis_conf("local", json!({"ca": "/nonexistent/ca.pem"})));
+        assert_eq!(e.path, "redis.ca");
         let e = schema_error(redis_conf("local", json!({"pasword": "x"})));
         assert_eq!(e.path, "redis.pasword");
     }

@@ -85,6 +85,15 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Why a store cannot be made: its URL or its CA file (messages never repeat the URL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Url(String),
+    #[error("{0}")]
+    Ca(String),
+}
+
 /// Why a Redis URL is refused (the message never repeats the URL).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -119,18 +128,47 @@ impl RedisStore {
     /// A store for `url`; connects to nothing yet. `timeout` bounds connecting and each answer
     /// inside the client (the gateway's budget bounds each request's wait anyway); it should be
     /// long enough for a TLS handshake.
-    pub fn new(url: &str, cluster: bool, timeout: Duration) -> Result<Self, UrlError> {
-        check_url(url)?;
-        let bad = |_| UrlError("not a valid redis:// or rediss:// URL".into());
+    pub fn new(
+        url: &str,
+        cluster: bool,
+        ca: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        check_url(url).map_err(|e| StoreError::Url(e.0))?;
+        let tls = url.starts_with("rediss://");
+        if ca.is_some() && !tls {
+            return Err(StoreError::Ca("only used with a rediss:// URL".into()));
+        }
+        if let Some(pem) = ca {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Ca(format!("not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(StoreError::Ca("holds no certificate".into()));
+            }
+        }
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.map(<[u8]>::to_vec),
+        };
+        let ca_error = |e: RedisError| StoreError::Ca(format!("cannot use these CAs: {e}"));
+        let bad = |_| StoreError::Url("not a valid redis:// or rediss:// URL".into());
         let target = if cluster {
+            let mut b = redis::cluster::ClusterClient::builder(vec![url])
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1);
+            if ca.is_some() {
+                b = b.certs(certs());
+            }
             Target::Cluster(
-                redis::cluster::ClusterClient::builder(vec![url])
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .retries(1)
-                    .build()
-                    .map_err(bad)?,
+                b.build()
+                    .map_err(|e| if ca.is_some() { ca_error(e) } else { bad(e) })?,
             )
+        } else if ca.is_some() {
+            let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
+            Target::Single(redis::Client::build_with_tls(info, certs()).map_err(ca_error)?)
         } else {
             Target::Single(redis::Client::open(url).map_err(bad)?)
         };
@@ -431,7 +469,8 @@ mod tests {
         let Some(url) = redis_url() else { return };
         let prefix = unique_prefix("burst");
         rt().block_on(async {
-            let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(2)).unwrap());
+            let store =
+                Arc::new(RedisStore::new(&url, false, None, Duration::from_secs(2)).unwrap());
             let key = vec![format!("{prefix}:a")];
             // 1 per 10 s, burst 2: three pass at once, the fourth waits ~10 s.
             let q = [(10 * SEC, 20 * SEC)];
@@ -455,7 +494,8 @@ mod tests {
         let Some(url) = redis_url() else { return };
         let prefix = unique_prefix("all-or-none");
         rt().block_on(async {
-            let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(2)).unwrap());
+            let store =
+                Arc::new(RedisStore::new(&url, false, None, Duration::from_secs(2)).unwrap());
             let route = format!("{prefix}:route");
             let ip_a = format!("{prefix}:ip-a");
             let ip_b = format!("{prefix}:ip-b");
@@ -494,7 +534,8 @@ mod tests {
         let Some(url) = redis_url() else { return };
         let prefix = unique_prefix("pace");
         rt().block_on(async {
-            let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(2)).unwrap());
+            let store =
+                Arc::new(RedisStore::new(&url, false, None, Duration::from_secs(2)).unwrap());
             let key = vec![format!("{prefix}:k")];
             // 20 per second, no burst: over 1 s of hammering, about 20 pass.
             let q = [(SEC / 20, 0)];
@@ -519,7 +560,8 @@ mod tests {
         let Some(url) = redis_url() else { return };
         let prefix = unique_prefix("flush");
         rt().block_on(async {
-            let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(2)).unwrap());
+            let store =
+                Arc::new(RedisStore::new(&url, false, None, Duration::from_secs(2)).unwrap());
             let key = vec![format!("{prefix}:k")];
             let q = [(SEC, 0)];
             assert!(
@@ -559,7 +601,8 @@ mod tests {
         };
         let kb = KeyBuilder::new(&unique_prefix("cluster"));
         rt().block_on(async {
-            let store = Arc::new(RedisStore::new(&url, true, Duration::from_secs(2)).unwrap());
+            let store =
+                Arc::new(RedisStore::new(&url, true, None, Duration::from_secs(2)).unwrap());
             // Many services: their slots spread over the shards; each request's two buckets
             // (route and ip) share one slot, so the script runs atomically on one shard.
             for svc in 0..20 {
@@ -576,6 +619,46 @@ mod tests {
         });
     }
 
+    /// `rediss://` with a private CA: optional (`FENFA_TEST_REDISS_URL` and
+    /// `FENFA_TEST_REDISS_CA`, a PEM file), skipped with a message when unset.
+    #[test]
+    fn rediss_with_a_private_ca_runs_the_script() {
+        let (Ok(url), Ok(ca)) = (
+            std::env::var("FENFA_TEST_REDISS_URL"),
+            std::env::var("FENFA_TEST_REDISS_CA"),
+        ) else {
+            eprintln!(
+                "\n!!! SKIPPING the rediss:// test: FENFA_TEST_REDISS_URL / _CA are not set\n"
+            );
+            return;
+        };
+        let ca = std::fs::read(ca).unwrap();
+        let prefix = unique_prefix("tls");
+        rt().block_on(async {
+            let store =
+                Arc::new(RedisStore::new(&url, false, Some(&ca), Duration::from_secs(2)).unwrap());
+            let key = vec![format!("{prefix}:k")];
+            let args = RedisStore::args(&[(SEC, 0)]);
+            assert!(store.acquire(&key, &args).await.unwrap().allowed);
+            assert!(!store.acquire(&key, &args).await.unwrap().allowed);
+            // Without the CA, the server's certificate is not trusted.
+            let untrusted =
+                Arc::new(RedisStore::new(&url, false, None, Duration::from_secs(2)).unwrap());
+            assert!(untrusted.acquire(&key, &args).await.is_err());
+        });
+    }
+
+    #[test]
+    fn a_ca_is_only_for_rediss_and_must_be_pem() {
+        let e = RedisStore::new("redis://127.0.0.1:1", false, Some(b"x"), SEC_D).unwrap_err();
+        assert!(matches!(e, StoreError::Ca(_)), "{e}");
+        let e =
+            RedisStore::new("rediss://127.0.0.1:1", false, Some(b"not pem"), SEC_D).unwrap_err();
+        assert!(matches!(e, StoreError::Ca(_)), "{e}");
+    }
+
+    const SEC_D: Duration = Duration::from_secs(1);
+
     #[test]
     fn a_closed_port_fails_fast_and_then_pauses_reconnects() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -585,7 +668,8 @@ mod tests {
             .port();
         rt().block_on(async {
             let url = format!("redis://127.0.0.1:{port}");
-            let store = Arc::new(RedisStore::new(&url, false, Duration::from_millis(200)).unwrap());
+            let store =
+                Arc::new(RedisStore::new(&url, false, None, Duration::from_millis(200)).unwrap());
             let key = vec!["k".to_string()];
             let t = Instant::now();
             let e = store
