@@ -508,6 +508,9 @@ impl Plugin for RateLimit {
     }
 }
 
+/// What makes two Redis clients the same: `(url, cluster, ca file)`.
+type RedisId = (String, bool, Option<String>);
+
 /// The registry's name for [`RateLimitFactory`].
 pub type Factory = RateLimitFactory;
 
@@ -516,7 +519,7 @@ pub type Factory = RateLimitFactory;
 pub struct RateLimitFactory {
     store: OnceLock<Arc<GcraStore>>,
     /// One Redis client per `(url, cluster, ca)`, kept across reloads (used at build time only).
-    redis: Mutex<HashMap<(String, bool, Option<String>), Arc<RedisStore>>>,
+    redis: Mutex<HashMap<RedisId, Arc<RedisStore>>>,
 }
 
 impl RateLimitFactory {
