@@ -72,7 +72,7 @@ impl std::fmt::Debug for OtlpSink {
 fn settings(s: &AuditOtlp) -> Settings<'_> {
     Settings {
         url: &s.url,
-        tls: &s.tls,
+        tls: crate::sink::net_tls(&s.tls),
         insecure: s.insecure,
         connect_timeout: s.timeout.0,
         max_body: s.max_response_bytes,

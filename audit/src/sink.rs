@@ -83,11 +83,20 @@ pub trait Sink: Send {
     async fn send(&mut self, batch: &Batch<'_>) -> Result<(), SinkError>;
 }
 
+/// The config's TLS files as `fenfa-net` takes them.
+pub fn net_tls(t: &fenfa_config::model::ClientTls) -> fenfa_net::ClientTls<'_> {
+    fenfa_net::ClientTls {
+        ca: t.ca.as_deref(),
+        client_cert: t.client_cert.as_deref(),
+        client_key: t.client_key.as_deref(),
+    }
+}
+
 /// The client settings of `audit.ship`.
 pub fn settings(s: &AuditShip) -> Settings<'_> {
     Settings {
         url: &s.url,
-        tls: &s.tls,
+        tls: net_tls(&s.tls),
         insecure: s.insecure,
         connect_timeout: s.timeout.0,
         max_body: s.max_response_bytes,

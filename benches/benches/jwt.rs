@@ -120,7 +120,7 @@ impl Keys {
 }
 
 fn plugin(keys: &Keys, cache_size: usize) -> Arc<dyn Plugin> {
-    JwtAuthFactory
+    JwtAuthFactory::new()
         .build(&json!({
             "issuer": "https://id.city.example",
             "audience": "fenfa",

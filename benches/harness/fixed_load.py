@@ -1,8 +1,10 @@
 """Sends exactly N keep-alive `GET /api/bench` requests to 127.0.0.1:PORT over C connections,
 round-robin, one at a time, and checks each answer is a 200. For instruction counting
-(`tap_cost.sh`), where a fixed amount of work matters, not its rate.
+(`tap_cost.sh`, `instr_cost.sh`), where a fixed amount of work matters, not its rate.
 
-    python3 fixed_load.py PORT N [C]
+    python3 fixed_load.py PORT N [C] [TOKEN]
+
+With TOKEN, every request carries `Authorization: Bearer TOKEN`.
 """
 
 import socket
@@ -36,7 +38,9 @@ def main() -> None:
     conns = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(conns)]
     bufs = [b""] * conns
-    req = b"GET /api/bench HTTP/1.1\r\nHost: bench\r\n\r\n"
+    token = sys.argv[4] if len(sys.argv) > 4 else None
+    auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+    req = b"GET /api/bench HTTP/1.1\r\nHost: bench\r\n" + auth + b"\r\n"
     for i in range(n):
         k = i % conns
         socks[k].sendall(req)

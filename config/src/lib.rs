@@ -12,8 +12,11 @@
 //! [`resolve`] (target host names, behind a trait), [`check`] (the whole check) and [`files`]
 //! (atomic, owner-only files).
 //!
-//! **What it must not depend on.** The proxy (pingora), an async runtime or the network: the
-//! control plane links this crate without the data plane. Name look-ups happen only through the
+//! **What it must not depend on.** The proxy (pingora): the control plane links this crate
+//! without the data plane. It links the built-in plugins for their schemas, and through them the
+//! clients two plugins use (redis for `rate-limit` with `store: redis`, `fenfa-net` for
+//! `jwt-auth`'s `jwks_uri`), but checking a config never connects or fetches: plugins start
+//! calling out only in a running gateway. Name look-ups happen only through the
 //! [`resolve::Resolve`] the caller passes.
 #![forbid(unsafe_code)]
 

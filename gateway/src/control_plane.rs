@@ -121,7 +121,11 @@ impl ControlPlane {
         auth.set_sensitive(true);
         let endpoint = Endpoint::new(&Settings {
             url: &o.url,
-            tls: &o.tls,
+            tls: crate::http_client::ClientTls {
+                ca: o.tls.ca.as_deref(),
+                client_cert: o.tls.client_cert.as_deref(),
+                client_key: o.tls.client_key.as_deref(),
+            },
             insecure: o.insecure,
             connect_timeout: Duration::from_secs(5),
             max_body: o.max_body,

@@ -4,8 +4,9 @@
 //! routes whose chain has an async plugin ([`Chain::calls_out`]); everything about bounding the
 //! calls lives here. Each call runs on the proxy's own runtime (the request's task awaits it; no
 //! blocking thread), inside `tokio::time::timeout(budget)`: when the budget is spent the future
-//! is dropped, which cancels the call. An error or a timeout applies the plugin's declared
-//! failure policy. Every call is counted in `fenfa_plugin_calls_total{plugin,outcome}`.
+//! is dropped, which cancels the call. An error or a timeout applies the plugin's fallback
+//! ([`fenfa_plugins::Plugin::request_fallback`]) if it has one, else its declared failure policy.
+//! Every call is counted in `fenfa_plugin_calls_total{plugin,outcome}`.
 //!
 //! What it may not do: run anything for routes without async plugins, or let one request's
 //! slow call hold up any other request (each request awaits only its own calls).
@@ -48,6 +49,12 @@ pub async fn request_async(
             }
         };
         if failed {
+            // The plugin's own fallback (e.g. local rate limits) comes before its policy.
+            match p.request_fallback(view, ctx) {
+                Some(Flow::Continue) => continue,
+                Some(Flow::Respond(reply)) => return Some((p.name(), reply)),
+                None => {}
+            }
             if let OnFailure::Closed(reply) = call.on_failure {
                 return Some((p.name(), reply));
             }

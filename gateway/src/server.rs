@@ -48,6 +48,12 @@ pub fn run(opts: Options) -> Result<(), String> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    // Plugin factories may now work in the background and keep state in the data dir (the
+    // remote JWKS of `jwt-auth`); config checks never get here.
+    opts.registry.start(
+        &opts.data_dir.join("plugins"),
+        crate::gateway::write_atomically,
+    );
     let gw = Arc::new(Gateway::new(
         opts.data_dir.clone(),
         node,

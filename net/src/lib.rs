@@ -21,7 +21,18 @@ use http::{HeaderMap, Method};
 pub use reqwest::Url;
 use rustls::pki_types::pem::PemObject;
 
-use fenfa_config::model::ClientTls;
+/// The TLS files of one client: its own type, so that this crate depends on no config model
+/// (the plugins use it too, and the config crate depends on the plugins). Callers convert
+/// from their settings (`fenfa_config::model::ClientTls`, a plugin's own fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientTls<'a> {
+    /// PEM file of the only CAs trusted for the server's certificate (default: the system's).
+    pub ca: Option<&'a str>,
+    /// PEM certificate (chain) presented to the server (mutual TLS); needs `client_key`.
+    pub client_cert: Option<&'a str>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<&'a str>,
+}
 
 /// Why a request, or the client's settings, failed. Setting errors name the field or flag.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +98,7 @@ impl Names {
 #[derive(Debug, Clone)]
 pub struct Settings<'a> {
     pub url: &'a str,
-    pub tls: &'a ClientTls,
+    pub tls: ClientTls<'a>,
     /// Allow plain `http://` to a host that is not loopback.
     pub insecure: bool,
     /// Connect timeout (capped at 10 s); each request gets its own total deadline.
@@ -153,7 +164,7 @@ pub fn validate(s: &Settings<'_>) -> Result<(), ClientError> {
     if s.max_body == 0 {
         return Err(setting(&s.names.max_body, "expected at least 1"));
     }
-    tls_config(s.tls, &s.names, url.scheme() == "https", false).map(|_| ())
+    tls_config(&s.tls, &s.names, url.scheme() == "https", false).map(|_| ())
 }
 
 fn read_certs(
@@ -174,7 +185,7 @@ fn read_certs(
 /// The rustls client settings; `system_roots` loads the system's CAs when no `ca` is set (only
 /// when a client is built: validation does not need them).
 fn tls_config(
-    tls: &ClientTls,
+    tls: &ClientTls<'_>,
     names: &Names,
     https: bool,
     system_roots: bool,
@@ -301,7 +312,7 @@ impl Endpoint {
             return Err(setting(&s.names.max_body, "expected at least 1"));
         }
         let https = url.scheme() == "https";
-        let tls = tls_config(s.tls, &s.names, https, true)?;
+        let tls = tls_config(&s.tls, &s.names, https, true)?;
         if s.insecure {
             if !https && !is_loopback(&url) {
                 tracing::warn!(setting = %s.names.insecure, url = %url,
@@ -508,12 +519,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.pem").display().to_string();
         let tls = ClientTls {
-            ca: Some(missing.clone()),
+            ca: Some(&missing),
             ..Default::default()
         };
         let s = Settings {
             url: "https://cp.invalid/",
-            tls: &tls,
+            tls,
             insecure: false,
             connect_timeout: Duration::from_secs(1),
             max_body: 1,
@@ -534,16 +545,14 @@ mod tests {
         );
         let not_pem = dir.path().join("empty.pem");
         std::fs::write(&not_pem, "hello").unwrap();
+        let not_pem = not_pem.display().to_string();
         let tls = ClientTls {
-            client_cert: Some(not_pem.display().to_string()),
+            client_cert: Some(&not_pem),
             ..Default::default()
         };
-        let e = validate(&Settings {
-            tls: &tls,
-            ..s.clone()
-        })
-        .unwrap_err()
-        .to_string();
+        let e = validate(&Settings { tls, ..s.clone() })
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("audit.ship.tls.client_key: needed with"),
             "{e}"

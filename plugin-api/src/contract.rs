@@ -372,6 +372,15 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<Flow, CallError>> {
         Box::pin(async { Ok(Flow::Continue) })
     }
+    /// What the async phase answers instead of [`CallOut::on_failure`] when this plugin's call
+    /// failed or ran out of its budget: `Some(flow)` is used as the plugin's answer (e.g. a
+    /// cluster-wide rate limit falls back to this node's own counters); `None` (the default)
+    /// applies `on_failure`. The failure is still counted as `error` or `timeout`. Runs
+    /// synchronously right after the failure, so it must be as cheap as a request phase: no
+    /// I/O, no blocking.
+    fn request_fallback(&self, _req: &RequestView<'_>, _ctx: &mut RequestCtx) -> Option<Flow> {
+        None
+    }
     /// Request-body phase, streaming: called for each chunk of the request body as it arrives
     /// from the client (`chunk` is that chunk's bytes, `total` counts all bytes so far
     /// including this chunk, `end` is true on the last call, possibly with an empty chunk).
@@ -455,6 +464,25 @@ pub trait PluginFactory: Send + Sync {
     fn name(&self) -> &'static str;
     /// Parse and check `config`. Errors name the offending field relative to the plugin's config.
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, SchemaError>;
+    /// Called once by a running gateway, before it compiles its first config; never by config
+    /// checks (`fenfa-gateway check`, the control plane's validation), which only
+    /// [`PluginFactory::build`]. A factory that works in the background (fetching a key set) or
+    /// keeps state on disk starts doing so only after this call; until then its instances must
+    /// work without it. The default does nothing.
+    fn start(&self, _host: &Host) {}
+}
+
+/// What a running gateway gives a plugin factory ([`PluginFactory::start`]).
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// This plugin kind's own directory for state that must survive restarts:
+    /// `<data dir>/plugins/<name>/`, inside the gateway's private (0700) data dir. It may not
+    /// exist yet; [`Host::write_private`] creates it.
+    pub data_dir: std::path::PathBuf,
+    /// Writes a file atomically (a crash leaves the old or the new content) and owner-only
+    /// (0600), creating its directory: the gateway's own writer, so plugins persist state the
+    /// way the gateway does.
+    pub write_private: fn(&std::path::Path, &[u8]) -> std::io::Result<()>,
 }
 
 /// A plugin configuration that does not fit the plugin's schema.

@@ -22,8 +22,8 @@ pub mod contract;
 pub mod registry;
 
 pub use contract::{
-    BodyNeed, BoxFuture, CallError, CallOut, Finding, FindingAction, Flow, HeaderEdits, Identity,
-    LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
+    BodyNeed, BoxFuture, CallError, CallOut, Finding, FindingAction, Flow, HeaderEdits, Host,
+    Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
     RequestView, SchemaError, UpstreamView,
 };
 pub use registry::{BuildError, Chain, Registry};
@@ -32,5 +32,7 @@ pub use registry::{BuildError, Chain, Registry};
 /// ([`Plugin::request_body_need`], [`Plugin::request_body_buffered`]), the chunk bytes in
 /// [`Plugin::request_body`], the response-body phase ([`Plugin::response_body`]), the async
 /// phase ([`Plugin::call_out`], [`Plugin::request_async`]) and the open registry (no built-ins
-/// in this crate).
+/// in this crate). Added since, as default methods and new types (no version change):
+/// [`Plugin::request_fallback`] (a plugin's own answer when its async call fails) and
+/// [`PluginFactory::start`] with [`Host`] (a running gateway's data dir and file writer).
 pub const API_VERSION: u32 = 2;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::contract::{BodyNeed, OverLimit, Plugin, PluginFactory, SchemaError};
+use crate::contract::{BodyNeed, Host, OverLimit, Plugin, PluginFactory, SchemaError};
 
 /// Every plugin kind the gateway knows, by config name. Cloning shares the factories (and the
 /// state they own, such as rate-limit counters that survive reloads).
@@ -52,6 +52,21 @@ impl Registry {
         let mut v: Vec<_> = self.factories.keys().copied().collect();
         v.sort_unstable();
         v
+    }
+
+    /// Tells every factory that a gateway is running ([`PluginFactory::start`]): each gets
+    /// `plugins_dir/<name>` as its data dir.
+    pub fn start(
+        &self,
+        plugins_dir: &std::path::Path,
+        write_private: fn(&std::path::Path, &[u8]) -> std::io::Result<()>,
+    ) {
+        for (name, f) in &self.factories {
+            f.start(&Host {
+                data_dir: plugins_dir.join(name),
+                write_private,
+            });
+        }
     }
 
     /// Builds one plugin instance. An unknown name is a schema error on the `name` field.

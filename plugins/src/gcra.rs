@@ -178,8 +178,14 @@ impl Quota {
         self.limit
     }
 
-    /// The decision for a key whose TAT is `ahead` µs after now (0 if in the past).
-    fn decide(&self, ahead: u64) -> Decision {
+    /// The tolerance `τ = burst · T`, in microseconds.
+    pub fn tau_us(&self) -> u64 {
+        self.tau_us
+    }
+
+    /// The decision for a key whose TAT is `ahead` µs after now (0 if in the past). Also used
+    /// by the Redis store, whose script reports `ahead` for each bucket.
+    pub fn decide(&self, ahead: u64) -> Decision {
         if ahead > self.tau_us {
             return Decision {
                 allowed: false,

@@ -13,32 +13,39 @@
 //! A token that verified once is remembered per worker thread (see [`cache`]); a hit skips the
 //! signature but still re-checks `exp`/`nbf` and `jti` revocation.
 //!
-//! What it may not do: fetch keys (the JWKS arrives with the config snapshot, so rotation and
-//! revocation take effect with the next snapshot on every node), block, allocate per request
-//! beyond the token's own size, or put a token or a claim *value* into a message: denial messages
-//! reach clients and audit records, so they name claims, never their contents.
+//! Keys come inline with the config (`keys`: rotation takes effect with the next snapshot on
+//! every node), or from the identity service (`jwks_uri`: fetched, refreshed and persisted in
+//! the background by [`remote`]; the request path reads the current set through an atomic
+//! pointer and only ever asks for an early refetch when it meets an unknown `kid`).
+//!
+//! What it may not do: fetch keys on the request path, block, allocate per request beyond the
+//! token's own size, or put a token or a claim *value* into a message: denial messages reach
+//! clients and audit records, so they name claims, never their contents.
 //!
 //! Layout: this file is the plugin (config, phases, decisions); [`keys`] checks the JWKS and
 //! verifies signatures with ring; [`token`] splits and decodes the compact JWS; [`cache`] is the
-//! verified-token cache. The operator's page is `docs/plugins/jwt-auth.md`.
+//! verified-token cache; [`remote`] the fetched key set. The operator's page is
+//! `docs/plugins/jwt-auth.md`.
 
 #[path = "jwt/cache.rs"]
 mod cache;
 #[path = "jwt/keys.rs"]
 mod keys;
+#[path = "jwt/remote.rs"]
+mod remote;
 #[path = "jwt/token.rs"]
 mod token;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use crate::contract::{
-    Flow, HeaderEdits, Identity, Plugin, PluginFactory, Reply, RequestCtx, RequestView,
+    Flow, HeaderEdits, Host, Identity, Plugin, PluginFactory, Reply, RequestCtx, RequestView,
     SchemaError, UpstreamView,
 };
 
@@ -62,9 +69,19 @@ const MAX_LEEWAY: u64 = 3600;
 const DEFAULT_CACHE_SIZE: usize = 10_000;
 const MAX_CACHE_SIZE: usize = 1_000_000;
 
-/// Builds [`JwtAuth`] instances; register with [`crate::Registry::register`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JwtAuthFactory;
+/// Builds [`JwtAuth`] instances; register with [`crate::Registry::register`]. Owns the remote
+/// key sets (`jwks_uri`), shared by instances and kept across reloads; they are fetched only
+/// once a running gateway has called [`PluginFactory::start`].
+#[derive(Debug, Default)]
+pub struct JwtAuthFactory {
+    sources: remote::Sources,
+}
+
+impl JwtAuthFactory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 impl PluginFactory for JwtAuthFactory {
     fn name(&self) -> &'static str {
@@ -72,9 +89,21 @@ impl PluginFactory for JwtAuthFactory {
     }
 
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, SchemaError> {
-        Ok(Arc::new(JwtAuth::from_config(config)?))
+        Ok(Arc::new(JwtAuth::from_config_with(config, &self.sources)?))
+    }
+
+    fn start(&self, host: &Host) {
+        self.sources.start(host);
     }
 }
+
+/// Default bounds of a refresh on `Cache-Control: max-age`.
+const DEFAULT_MIN_REFRESH: u64 = 60;
+const DEFAULT_MAX_REFRESH: u64 = 3600;
+/// Shortest refresh interval accepted.
+const MIN_REFRESH: u64 = 1;
+/// Longest refresh interval accepted (a day).
+const MAX_REFRESH: u64 = 86_400;
 
 /// The plugin's `config`, as written by an operator.
 #[derive(Debug, Deserialize)]
@@ -84,7 +113,18 @@ struct Config {
     audience: String,
     #[serde(default = "default_leeway")]
     leeway_seconds: u64,
-    keys: keys::JwksConfig,
+    #[serde(default)]
+    keys: Option<keys::JwksConfig>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    jwks_ca: Option<String>,
+    #[serde(default)]
+    jwks_refresh_seconds: Option<u64>,
+    #[serde(default = "default_min_refresh")]
+    jwks_min_refresh_seconds: u64,
+    #[serde(default = "default_max_refresh")]
+    jwks_max_refresh_seconds: u64,
     #[serde(default)]
     revoked_kids: Vec<String>,
     #[serde(default)]
@@ -101,12 +141,41 @@ fn default_cache_size() -> usize {
     DEFAULT_CACHE_SIZE
 }
 
+fn default_min_refresh() -> u64 {
+    DEFAULT_MIN_REFRESH
+}
+
+fn default_max_refresh() -> u64 {
+    DEFAULT_MAX_REFRESH
+}
+
+/// Where an instance's keys come from.
+enum KeySource {
+    /// `keys`: fixed for the instance's life.
+    Inline(HashMap<String, keys::Key>),
+    /// `jwks_uri`: the current set of a shared, background-refreshed source.
+    Remote(Arc<remote::RemoteJwks>),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Inline(keys) => {
+                let mut kids: Vec<_> = keys.keys().collect();
+                kids.sort_unstable();
+                f.debug_tuple("Inline").field(&kids).finish()
+            }
+            KeySource::Remote(r) => f.debug_tuple("Remote").field(r).finish(),
+        }
+    }
+}
+
 /// A configured `jwt-auth` instance: one key set, one audience, its own token cache.
 pub struct JwtAuth {
     issuers: Vec<String>,
     audience: String,
     leeway: u64,
-    keys: HashMap<String, keys::Key>,
+    keys: KeySource,
     revoked_kids: HashSet<String>,
     revoked_jtis: HashSet<String>,
     cache: cache::TokenCache,
@@ -115,13 +184,11 @@ pub struct JwtAuth {
 impl std::fmt::Debug for JwtAuth {
     /// Key ids and policy only; never key material.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut kids: Vec<_> = self.keys.keys().collect();
-        kids.sort_unstable();
         f.debug_struct("JwtAuth")
             .field("issuers", &self.issuers)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
-            .field("kids", &kids)
+            .field("keys", &self.keys)
             .field("revoked_kids", &self.revoked_kids.len())
             .field("revoked_jtis", &self.revoked_jtis.len())
             .field("cache", &self.cache)
@@ -230,7 +297,16 @@ impl std::error::Error for JwtError {}
 
 impl JwtAuth {
     /// Parses and checks a `jwt-auth` config. Errors name the field, e.g. `keys.keys[1].x`.
+    /// A `jwks_uri` gets a source of its own that is never started (tests, checks); the
+    /// factory's instances share its sources instead.
     pub fn from_config(config: &serde_json::Value) -> Result<Self, SchemaError> {
+        Self::from_config_with(config, &remote::Sources::default())
+    }
+
+    fn from_config_with(
+        config: &serde_json::Value,
+        sources: &remote::Sources,
+    ) -> Result<Self, SchemaError> {
         let cfg: Config = SchemaError::parse(config)?;
         let issuers = cfg.issuer.into_vec();
         if issuers.is_empty() {
@@ -262,7 +338,60 @@ impl JwtAuth {
                 format!("at most {MAX_CACHE_SIZE} entries per worker thread"),
             ));
         }
-        let keys = keys::parse_jwks(cfg.keys, "keys")?;
+        let keys = match (cfg.keys, cfg.jwks_uri) {
+            (Some(_), Some(_)) => {
+                return Err(SchemaError::new(
+                    "jwks_uri",
+                    "give either `keys` or `jwks_uri`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(SchemaError::new(
+                    "keys",
+                    "required: the key set inline (`keys`), or where to fetch it (`jwks_uri`)",
+                ))
+            }
+            (Some(jwks), None) => {
+                for field in [
+                    ("jwks_ca", cfg.jwks_ca.is_some()),
+                    ("jwks_refresh_seconds", cfg.jwks_refresh_seconds.is_some()),
+                ] {
+                    if field.1 {
+                        return Err(SchemaError::new(field.0, "only used with `jwks_uri`"));
+                    }
+                }
+                KeySource::Inline(keys::parse_jwks(jwks, "keys")?)
+            }
+            (None, Some(uri)) => {
+                let in_range = |field: &str, v: u64| {
+                    if (MIN_REFRESH..=MAX_REFRESH).contains(&v) {
+                        Ok(Duration::from_secs(v))
+                    } else {
+                        Err(SchemaError::new(
+                            field,
+                            format!("between {MIN_REFRESH} and {MAX_REFRESH} seconds"),
+                        ))
+                    }
+                };
+                let fixed = cfg
+                    .jwks_refresh_seconds
+                    .map(|v| in_range("jwks_refresh_seconds", v))
+                    .transpose()?;
+                let min = in_range("jwks_min_refresh_seconds", cfg.jwks_min_refresh_seconds)?;
+                let max = in_range("jwks_max_refresh_seconds", cfg.jwks_max_refresh_seconds)?;
+                if min > max {
+                    return Err(SchemaError::new(
+                        "jwks_min_refresh_seconds",
+                        "must not be above jwks_max_refresh_seconds",
+                    ));
+                }
+                KeySource::Remote(sources.get(&remote::SourceConfig {
+                    uri,
+                    ca: cfg.jwks_ca,
+                    refresh: remote::Refresh { fixed, min, max },
+                })?)
+            }
+        };
         Ok(Self {
             issuers,
             audience: cfg.audience,
@@ -272,6 +401,14 @@ impl JwtAuth {
             revoked_jtis: cfg.revoked_jtis.into_iter().collect(),
             cache: cache::TokenCache::new(cfg.cache_size),
         })
+    }
+
+    /// The generation of the key set tokens are verified under now (0 for inline keys).
+    fn generation(&self) -> u64 {
+        match &self.keys {
+            KeySource::Inline(_) => 0,
+            KeySource::Remote(r) => r.current().as_ref().map_or(0, |s| s.generation),
+        }
     }
 
     /// Finds the bearer token in `headers` and verifies it at `now` (seconds since the epoch).
@@ -294,10 +431,14 @@ impl JwtAuth {
             return self.verify_uncached(token, now).map(|v| v.identity);
         }
         let hash = self.cache.hash(token.as_bytes());
-        if let Some(verdict) = self.cache.lookup(hash, token.as_bytes(), |e| {
-            self.check_time(e.exp, e.nbf, now)?;
-            self.check_jti(e.identity.token_id.as_deref())?;
-            Ok(e.identity.clone())
+        let generation = self.generation();
+        // An entry verified under another key set (a remote set rotated since) is a miss.
+        if let Some(Some(verdict)) = self.cache.lookup(hash, token.as_bytes(), |e| {
+            (e.generation == generation).then(|| {
+                self.check_time(e.exp, e.nbf, now)?;
+                self.check_jti(e.identity.token_id.as_deref())?;
+                Ok(e.identity.clone())
+            })
         }) {
             return verdict;
         }
@@ -308,6 +449,7 @@ impl JwtAuth {
             verified.identity.clone(),
             verified.identity.expires_at,
             verified.nbf,
+            generation,
         );
         Ok(verified.identity)
     }
@@ -330,7 +472,20 @@ impl JwtAuth {
         if self.revoked_kids.contains(kid) {
             return Err(JwtError::REVOKED_KEY);
         }
-        let key = self.keys.get(kid).ok_or(JwtError::UNKNOWN_KID)?;
+        let remote_set;
+        let key = match &self.keys {
+            KeySource::Inline(keys) => keys.get(kid),
+            KeySource::Remote(r) => {
+                remote_set = r.current();
+                let key = remote_set.as_ref().and_then(|s| s.keys.get(kid));
+                if key.is_none() {
+                    // Perhaps a key the identity service added since: refetch soon.
+                    r.unknown_kid();
+                }
+                key
+            }
+        };
+        let key = key.ok_or(JwtError::UNKNOWN_KID)?;
         if key.alg != alg {
             return Err(JwtError::ALG_MISMATCH);
         }
@@ -1344,6 +1499,7 @@ mod tests {
             identity,
             NOW + 600,
             None,
+            0,
         );
         let before = verifications();
         assert_eq!(p.verify(&token, NOW), Err(JwtError::REVOKED_TOKEN));
@@ -1420,6 +1576,43 @@ mod tests {
         let p = r.build("jwt-auth", &config()).expect("builds");
         assert_eq!(p.name(), "jwt-auth");
         assert_eq!(p.priority(), 2600);
+    }
+
+    #[test]
+    fn keys_come_inline_or_from_a_jwks_uri_never_both_or_neither() {
+        let e = config_error(|c| c["jwks_uri"] = json!("https://id.city.example/jwks.json"));
+        assert_eq!(e.path, "jwks_uri");
+        let e = config_error(|c| {
+            c.as_object_mut().unwrap().remove("keys");
+        });
+        assert_eq!(e.path, "keys");
+        let e = config_error(|c| c["jwks_refresh_seconds"] = json!(60));
+        assert_eq!(e.path, "jwks_refresh_seconds");
+        let remote = |edit: &dyn Fn(&mut Value)| {
+            let mut c = config();
+            c.as_object_mut().unwrap().remove("keys");
+            c["jwks_uri"] = json!("https://id.city.example/jwks.json");
+            edit(&mut c);
+            JwtAuth::from_config(&c)
+        };
+        let p = remote(&|_| {}).expect("a remote key set");
+        // Not started: no key yet, every token is an unknown kid.
+        let token = mint(Signer::Es1, &claims());
+        assert_eq!(p.verify(&token, NOW), Err(JwtError::UNKNOWN_KID));
+        let e = remote(&|c| c["jwks_uri"] = json!("http://id.city.example/jwks.json")).unwrap_err();
+        assert_eq!(e.path, "jwks_uri");
+        assert!(e.message.contains("loopback"), "{e}");
+        assert!(remote(&|c| c["jwks_uri"] = json!("http://127.0.0.1:9/jwks.json")).is_ok());
+        let e = remote(&|c| c["jwks_min_refresh_seconds"] = json!(0)).unwrap_err();
+        assert_eq!(e.path, "jwks_min_refresh_seconds");
+        let e = remote(&|c| {
+            c["jwks_min_refresh_seconds"] = json!(600);
+            c["jwks_max_refresh_seconds"] = json!(60);
+        })
+        .unwrap_err();
+        assert_eq!(e.path, "jwks_min_refresh_seconds");
+        let e = remote(&|c| c["jwks_ca"] = json!("/nonexistent/ca.pem")).unwrap_err();
+        assert_eq!(e.path, "jwks_ca");
     }
 
     #[test]

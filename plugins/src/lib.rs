@@ -7,8 +7,10 @@
 //! The contract itself (traits, views, registry, chain) is the `fenfa-plugin-api` crate; this
 //! crate re-exports it and adds the plugins that ship with Fenfa: [`builtin`] is a registry with
 //! all of them, [`register_builtins`] adds them to an embedder's registry. Like the API crate it
-//! has no I/O framework, no async runtime and no pingora; a plugin must never block, and must
-//! never do I/O on the request path. See `docs/plugins.md` for the contract in prose.
+//! has no pingora; a plugin must never block, and does no I/O in its synchronous phases. The
+//! one built-in that calls out, `rate-limit` with `store: redis`, does it in the async phase
+//! with redis's tokio client, on the proxy's runtime, within its declared budget. See
+//! `docs/plugins.md` for the contract in prose.
 #![forbid(unsafe_code)]
 
 pub mod channel_check;
@@ -31,7 +33,7 @@ pub mod waf;
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use fenfa_plugin_api::{
     BodyNeed, BoxFuture, BuildError, CallError, CallOut, Chain, Finding, FindingAction, Flow,
-    HeaderEdits, Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry, Reply,
-    ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
+    HeaderEdits, Host, Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry,
+    Reply, ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
 };
 pub use registry::{builtin, register_builtins};

@@ -7,6 +7,12 @@
 //! every bucket where it was. This plugin only hashes the request's key and asks the store: no
 //! lock, no allocation, no I/O on the request path. See `docs/plugins/rate-limit.md`.
 //!
+//! With `store: redis` the buckets are shared by every node instead ([`redis_store`]): the
+//! request phase does nothing, the async phase ([`Plugin::request_async`], bounded by
+//! `redis.budget`) runs one Lua script per request, and when Redis is slow or down the declared
+//! `redis.fallback` applies: this node's own buckets at `local_share` of each limit
+//! ([`Plugin::request_fallback`]), fail open, or fail closed (`503 rate_limit_unavailable`).
+//!
 //! # Bucket identity
 //!
 //! A bucket is identified by a hash of the limit's definition (key kind, rate, per, burst) and:
@@ -28,17 +34,22 @@
 //! concurrent request took the last token in between, the limits already charged are refunded
 //! (best effort) and the request is denied.
 
+pub mod redis_store;
+
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use crate::contract::{
-    Flow, HeaderEdits, Plugin, PluginFactory, Reply, RequestCtx, RequestView, SchemaError,
+    BoxFuture, CallError, CallOut, Flow, HeaderEdits, OnFailure, Plugin, PluginFactory, Reply,
+    RequestCtx, RequestView, SchemaError,
 };
 use crate::gcra::{Decision, GcraStore, Quota, QuotaError, DEFAULT_CAPACITY};
+use redis_store::{KeyBuilder, Part, RedisStore};
 
 pub const NAME: &str = "rate-limit";
 pub const PRIORITY: i32 = 1000;
@@ -65,7 +76,74 @@ pub enum KeyKind {
 #[serde(deny_unknown_fields)]
 struct Config {
     limits: Vec<LimitConfig>,
+    #[serde(default)]
+    store: StoreKind,
+    #[serde(default)]
+    redis: Option<RedisConfig>,
 }
+
+/// Where the buckets live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StoreKind {
+    /// In this node's memory ([`GcraStore`]).
+    #[default]
+    Local,
+    /// In Redis, shared by every node ([`redis_store`]).
+    Redis,
+}
+
+/// What a request gets when Redis does not answer within the budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// This node's own buckets, at `local_share` of each limit.
+    #[default]
+    Local,
+    /// Let the request through (no limit while Redis is away).
+    Open,
+    /// Refuse it: `503 rate_limit_unavailable`.
+    Closed,
+}
+
+/// `redis:` of a `store: redis` limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisConfig {
+    url: String,
+    #[serde(default)]
+    cluster: bool,
+    #[serde(default = "default_budget")]
+    budget: Period,
+    #[serde(default)]
+    fallback: Fallback,
+    #[serde(default = "default_local_share")]
+    local_share: f64,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    /// PEM file of the only CAs trusted for a `rediss://` server (default: the system's).
+    #[serde(default)]
+    ca: Option<String>,
+}
+
+fn default_budget() -> Period {
+    Period(DEFAULT_BUDGET)
+}
+
+fn default_local_share() -> f64 {
+    1.0
+}
+
+fn default_key_prefix() -> String {
+    DEFAULT_KEY_PREFIX.to_string()
+}
+
+/// Default `redis.budget`: what one Redis round trip may take before the fallback applies.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(20);
+/// Longest `redis.budget` accepted.
+pub const MAX_BUDGET: Duration = Duration::from_secs(1);
+/// Default `redis.key_prefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "fenfa:rl";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +239,22 @@ impl RateLimitStatus {
 pub struct RateLimit {
     limits: Vec<Limit>,
     store: Arc<GcraStore>,
+    /// `store: redis`: the shared buckets and what to do without them.
+    redis: Option<RedisLimits>,
+}
+
+/// The Redis side of a `store: redis` instance.
+#[derive(Debug)]
+struct RedisLimits {
+    store: Arc<RedisStore>,
+    keys: KeyBuilder,
+    call: CallOut,
+    fallback: Fallback,
+    /// The script's arguments: `interval_us`, `tau_us` of each limit, in the order of `limits`
+    /// (made once, not per request).
+    args: Vec<String>,
+    /// This node's limits at `local_share` of each (used when `fallback` is `local`).
+    local: Vec<Limit>,
 }
 
 impl RateLimit {
@@ -189,16 +283,74 @@ impl RateLimit {
         }
     }
 
-    /// Checks every limit, then charges them all (see the module docs).
-    fn check(&self, ctx: &RequestCtx) -> Decision {
+    /// The Redis key of `limit`'s bucket for this request: the same identity as [`Self::bucket`]
+    /// (limit definition, then service, route, caller), hashed with a fixed function so that
+    /// every node finds the same key.
+    fn redis_key(keys: &KeyBuilder, limit: &Limit, ctx: &RequestCtx) -> String {
+        let (agency, service, route) = (&*ctx.agency, &*ctx.service, &*ctx.route);
+        let (v4, v6);
+        let ip: &[u8] = match ctx.client_ip {
+            IpAddr::V4(a) => {
+                v4 = a.octets();
+                &v4
+            }
+            IpAddr::V6(a) => {
+                v6 = a.octets();
+                &v6
+            }
+        };
+        let q = &limit.quota;
+        let def = [
+            Part::U64(limit.kind as u64),
+            Part::U64(q.interval_us()),
+            Part::U64(q.tau_us()),
+            Part::Str(agency),
+            Part::Str(service),
+        ];
+        let id = ctx.identity.as_ref();
+        let who = match limit.kind {
+            KeyKind::Service | KeyKind::Route | KeyKind::Ip => None,
+            KeyKind::App => Some(id.map(|i| &*i.app)),
+            KeyKind::User => Some(id.map(|i| &*i.user)),
+            KeyKind::Channel => Some(id.map(|i| &*i.channel)),
+        };
+        let [a, b, c, d, e] = def;
+        match (limit.kind, who) {
+            (KeyKind::Service, _) => keys.key(agency, service, &[a, b, c, d, e]),
+            (KeyKind::Route, _) => keys.key(agency, service, &[a, b, c, d, e, Part::Str(route)]),
+            (_, Some(Some(v))) => keys.key(
+                agency,
+                service,
+                &[a, b, c, d, e, Part::Str(route), Part::U64(0), Part::Str(v)],
+            ),
+            _ => keys.key(
+                agency,
+                service,
+                &[
+                    a,
+                    b,
+                    c,
+                    d,
+                    e,
+                    Part::Str(route),
+                    Part::U64(1),
+                    Part::Bytes(ip),
+                ],
+            ),
+        }
+    }
+
+    /// Checks every limit of `limits` in the local store, then charges them all (see the
+    /// module docs).
+    fn check(&self, limits: &[Limit], ctx: &RequestCtx) -> Decision {
         let store = &*self.store;
         let now = store.now();
-        if let [only] = self.limits.as_slice() {
+        if let [only] = limits {
             return store.acquire(self.bucket(only, ctx), &only.quota, now);
         }
         let mut keys = [0u64; MAX_LIMITS];
         let mut denied: Option<Decision> = None;
-        for (key, limit) in keys.iter_mut().zip(&self.limits) {
+        for (key, limit) in keys.iter_mut().zip(limits) {
             *key = self.bucket(limit, ctx);
             let d = store.peek(*key, &limit.quota, now);
             if !d.allowed && denied.is_none_or(|w| d.retry_after_us > w.retry_after_us) {
@@ -209,30 +361,93 @@ impl RateLimit {
             return d;
         }
         let mut tightest: Option<Decision> = None;
-        for (i, (key, limit)) in keys.iter().zip(&self.limits).enumerate() {
+        for (i, (key, limit)) in keys.iter().zip(limits).enumerate() {
             let d = store.acquire(*key, &limit.quota, now);
             if !d.allowed {
-                for (k, l) in keys.iter().zip(&self.limits).take(i) {
+                for (k, l) in keys.iter().zip(limits).take(i) {
                     store.refund(*k, &l.quota, now);
                 }
                 return d;
             }
-            tightest = Some(match tightest {
-                Some(t)
-                    if (t.remaining, std::cmp::Reverse(t.reset_us))
-                        <= (d.remaining, std::cmp::Reverse(d.reset_us)) =>
-                {
-                    t
-                }
-                _ => d,
-            });
+            tightest = Some(tighter(tightest, d));
         }
         tightest.unwrap_or_default()
     }
+
+    /// The decision from what the Redis script reported: on a denial, the limit with the
+    /// longest wait; otherwise the most restrictive limit, as for the local store.
+    fn decision_from_redis(&self, answer: &redis_store::Answer) -> Decision {
+        let decisions = self
+            .limits
+            .iter()
+            .zip(&answer.ahead_us)
+            .map(|(l, ahead)| l.quota.decide(*ahead));
+        if answer.allowed {
+            decisions
+                .fold(None, |t, d| Some(tighter(t, d)))
+                .unwrap_or_default()
+        } else {
+            decisions
+                .filter(|d| !d.allowed)
+                .max_by_key(|d| d.retry_after_us)
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Fewer remaining is tighter; on a tie, the longer reset.
+fn tighter(t: Option<Decision>, d: Decision) -> Decision {
+    match t {
+        Some(t)
+            if (t.remaining, std::cmp::Reverse(t.reset_us))
+                <= (d.remaining, std::cmp::Reverse(d.reset_us)) =>
+        {
+            t
+        }
+        _ => d,
+    }
+}
+
+/// Stashes the header numbers and answers: continue, or `429 rate_limited`.
+fn conclude(ctx: &mut RequestCtx, d: &Decision) -> Flow {
+    let status = RateLimitStatus::from_decision(d);
+    let merged = match ctx.vars.get::<RateLimitStatus>() {
+        Some(prev) => prev.tighter(status),
+        None => status,
+    };
+    ctx.vars.insert(merged);
+    if d.allowed {
+        return Flow::Continue;
+    }
+    let retry = d.retry_after_secs();
+    Flow::Respond(
+        Reply::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "rate limit exceeded; retry after the time in Retry-After",
+        )
+        .with_header(http::header::RETRY_AFTER, header_value(retry))
+        .with_header(RATELIMIT_LIMIT, header_value(u64::from(status.limit)))
+        .with_header(
+            RATELIMIT_REMAINING,
+            header_value(u64::from(status.remaining)),
+        )
+        .with_header(RATELIMIT_RESET, header_value(status.reset)),
+    )
 }
 
 fn header_value(n: u64) -> HeaderValue {
     HeaderValue::from(n)
+}
+
+/// The answer of `fallback: closed` while Redis is away.
+fn unavailable() -> Reply {
+    Reply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "rate_limit_unavailable",
+        "the rate limiter is unavailable; retry shortly",
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 impl Plugin for RateLimit {
@@ -245,31 +460,43 @@ impl Plugin for RateLimit {
     }
 
     fn request(&self, _req: &RequestView<'_>, ctx: &mut RequestCtx) -> Flow {
-        let d = self.check(ctx);
-        let status = RateLimitStatus::from_decision(&d);
-        let merged = match ctx.vars.get::<RateLimitStatus>() {
-            Some(prev) => prev.tighter(status),
-            None => status,
-        };
-        ctx.vars.insert(merged);
-        if d.allowed {
+        if self.redis.is_some() {
+            // Decided in the async phase.
             return Flow::Continue;
         }
-        let retry = d.retry_after_secs();
-        Flow::Respond(
-            Reply::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "rate limit exceeded; retry after the time in Retry-After",
-            )
-            .with_header(http::header::RETRY_AFTER, header_value(retry))
-            .with_header(RATELIMIT_LIMIT, header_value(u64::from(status.limit)))
-            .with_header(
-                RATELIMIT_REMAINING,
-                header_value(u64::from(status.remaining)),
-            )
-            .with_header(RATELIMIT_RESET, header_value(status.reset)),
-        )
+        conclude(ctx, &self.check(&self.limits, ctx))
+    }
+
+    fn call_out(&self) -> Option<CallOut> {
+        self.redis.as_ref().map(|r| r.call.clone())
+    }
+
+    fn request_async<'a>(
+        &'a self,
+        _req: &'a RequestView<'a>,
+        ctx: &'a mut RequestCtx,
+    ) -> BoxFuture<'a, Result<Flow, CallError>> {
+        Box::pin(async move {
+            let Some(r) = &self.redis else {
+                return Ok(Flow::Continue);
+            };
+            let keys: Vec<String> = self
+                .limits
+                .iter()
+                .map(|l| Self::redis_key(&r.keys, l, ctx))
+                .collect();
+            let answer = r.store.acquire(&keys, &r.args).await?;
+            Ok(conclude(ctx, &self.decision_from_redis(&answer)))
+        })
+    }
+
+    fn request_fallback(&self, _req: &RequestView<'_>, ctx: &mut RequestCtx) -> Option<Flow> {
+        let r = self.redis.as_ref()?;
+        match r.fallback {
+            Fallback::Local => Some(conclude(ctx, &self.check(&r.local, ctx))),
+            // The gateway applies `on_failure`: continue, or the 503.
+            Fallback::Open | Fallback::Closed => None,
+        }
     }
 
     fn response(&self, ctx: &RequestCtx, _status: u16, headers: &mut dyn HeaderEdits) {
@@ -281,6 +508,9 @@ impl Plugin for RateLimit {
     }
 }
 
+/// What makes two Redis clients the same: `(url, cluster, ca file)`.
+type RedisId = (String, bool, Option<String>);
+
 /// The registry's name for [`RateLimitFactory`].
 pub type Factory = RateLimitFactory;
 
@@ -288,6 +518,8 @@ pub type Factory = RateLimitFactory;
 #[derive(Debug, Default)]
 pub struct RateLimitFactory {
     store: OnceLock<Arc<GcraStore>>,
+    /// One Redis client per `(url, cluster, ca)`, kept across reloads (used at build time only).
+    redis: Mutex<HashMap<RedisId, Arc<RedisStore>>>,
 }
 
 impl RateLimitFactory {
@@ -300,7 +532,10 @@ impl RateLimitFactory {
     pub fn with_store(store: Arc<GcraStore>) -> Self {
         let cell = OnceLock::new();
         let _ = cell.set(store);
-        Self { store: cell }
+        Self {
+            store: cell,
+            redis: Mutex::default(),
+        }
     }
 
     /// The store shared by every instance this factory builds.
@@ -353,9 +588,125 @@ impl PluginFactory for RateLimitFactory {
                 seed: store.key((NAME, l.key, quota)),
             });
         }
-        Ok(Arc::new(RateLimit { limits, store }))
+        let redis = match (cfg.store, cfg.redis) {
+            (StoreKind::Local, None) => None,
+            (StoreKind::Local, Some(_)) => {
+                return Err(SchemaError::new(
+                    "redis",
+                    "only used with `store: redis`; add it, or remove `redis`",
+                ))
+            }
+            (StoreKind::Redis, None) => {
+                return Err(SchemaError::new(
+                    "redis",
+                    "required with `store: redis`: at least `url`",
+                ))
+            }
+            (StoreKind::Redis, Some(rc)) => Some(self.redis_limits(rc, &limits, &cfg.limits)?),
+        };
+        Ok(Arc::new(RateLimit {
+            limits,
+            store,
+            redis,
+        }))
     }
 }
+
+impl RateLimitFactory {
+    /// Checks `redis:` and builds the Redis side of an instance (sharing the client of an
+    /// earlier instance with the same URL).
+    fn redis_limits(
+        &self,
+        rc: RedisConfig,
+        limits: &[Limit],
+        defs: &[LimitConfig],
+    ) -> Result<RedisLimits, SchemaError> {
+        redis_store::check_url(&rc.url).map_err(|e| SchemaError::new("redis.url", e.0))?;
+        let budget = rc.budget.0;
+        if budget > MAX_BUDGET {
+            return Err(SchemaError::new(
+                "redis.budget",
+                format!("at most {}ms", MAX_BUDGET.as_millis()),
+            ));
+        }
+        if !(rc.local_share > 0.0 && rc.local_share <= 1.0) {
+            return Err(SchemaError::new(
+                "redis.local_share",
+                "must be more than 0 and at most 1 (e.g. 0.34 for three nodes)",
+            ));
+        }
+        if rc.key_prefix.is_empty()
+            || rc.key_prefix.len() > 64
+            || !rc
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+        {
+            return Err(SchemaError::new(
+                "redis.key_prefix",
+                "1 to 64 visible ASCII characters, without `{` or `}`",
+            ));
+        }
+        let ca =
+            match &rc.ca {
+                None => None,
+                Some(file) => Some(std::fs::read(file).map_err(|e| {
+                    SchemaError::new("redis.ca", format!("cannot read `{file}`: {e}"))
+                })?),
+            };
+        let store = {
+            let mut clients = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+            let id = (rc.url.clone(), rc.cluster, rc.ca.clone());
+            match clients.get(&id) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(
+                        RedisStore::new(&rc.url, rc.cluster, ca.as_deref(), CONNECT_TIMEOUT)
+                            .map_err(|e| match e {
+                                redis_store::StoreError::Url(m) => SchemaError::new("redis.url", m),
+                                redis_store::StoreError::Ca(m) => SchemaError::new("redis.ca", m),
+                            })?,
+                    );
+                    clients.insert(id, s.clone());
+                    s
+                }
+            }
+        };
+        let gcra = self.store();
+        let mut local = Vec::with_capacity(limits.len());
+        for (l, def) in limits.iter().zip(defs) {
+            let share = |n: u32| (f64::from(n) * rc.local_share).round() as u32;
+            let quota = Quota::new(share(def.rate).max(1), def.per.0, share(def.burst))
+                .map_err(|e| SchemaError::new("redis.local_share", e.to_string()))?;
+            local.push(Limit {
+                kind: l.kind,
+                quota,
+                seed: gcra.key((NAME, "redis-fallback", l.kind, l.quota, quota)),
+            });
+        }
+        let on_failure = match rc.fallback {
+            Fallback::Closed => OnFailure::Closed(unavailable()),
+            // `local` answers through `request_fallback`; `open` lets the request through.
+            Fallback::Local | Fallback::Open => OnFailure::Open,
+        };
+        Ok(RedisLimits {
+            store,
+            keys: KeyBuilder::new(&rc.key_prefix),
+            call: CallOut { budget, on_failure },
+            fallback: rc.fallback,
+            args: limits
+                .iter()
+                .flat_map(|l| [l.quota.interval_us(), l.quota.tau_us()])
+                .map(|n| n.to_string())
+                .collect(),
+            local,
+        })
+    }
+}
+
+/// How long the Redis client may take to connect (in a task of its own, not within a request's
+/// budget): long enough for TCP, TLS and AUTH across a network.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
@@ -712,6 +1063,144 @@ mod tests {
         ]}));
         assert_eq!(e.path, "limits[1]");
         assert!(e.message.contains("limits[0]"), "{e}");
+    }
+
+    fn redis_conf(fallback: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut redis = json!({"url": "redis://127.0.0.1:1", "fallback": fallback});
+        if let (Some(r), Some(e)) = (redis.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        json!({"store": "redis", "redis": redis,
+               "limits": [{"key": "ip", "rate": 4, "per": "1h", "burst": 3}]})
+    }
+
+    #[test]
+    fn redis_store_config_errors_name_the_field_path() {
+        let e = schema_error(json!({"store": "redis",
+            "limits": [{"key": "ip", "rate": 1, "per": "1s"}]}));
+        assert_eq!(e.path, "redis");
+        let e = schema_error(json!({"redis": {"url": "redis://127.0.0.1"},
+            "limits": [{"key": "ip", "rate": 1, "per": "1s"}]}));
+        assert_eq!(e.path, "redis");
+        let e = schema_error(redis_conf("local", json!({"url": "http://:pw@127.0.0.1"})));
+        assert_eq!(e.path, "redis.url");
+        assert!(!e.message.contains("pw"), "{e}");
+        let e = schema_error(redis_conf("local", json!({"local_share": 0.0})));
+        assert_eq!(e.path, "redis.local_share");
+        let e = schema_error(redis_conf("local", json!({"local_share": 1.5})));
+        assert_eq!(e.path, "redis.local_share");
+        let e = schema_error(redis_conf("local", json!({"budget": "2s"})));
+        assert_eq!(e.path, "redis.budget");
+        let e = schema_error(redis_conf("local", json!({"budget": "soon"})));
+        assert_eq!(e.path, "redis.budget");
+        let e = schema_error(redis_conf("sideways", json!({})));
+        assert_eq!(e.path, "redis.fallback");
+        let e = schema_error(redis_conf("local", json!({"key_prefix": "a{b}"})));
+        assert_eq!(e.path, "redis.key_prefix");
+        let e = schema_error(redis_conf("local", json!({"ca": "/nonexistent/ca.pem"})));
+        assert_eq!(e.path, "redis.ca");
+        let e = schema_error(redis_conf("local", json!({"pasword": "x"})));
+        assert_eq!(e.path, "redis.pasword");
+    }
+
+    #[test]
+    fn redis_store_declares_its_budget_and_failure_policy() {
+        let h = Harness::new();
+        let p = h.plugin(redis_conf("closed", json!({"budget": "15ms"})));
+        let call = p.call_out().expect("an async phase");
+        assert_eq!(call.budget, Duration::from_millis(15));
+        match call.on_failure {
+            OnFailure::Closed(r) => {
+                assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(r.code, "rate_limit_unavailable");
+            }
+            OnFailure::Open => panic!("closed must refuse"),
+        }
+        let p = h.plugin(redis_conf("open", json!({})));
+        let call = p.call_out().unwrap();
+        assert_eq!(call.budget, DEFAULT_BUDGET);
+        assert!(matches!(call.on_failure, OnFailure::Open));
+        // Neither has a fallback of its own: the gateway applies the policy.
+        let mut c = ctx("svc", "r1", [10, 0, 0, 1], None);
+        assert!(p.request_fallback(&view(&c), &mut c).is_none());
+        // The request phase leaves the decision to the async phase.
+        assert!(send(&*p, &c));
+        assert!(send(&*p, &c));
+        // A local-store instance has no async phase.
+        let local = h.plugin(json!({"limits": [{"key": "ip", "rate": 1, "per": "1s"}]}));
+        assert!(local.call_out().is_none());
+    }
+
+    fn view(c: &RequestCtx) -> RequestView<'static> {
+        static HEADERS: OnceLock<HeaderMap> = OnceLock::new();
+        RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: HEADERS.get_or_init(HeaderMap::new),
+            client_ip: c.client_ip,
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn local_fallback_counts_a_share_of_each_limit_on_this_node() {
+        let h = Harness::new();
+        // 4 an hour with burst 3 (4 at once); at half: 2 an hour with burst 2 (3 at once).
+        let p = h.plugin(redis_conf("local", json!({"local_share": 0.5})));
+        let c = ctx("svc", "r1", [10, 0, 0, 1], None);
+        let fallback = |c: &RequestCtx| {
+            let mut c = fresh(c);
+            let flow = p
+                .request_fallback(&view(&c), &mut c)
+                .expect("local fallback");
+            (matches!(flow, Flow::Continue), c)
+        };
+        for i in 0..3 {
+            assert!(fallback(&c).0, "request {i}");
+        }
+        let (allowed, after) = fallback(&c);
+        assert!(!allowed);
+        assert_eq!(after.vars.get::<RateLimitStatus>().unwrap().limit, 3);
+        // Another address has its own share.
+        assert!(fallback(&ctx("svc", "r1", [10, 0, 0, 2], None)).0);
+        // The fallback buckets are not those of a local-store limit with the same definition.
+        let local =
+            h.plugin(json!({"limits": [{"key": "ip", "rate": 4, "per": "1h", "burst": 3}]}));
+        assert!(send(&*local, &c));
+    }
+
+    #[test]
+    fn redis_keys_are_the_same_on_every_node_and_follow_the_bucket_identity() {
+        let conf = redis_conf("local", json!({"key_prefix": "t"}));
+        let a = RateLimitFactory::new().build(&conf).unwrap();
+        let _b = RateLimitFactory::new().build(&conf).unwrap();
+        let keys = KeyBuilder::new("t");
+        let limit = |p: &Arc<dyn Plugin>| {
+            let dbg = format!("{p:?}");
+            assert!(!dbg.contains("127.0.0.1:1"), "{dbg}");
+        };
+        limit(&a);
+        let l = Limit {
+            kind: KeyKind::Ip,
+            quota: Quota::new(4, Duration::from_secs(3600), 3).unwrap(),
+            seed: 0,
+        };
+        let c1 = ctx("svc", "r1", [10, 0, 0, 1], None);
+        let c2 = ctx("svc", "r1", [10, 0, 0, 2], None);
+        let k1 = RateLimit::redis_key(&keys, &l, &c1);
+        assert_eq!(k1, RateLimit::redis_key(&keys, &l, &fresh(&c1)));
+        assert_ne!(k1, RateLimit::redis_key(&keys, &l, &c2));
+        let svc = Limit {
+            kind: KeyKind::Service,
+            ..l
+        };
+        let r2 = ctx("svc", "r2", [10, 0, 0, 2], None);
+        assert_eq!(
+            RateLimit::redis_key(&keys, &svc, &c1),
+            RateLimit::redis_key(&keys, &svc, &r2),
+            "a service limit is one bucket for all routes and callers"
+        );
     }
 
     #[test]

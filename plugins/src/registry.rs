@@ -17,7 +17,7 @@ pub fn register_builtins(r: &mut Registry) {
     r.register(Box::new(crate::concurrency_limit::Factory::new()));
     r.register(Box::new(crate::cors::Factory));
     r.register(Box::new(crate::ip_restriction::Factory));
-    r.register(Box::new(crate::jwt_auth::JwtAuthFactory));
+    r.register(Box::new(crate::jwt_auth::JwtAuthFactory::new()));
     r.register(Box::new(crate::leak_guard::Factory));
     r.register(Box::new(crate::rate_limit::Factory::new()));
     r.register(Box::new(crate::request_size_limit::Factory));

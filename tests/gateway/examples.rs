@@ -11,12 +11,14 @@ use std::process::Command;
 const MARKER: &str = "# fenfa-config";
 
 /// Pages whose complete configs are checked.
-const CHECKED_DOCS: [&str; 5] = [
+const CHECKED_DOCS: [&str; 7] = [
     "config.md",
     "routing.md",
     "upstreams.md",
     "plugins/response-masking.md",
     "plugins/waf.md",
+    "plugins/rate-limit.md",
+    "plugins/jwt-auth.md",
 ];
 
 fn repo_dir(name: &str) -> PathBuf {

@@ -6,9 +6,11 @@
 mod support;
 
 mod audit;
+mod cluster_limits;
 mod examples;
 mod hardening;
 mod identity;
+mod jwks;
 mod limits;
 mod masking;
 mod node_tls;

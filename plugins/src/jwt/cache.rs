@@ -34,6 +34,9 @@ pub struct Entry {
     pub identity: Identity,
     pub exp: u64,
     pub nbf: Option<u64>,
+    /// The key set generation it was verified under (0: inline keys, which never change
+    /// within an instance).
+    pub generation: u64,
 }
 
 /// One plugin instance's handle on the per-thread caches.
@@ -84,7 +87,15 @@ impl TokenCache {
     }
 
     /// Remembers a verified token on this thread, evicting the oldest entry when full.
-    pub fn insert(&self, hash: u64, token: &[u8], identity: Identity, exp: u64, nbf: Option<u64>) {
+    pub fn insert(
+        &self,
+        hash: u64,
+        token: &[u8],
+        identity: Identity,
+        exp: u64,
+        nbf: Option<u64>,
+        generation: u64,
+    ) {
         if !self.enabled() {
             return;
         }
@@ -93,6 +104,7 @@ impl TokenCache {
             identity,
             exp,
             nbf,
+            generation,
         };
         let _ = SHARDS.try_with(|shards| {
             let Ok(mut shards) = shards.try_borrow_mut() else {
@@ -201,7 +213,7 @@ mod tests {
     fn a_hit_needs_the_exact_token_bytes() {
         let c = TokenCache::new(8);
         let h = c.hash(b"token-a");
-        c.insert(h, b"token-a", identity(1), 1, None);
+        c.insert(h, b"token-a", identity(1), 1, None, 0);
         assert_eq!(c.lookup(h, b"token-a", |e| e.exp), Some(1));
         // Same hash slot, different bytes (as a collision would be): a miss.
         assert_eq!(c.lookup(h, b"token-b", |e| e.exp), None);
@@ -212,7 +224,7 @@ mod tests {
         let c = TokenCache::new(3);
         for i in 0..10u64 {
             let t = format!("t{i}");
-            c.insert(c.hash(t.as_bytes()), t.as_bytes(), identity(i), i, None);
+            c.insert(c.hash(t.as_bytes()), t.as_bytes(), identity(i), i, None, 0);
             assert!(c.len_on_this_thread() <= 3);
         }
         assert_eq!(c.len_on_this_thread(), 3);
@@ -224,12 +236,12 @@ mod tests {
     #[test]
     fn instances_do_not_share_entries_and_dropped_ones_are_swept() {
         let a = TokenCache::new(4);
-        a.insert(a.hash(b"t"), b"t", identity(1), 1, None);
+        a.insert(a.hash(b"t"), b"t", identity(1), 1, None, 0);
         let b = TokenCache::new(4);
         assert!(b.lookup(b.hash(b"t"), b"t", |_| ()).is_none());
         assert_eq!(TokenCache::shards_on_this_thread(), 1);
         drop(a);
-        b.insert(b.hash(b"t"), b"t", identity(1), 1, None);
+        b.insert(b.hash(b"t"), b"t", identity(1), 1, None, 0);
         assert_eq!(
             TokenCache::shards_on_this_thread(),
             1,
@@ -240,7 +252,7 @@ mod tests {
     #[test]
     fn capacity_zero_disables_the_cache() {
         let c = TokenCache::new(0);
-        c.insert(c.hash(b"t"), b"t", identity(1), 1, None);
+        c.insert(c.hash(b"t"), b"t", identity(1), 1, None, 0);
         assert!(c.lookup(c.hash(b"t"), b"t", |_| ()).is_none());
         assert_eq!(c.len_on_this_thread(), 0);
     }

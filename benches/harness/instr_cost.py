@@ -1,0 +1,113 @@
+"""Per-request cost in instructions (valgrind callgrind) of two fenfa-gateway builds side by side:
+a regression check that does not depend on how busy the machine is, unlike wall time.
+
+    python3 benches/harness/instr_cost.py BASE_BIN THIS_BIN [--config full|bare]
+                                          [--small 2000] [--large 12000]
+
+Each binary runs the config (`fenfa-full.yaml`: jwt-auth ES256 with one reused token, channel
+check, rate-limit, audit on; or `fenfa-bare.yaml`) with 1 proxy thread under callgrind in front of
+the benchmark's nginx upstream, serves N_SMALL and then, in a fresh process, N_LARGE keep-alive
+requests (fixed_load.py, 4 connections), and is stopped. The per-request figure is
+(Ir(N_LARGE) - Ir(N_SMALL)) / (N_LARGE - N_SMALL): start-up and shutdown cancel out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import procs
+import targets
+import tokens
+from load import HERE
+
+REPO = HERE.parent.parent
+
+
+def total_ir(out: Path) -> int:
+    text = subprocess.run(["callgrind_annotate", str(out)], capture_output=True,
+                          text=True).stdout
+    for line in text.splitlines():
+        if "PROGRAM TOTALS" in line:
+            return int(line.split()[0].replace(",", ""))
+    raise RuntimeError(f"no totals in {out}")
+
+
+def measure(ctx: targets.Ctx, binary: Path, template: str, label: str, n: int,
+            token: str | None) -> int:
+    port, status = procs.free_port(), procs.free_port()
+    data = ctx.run_dir / f"{label}-{n}-data"
+    data.mkdir()
+    conf = procs.render(ctx.configs / template,
+                        targets.fenfa_values(ctx, 1, port, status, True),
+                        ctx.run_dir / f"{label}-{n}.yaml")
+    out = ctx.run_dir / f"callgrind.{label}.{n}"
+    log = open(ctx.run_dir / f"{label}-{n}.log", "w")
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                          str(binary), "--config", str(conf), "--data-dir", str(data)],
+                         stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(status, p)
+        argv = [sys.executable, str(HERE / "fixed_load.py"), str(port), str(n), "4"]
+        if token:
+            argv.append(token)
+        subprocess.run(argv, check=True)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=120)
+    return total_ir(out)
+
+
+def _wait_ready(status_port: int, p: subprocess.Popen) -> None:
+    import time
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError("the gateway exited before it was ready")
+        try:
+            code, _ = procs.http_get(status_port, "/readyz")
+            if code == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the gateway did not become ready")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("base", type=Path)
+    ap.add_argument("this", type=Path)
+    ap.add_argument("--config", choices=["full", "bare"], default="full")
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--large", type=int, default=12000)
+    a = ap.parse_args(argv)
+    run_dir = Path(tempfile.mkdtemp(prefix="instr-cost."))
+    keys = tokens.make_keys(run_dir)
+    token = keys.mint(sub="u-reused", jti="reused-1") if a.config == "full" else None
+    ctx = targets.Ctx(repo=REPO, run_dir=run_dir, bin_dir=a.this.parent, keys=keys)
+    ctx.audit_supported = True
+    upstream = targets.start_upstream(ctx, None)
+    template = f"fenfa-{a.config}.yaml"
+    per: dict[str, int] = {}
+    try:
+        for label, binary in (("base", a.base), ("this", a.this)):
+            small = measure(ctx, binary, template, label, a.small, token)
+            large = measure(ctx, binary, template, label, a.large, token)
+            per[label] = (large - small) // (a.large - a.small)
+            print(f"{label}: Ir({a.small})={small:,} Ir({a.large})={large:,} "
+                  f"per request={per[label]:,}", flush=True)
+    finally:
+        upstream.stop()
+    print(f"this / base = {per['this'] / per['base']:.3f} "
+          f"({per['this'] - per['base']:+,} instructions per request); files in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
