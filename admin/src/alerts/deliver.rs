@@ -204,10 +204,10 @@ pub async fn send(t: &Target, body: &Value, now: i64) -> Result<(), String> {
         }
         _ => {}
     }
-    let tls = fenfa_config::model::ClientTls::default();
     let settings = fenfa_net::Settings {
         url: &url,
-        tls: &tls,
+        // The system's CAs, no client certificate.
+        tls: fenfa_net::ClientTls::default(),
         insecure: false,
         connect_timeout: Duration::from_secs(5),
         max_body: 64 * 1024,
