@@ -771,7 +771,10 @@ async fn until_status(
 /// and the address is served again. Every step is in the admin audit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automatic_deny_reaches_every_gateway_and_is_lifted() {
-    use crate::serve::{free_port, gateway_bin, login, post, spawn, status_of, wait_for};
+    use crate::serve::{
+        demo_curl, free_port, gateway_bin, get_json, login, register_node, spawn, status_of,
+        wait_for, write_edge_base,
+    };
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let (admin_port, gw_port, status_port, echo_port) =
@@ -797,25 +800,7 @@ async fn an_automatic_deny_reaches_every_gateway_and_is_lifted() {
             .env("FENFA_LOG", "info"),
         &dir.path().join("admin.log"),
     );
-    let mut curl = String::new();
-    wait_for("the demo curl line", &cp, async || {
-        curl = cp
-            .log()
-            .lines()
-            .find(|l| l.contains("curl -i"))
-            .unwrap_or("")
-            .to_string();
-        !curl.is_empty()
-    })
-    .await;
-    let token = curl
-        .split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap()
-        .to_string();
+    let (token, _) = demo_curl(&cp).await;
     let url = format!("http://127.0.0.1:{gw_port}/demo/hello");
     let http = reqwest::Client::new();
     wait_for("the demo call", &cp, async || {
@@ -825,23 +810,10 @@ async fn an_automatic_deny_reaches_every_gateway_and_is_lifted() {
     let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
 
     // A second gateway, following the control plane as a remote node does.
-    let node = post(
-        &http,
-        format!("{admin}/v1/nodes"),
-        &sec,
-        json!({"name": "edge-1"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let node = register_node(&http, &admin, &sec, "edge-1").await;
     let (edge_port, edge_status) = (free_port(), free_port());
     let base = dir.path().join("edge.yaml");
-    std::fs::write(
-        &base,
-        format!("listeners:\n  http: \"127.0.0.1:{edge_port}\"\n  status: \"127.0.0.1:{edge_status}\"\n"),
-    )
-    .unwrap();
+    write_edge_base(&base, edge_port, edge_status, "");
     let edge = spawn(
         Command::new(gateway_bin())
             .args(["--control-plane", &admin])
@@ -971,15 +943,12 @@ async fn an_automatic_deny_reaches_every_gateway_and_is_lifted() {
         .unwrap()
         .is_empty());
     let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
-    let trail: Value = http
-        .get(format!("{admin}/v1/audit/admin?resource_kind=alert-block"))
-        .bearer_auth(&aud)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let trail: Value = get_json(
+        &http,
+        format!("{admin}/v1/audit/admin?resource_kind=alert-block"),
+        &aud,
+    )
+    .await;
     let actions: Vec<&str> = trail["items"]
         .as_array()
         .unwrap()

@@ -13,7 +13,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::serve::{free_port, login, post, spawn, status_of, wait_for, Proc};
+use crate::serve::{
+    demo_curl, first_service, free_port, get_json, login, post, spawn, status_of, wait_for, Proc,
+};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p)
@@ -69,24 +71,7 @@ fn ports() -> Ports {
 
 /// The demo client token from the printed curl line.
 async fn demo_token(cp: &Proc) -> String {
-    let mut curl = String::new();
-    wait_for("the demo curl line", cp, async || {
-        curl = cp
-            .log()
-            .lines()
-            .find(|l| l.contains("curl -i"))
-            .unwrap_or("")
-            .to_string();
-        !curl.is_empty()
-    })
-    .await;
-    curl.split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap()
-        .to_string()
+    demo_curl(cp).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,15 +102,7 @@ async fn serve_keeps_secrets_private_and_its_gateway_is_local_gateway_everywhere
     })
     .await;
     let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
-    let nodes: Value = http
-        .get(format!("{admin}/v1/nodes"))
-        .bearer_auth(&sys)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: Value = get_json(&http, format!("{admin}/v1/nodes"), &sys).await;
     assert!(
         nodes["items"]
             .as_array()
@@ -146,15 +123,12 @@ async fn serve_keeps_secrets_private_and_its_gateway_is_local_gateway_everywhere
     // Its request audit is found under that name.
     let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
     wait_for("the demo call under ?node=local-gateway", &cp, async || {
-        let v: Value = http
-            .get(format!("{admin}/v1/audit/requests?node=local-gateway"))
-            .bearer_auth(&aud)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(
+            &http,
+            format!("{admin}/v1/audit/requests?node=local-gateway"),
+            &aud,
+        )
+        .await;
         v["items"].as_array().is_some_and(|i| !i.is_empty())
     })
     .await;
@@ -198,15 +172,7 @@ async fn serve_names_the_first_start_accounts_as_told_at_install() {
     })
     .await;
     let sys = login(&http, &admin, "ops-chief", ADMIN_PW, ADMIN_TOTP).await;
-    let users: Value = http
-        .get(format!("{admin}/v1/users"))
-        .bearer_auth(&sys)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users: Value = get_json(&http, format!("{admin}/v1/users"), &sys).await;
     let mut names: Vec<&str> = users["items"]
         .as_array()
         .unwrap()
@@ -276,16 +242,7 @@ async fn two_processes_on_one_postgres_share_the_key_and_follow_each_others_comm
     })
     .await;
     let sys = login(&http, &admin1, "admin", ADMIN_PW, ADMIN_TOTP).await;
-    let services: Value = http
-        .get(format!("{admin1}/v1/services"))
-        .bearer_auth(&sys)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let svc = services["items"][0]["id"].as_str().unwrap().to_string();
+    let svc = first_service(&http, &admin1, &sys).await;
     post(
         &http,
         format!("{admin1}/v1/routes"),

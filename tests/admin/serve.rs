@@ -126,6 +126,83 @@ pub(crate) async fn login(
         .to_string()
 }
 
+/// The demo client's token and URL, from the curl line `serve --demo` prints.
+pub(crate) async fn demo_curl(cp: &Proc) -> (String, String) {
+    let mut curl = String::new();
+    wait_for("the demo curl line", cp, async || {
+        curl = cp
+            .log()
+            .lines()
+            .find(|l| l.contains("curl -i"))
+            .unwrap_or("")
+            .to_string();
+        !curl.is_empty()
+    })
+    .await;
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = curl.rsplit(' ').next().unwrap().to_string();
+    (token, url)
+}
+
+/// Registers a gateway node as the security admin; its token.
+pub(crate) async fn register_node(
+    http: &reqwest::Client,
+    admin: &str,
+    sec: &str,
+    name: &str,
+) -> String {
+    post(
+        http,
+        format!("{admin}/v1/nodes"),
+        sec,
+        json!({"name": name}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET url` with a bearer token, as JSON.
+pub(crate) async fn get_json(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The id of the first service the control plane lists (the demo's).
+pub(crate) async fn first_service(http: &reqwest::Client, admin: &str, token: &str) -> String {
+    let services: Value = get_json(http, format!("{admin}/v1/services"), token).await;
+    services["items"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// A remote gateway's base file with its own listeners (`extra`: more YAML, at the top level).
+pub(crate) fn write_edge_base(path: &Path, http_port: u16, status_port: u16, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "listeners:\n  http: \"127.0.0.1:{http_port}\"\n  status: \"127.0.0.1:{status_port}\"\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
 pub(crate) async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
     let r = http
         .post(&url)
@@ -165,41 +242,14 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
             .env("FENFA_LOG", "info"),
         &log,
     );
-    let mut curl = String::new();
-    wait_for("the demo curl line", &cp, async || {
-        curl = cp
-            .log()
-            .lines()
-            .find(|l| l.contains("curl -i"))
-            .unwrap_or("")
-            .to_string();
-        !curl.is_empty()
-    })
-    .await;
-    let token = curl
-        .split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap()
-        .to_string();
-    let url = curl.rsplit(' ').next().unwrap().to_string();
+    let (token, url) = demo_curl(&cp).await;
     assert_eq!(url, format!("http://127.0.0.1:{gw_port}/demo/hello"));
     let http = reqwest::Client::new();
     wait_for("the demo call", &cp, async || {
         status_of(&http, &url, &token).await == 200
     })
     .await;
-    let echo: Value = http
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: Value = get_json(&http, &url, &token).await;
     assert_eq!(echo["headers"]["x-fenfa-app"], "wx-demo-app");
     assert_eq!(echo["headers"]["x-fenfa-channel"], "wechat");
     assert_eq!(echo["path"], "/hello");
@@ -212,33 +262,19 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
     // The in-process gateway ships its request audit to the control plane.
     let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
     wait_for("the demo call in the request audit", &cp, async || {
-        let v: Value = http
-            .get(format!(
-                "{admin}/v1/audit/requests?service=demo-echo&status=200"
-            ))
-            .bearer_auth(&aud)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(
+            &http,
+            format!("{admin}/v1/audit/requests?service=demo-echo&status=200"),
+            &aud,
+        )
+        .await;
         v["items"].as_array().is_some_and(|i| !i.is_empty())
     })
     .await;
 
     // A change is live on the in-process gateway within a second.
     let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
-    let services: Value = http
-        .get(format!("{admin}/v1/services"))
-        .bearer_auth(&sys)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let svc = services["items"][0]["id"].as_str().unwrap().to_string();
+    let svc = first_service(&http, &admin, &sys).await;
     post(
         &http,
         format!("{admin}/v1/routes"),
@@ -254,25 +290,10 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
 
     // A separate gateway process follows the control plane.
     let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
-    let node = post(
-        &http,
-        format!("{admin}/v1/nodes"),
-        &sec,
-        json!({"name": "edge-1"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let node = register_node(&http, &admin, &sec, "edge-1").await;
     let (gw2_port, gw2_status) = (free_port(), free_port());
     let base = dir.path().join("edge.yaml");
-    std::fs::write(
-        &base,
-        format!(
-            "listeners:\n  http: \"127.0.0.1:{gw2_port}\"\n  status: \"127.0.0.1:{gw2_status}\"\n"
-        ),
-    )
-    .unwrap();
+    write_edge_base(&base, gw2_port, gw2_status, "");
     let edge_args = |cmd: &mut Command| {
         cmd.args(["--control-plane", &admin])
             .args(["--node-token", &node])

@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 use crate::pki::Pki;
-use crate::serve::{free_port, gateway_bin, login, post, spawn, wait_for, Proc};
+use crate::serve::{
+    free_port, gateway_bin, get_json, login, post, register_node, spawn, wait_for, write_edge_base,
+    Proc,
+};
 
 /// A client that trusts only `pki`'s CA.
 fn https_client(pki: &Pki) -> reqwest::Client {
@@ -98,16 +101,7 @@ async fn a_gateway_follows_a_control_plane_over_https_ships_its_audit_and_refuse
     );
 
     let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
-    let node = post(
-        &http,
-        format!("{admin}/v1/nodes"),
-        &sec,
-        json!({"name": "edge-tls"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let node = register_node(&http, &admin, &sec, "edge-tls").await;
     let token_file = dir.path().join("node.token");
     std::fs::write(&token_file, &node).unwrap();
 
@@ -115,15 +109,16 @@ async fn a_gateway_follows_a_control_plane_over_https_ships_its_audit_and_refuse
     // plane over https.
     let (gw_port, status_port) = (free_port(), free_port());
     let base = dir.path().join("edge.yaml");
-    std::fs::write(
+    write_edge_base(
         &base,
-        format!(
-            "gateway:\n  node: edge-tls\nlisteners:\n  http: \"127.0.0.1:{gw_port}\"\n  status: \"127.0.0.1:{status_port}\"\naudit:\n  ship:\n    url: \"{admin}/v1/dataplane/audit\"\n    token_file: \"{}\"\n    interval: 50ms\n    backoff_max: 200ms\n    tls:\n      ca: \"{}\"\n",
+        gw_port,
+        status_port,
+        &format!(
+            "gateway:\n  node: edge-tls\naudit:\n  ship:\n    url: \"{admin}/v1/dataplane/audit\"\n    token_file: \"{}\"\n    interval: 50ms\n    backoff_max: 200ms\n    tls:\n      ca: \"{}\"\n",
             token_file.display(),
             pki.ca.display()
         ),
-    )
-    .unwrap();
+    );
     let edge_cmd = |ca: &Path, data: &str, extra: &[&str]| {
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["--control-plane", &admin])
@@ -187,15 +182,12 @@ async fn a_gateway_follows_a_control_plane_over_https_ships_its_audit_and_refuse
         "the edge's record in the request audit",
         &edge,
         async || {
-            let v: Value = http
-                .get(format!("{admin}/v1/audit/requests?request_id={id}"))
-                .bearer_auth(&aud)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(
+                &http,
+                format!("{admin}/v1/audit/requests?request_id={id}"),
+                &aud,
+            )
+            .await;
             v["items"]
                 .as_array()
                 .is_some_and(|i| i.len() == 1 && i[0]["token_node"] == "edge-tls")
@@ -304,15 +296,12 @@ async fn serve_over_tls_keeps_the_single_node_whole_and_its_gateway_ships_over_h
         "the local gateway's record, shipped over https",
         &cp,
         async || {
-            let v: Value = http
-                .get(format!("{admin}/v1/audit/requests?request_id={id}"))
-                .bearer_auth(&aud)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(
+                &http,
+                format!("{admin}/v1/audit/requests?request_id={id}"),
+                &aud,
+            )
+            .await;
             v["items"]
                 .as_array()
                 .is_some_and(|i| i.len() == 1 && i[0]["token_node"] == "local-gateway")
