@@ -742,6 +742,21 @@ mod tests {
     }
 
     #[test]
+    fn numbers_it_does_not_mask_keep_their_value_through_a_rewrite() {
+        let text = r#"{"n":99966666666666666666666666666666666666666666666666666666666666699999999999.0,"x":0.1000000000000000055511151231257827,"m":"13812345678"}"#;
+        let mut doc: Value = serde_json::from_str(text).unwrap();
+        let before = doc.clone();
+        assert_eq!(
+            mask_json(&mut doc, &Policy::default()).get(Class::Mobile),
+            1
+        );
+        let back: Value = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(back["n"], before["n"]);
+        assert_eq!(back["x"], before["x"]);
+        assert_eq!(back["m"], "138****5678");
+    }
+
+    #[test]
     fn a_chain_of_addresses_is_masked_whole_and_not_found_again() {
         let text = "x(Ba@r.ajava.lan@g.ajava.lanlana.Nu,y and a@b.cn";
         let (out, c) = mask_text(text, &Policy::default());
