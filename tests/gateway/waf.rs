@@ -132,15 +132,16 @@ async fn waf_blocks_every_class_in_query_form_json_and_header() {
     .await;
     // Requests refused in the request phase never reach the upstream. For a body refused in
     // the body phase, pingora has already sent the request head upstream; the body is held back
-    // by the gateway and never forwarded (the upstream request is abandoned).
+    // by the gateway and never forwarded (the upstream request is abandoned). Whether the
+    // upstream got to read such a head before the gateway dropped the connection is a race, so
+    // the count is at most one per body-carrying request, and none has a body.
     wait_for("the upstream to finish", Duration::from_secs(5), || {
         up.seen().len() == up.hits()
     });
     let seen = up.seen();
-    assert_eq!(
-        seen.len(),
-        2 * ATTACKS.len(),
-        "only the body-carrying requests' heads"
+    assert!(
+        seen.len() <= 2 * ATTACKS.len(),
+        "only the body-carrying requests' heads: {seen:?}"
     );
     for s in &seen {
         assert_eq!((s.method.as_str(), s.body_len), ("POST", 0), "{s:?}");
