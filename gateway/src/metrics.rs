@@ -221,27 +221,46 @@ impl CallOutcome {
     }
 }
 
-/// Counters of async plugin calls. Only requests on routes with async plugins touch them (a
-/// read lock to find the plugin's counters; the write lock once per plugin kind).
+/// Counters made on first use of their key, for series only some requests touch: a read lock to
+/// find a key's counters, the write lock once per key.
+#[derive(Debug)]
+struct Keyed<K, V>(std::sync::RwLock<BTreeMap<K, V>>);
+
+impl<K, V> Default for Keyed<K, V> {
+    fn default() -> Self {
+        Self(std::sync::RwLock::new(BTreeMap::new()))
+    }
+}
+
+impl<K: Ord, V: Default> Keyed<K, V> {
+    /// Runs `f` on `key`'s counters, made if missing.
+    fn with(&self, key: K, f: impl FnOnce(&V)) {
+        {
+            let r = self.read();
+            if let Some(v) = r.get(&key) {
+                return f(v);
+            }
+        }
+        let mut w = self.0.write().unwrap_or_else(|p| p.into_inner());
+        f(w.entry(key).or_default())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<K, V>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counters of async plugin calls. Only requests on routes with async plugins touch them.
 #[derive(Debug, Default)]
 pub struct PluginCalls {
-    by_plugin: std::sync::RwLock<BTreeMap<&'static str, Arc<[AtomicU64; 4]>>>,
+    by_plugin: Keyed<&'static str, [AtomicU64; 4]>,
 }
 
 impl PluginCalls {
     pub fn inc(&self, plugin: &'static str, outcome: CallOutcome) {
-        let i = outcome as usize;
-        if let Some(c) = self
-            .by_plugin
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(plugin)
-        {
-            c[i].fetch_add(1, Relaxed);
-            return;
-        }
-        let mut w = self.by_plugin.write().unwrap_or_else(|p| p.into_inner());
-        w.entry(plugin).or_default()[i].fetch_add(1, Relaxed);
+        self.by_plugin.with(plugin, |c| {
+            c[outcome as usize].fetch_add(1, Relaxed);
+        });
     }
 
     fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
@@ -251,8 +270,7 @@ impl PluginCalls {
             None,
             MetricType::Counter,
         )?;
-        let m = self.by_plugin.read().unwrap_or_else(|p| p.into_inner());
-        for (plugin, c) in m.iter() {
+        for (plugin, c) in self.by_plugin.read().iter() {
             for o in CallOutcome::ALL {
                 let labels = [("plugin", *plugin), ("outcome", o.label())];
                 ConstCounter::new(c[o as usize].load(Relaxed))
@@ -264,11 +282,10 @@ impl PluginCalls {
 }
 
 /// Counters of inspection findings ([`fenfa_plugins::Finding`]). Only requests with findings
-/// touch them (rare: an attack, masked personal data), with the same read-lock lookup as
-/// [`PluginCalls`].
+/// touch them (rare: an attack, masked personal data).
 #[derive(Debug, Default)]
 pub struct FindingCounters {
-    by_key: std::sync::RwLock<BTreeMap<FindingKey, Arc<AtomicU64>>>,
+    by_key: Keyed<FindingKey, AtomicU64>,
 }
 
 /// `(plugin, class, action)`: the labels of one `fenfa_findings_total` series.
@@ -278,17 +295,9 @@ impl FindingCounters {
     pub fn add(&self, finding: &fenfa_plugins::Finding) {
         let key = (finding.plugin, finding.class, finding.action.as_str());
         let n = u64::from(finding.count.max(1));
-        if let Some(c) = self
-            .by_key
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        self.by_key.with(key, |c| {
             c.fetch_add(n, Relaxed);
-            return;
-        }
-        let mut w = self.by_key.write().unwrap_or_else(|p| p.into_inner());
-        w.entry(key).or_default().fetch_add(n, Relaxed);
+        });
     }
 
     fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
@@ -298,8 +307,7 @@ impl FindingCounters {
             None,
             MetricType::Counter,
         )?;
-        let m = self.by_key.read().unwrap_or_else(|p| p.into_inner());
-        for ((plugin, class, action), c) in m.iter() {
+        for ((plugin, class, action), c) in self.by_key.read().iter() {
             let labels = [("plugin", *plugin), ("class", *class), ("action", *action)];
             ConstCounter::new(c.load(Relaxed)).encode(fam.encode_family(&labels)?)?;
         }
