@@ -126,16 +126,16 @@ def main(argv: list[str]) -> int:
         targets.probe_audit(c)
         return c
 
-    def ctx_example() -> targets.Ctx:
-        c = ctx_for(a.bin_dir)
-
+    def ctx_example(probed: targets.Ctx) -> targets.Ctx:
+        """This build's `fenfa-example-gateway` (it has no `check` command to probe with: it
+        knows what `probed`, the same build's `fenfa-gateway`, knows)."""
         class Example(targets.Ctx):
             @property
             def fenfa(self) -> Path:
                 return a.bin_dir / "fenfa-example-gateway"
         e = Example(repo=REPO, run_dir=run_dir, bin_dir=a.bin_dir, keys=keys,
                     upstream_port=upstream_port)
-        e.audit_supported = c.audit_supported
+        e.audit_supported = probed.audit_supported
         return e
 
     write_big_json(run_dir / "big.json")
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     try:
         ctxs = {"base": ctx_for(a.base_bin), "this": ctx_for(a.bin_dir)}
-        example = ctx_example()
+        example = ctx_example(ctxs["this"])
         for rnd in range(a.rounds):
             order = ["base", "this"] if rnd % 2 == 0 else ["this", "base"]
             for which in order:
