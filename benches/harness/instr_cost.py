@@ -3,12 +3,17 @@ a regression check that does not depend on how busy the machine is, unlike wall 
 
     python3 benches/harness/instr_cost.py BASE_BIN THIS_BIN [--config full|bare]
                                           [--small 2000] [--large 12000]
+    # one build, two configs: what a plugin costs per request, and in which functions
+    python3 benches/harness/instr_cost.py BIN BIN --config full --this-config full-masking \
+                                          [--path /api/bench] [--post-bytes 1024]
 
 Each binary runs the config (`fenfa-full.yaml`: jwt-auth ES256 with one reused token, channel
 check, rate-limit, audit on; or `fenfa-bare.yaml`) with 1 proxy thread under callgrind in front of
 the benchmark's nginx upstream, serves N_SMALL and then, in a fresh process, N_LARGE keep-alive
 requests (fixed_load.py, 4 connections), and is stopped. The per-request figure is
 (Ir(N_LARGE) - Ir(N_SMALL)) / (N_LARGE - N_SMALL): start-up and shutdown cancel out.
+`--this-config` gives the second binary another config (`full-waf`, `full-masking`, ...);
+`callgrind_annotate` on the files it names shows where the difference goes.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from pathlib import Path
 import procs
 import targets
 import tokens
+from sidebyside import write_big_json
 from load import HERE
 
 REPO = HERE.parent.parent
+CONFIGS = ["full", "bare", "full-waf", "full-masking"]
 
 
 def total_ir(out: Path) -> int:
@@ -38,7 +45,7 @@ def total_ir(out: Path) -> int:
 
 
 def measure(ctx: targets.Ctx, binary: Path, template: str, label: str, n: int,
-            token: str | None) -> int:
+            token: str | None, load_opts: list[str]) -> int:
     port, status = procs.free_port(), procs.free_port()
     data = ctx.run_dir / f"{label}-{n}-data"
     data.mkdir()
@@ -55,6 +62,7 @@ def measure(ctx: targets.Ctx, binary: Path, template: str, label: str, n: int,
         argv = [sys.executable, str(HERE / "fixed_load.py"), str(port), str(n), "4"]
         if token:
             argv.append(token)
+        argv += load_opts
         subprocess.run(argv, check=True)
     finally:
         p.send_signal(signal.SIGINT)
@@ -83,22 +91,31 @@ def main(argv: list[str]) -> int:
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("base", type=Path)
     ap.add_argument("this", type=Path)
-    ap.add_argument("--config", choices=["full", "bare"], default="full")
+    ap.add_argument("--config", choices=CONFIGS, default="full")
+    ap.add_argument("--this-config", choices=CONFIGS,
+                    help="config of the second binary (default: --config)")
+    ap.add_argument("--path", default="/api/bench")
+    ap.add_argument("--post-bytes", type=int)
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--large", type=int, default=12000)
     a = ap.parse_args(argv)
     run_dir = Path(tempfile.mkdtemp(prefix="instr-cost."))
     keys = tokens.make_keys(run_dir)
-    token = keys.mint(sub="u-reused", jti="reused-1") if a.config == "full" else None
+    token = keys.mint(sub="u-reused", jti="reused-1") if a.config != "bare" else None
     ctx = targets.Ctx(repo=REPO, run_dir=run_dir, bin_dir=a.this.parent, keys=keys)
     ctx.audit_supported = True
+    write_big_json(run_dir / "big.json")  # served at /api/big
     upstream = targets.start_upstream(ctx, None)
-    template = f"fenfa-{a.config}.yaml"
+    load_opts = ["--path", a.path]
+    if a.post_bytes:
+        load_opts += ["--post-bytes", str(a.post_bytes)]
+    configs = {"base": a.config, "this": a.this_config or a.config}
     per: dict[str, int] = {}
     try:
         for label, binary in (("base", a.base), ("this", a.this)):
-            small = measure(ctx, binary, template, label, a.small, token)
-            large = measure(ctx, binary, template, label, a.large, token)
+            template = f"fenfa-{configs[label]}.yaml"
+            small = measure(ctx, binary, template, label, a.small, token, load_opts)
+            large = measure(ctx, binary, template, label, a.large, token, load_opts)
             per[label] = (large - small) // (a.large - a.small)
             print(f"{label}: Ir({a.small})={small:,} Ir({a.large})={large:,} "
                   f"per request={per[label]:,}", flush=True)

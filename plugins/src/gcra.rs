@@ -526,13 +526,20 @@ mod tests {
         assert_eq!(store.capacity(), DEFAULT_CAPACITY);
         assert_eq!(store.memory_bytes(), bytes);
         assert!(store.live_entries(now) <= DEFAULT_CAPACITY);
-        // The most recent keys are still limited.
-        for i in n - 10_000..n {
-            assert!(
-                !store.acquire(store.key(i), &q, now).allowed,
-                "recent key {i} lost its state"
-            );
-        }
+        // The most recent keys are still limited. A recent key loses its state only when four
+        // newer keys land in its set (262 144 sets of 4 here), or when it shared an older key's
+        // entry by a tag collision and that entry aged out: with a random hash seed, 14 runs of
+        // 5 000 lost one or two of the last 10 000 keys. So a few are allowed; evicting anything
+        // but the oldest entries would lose thousands.
+        let lost: Vec<u64> = (n - 10_000..n)
+            .filter(|&i| store.acquire(store.key(i), &q, now).allowed)
+            .collect();
+        assert!(
+            lost.len() <= 10,
+            "{} of the 10 000 most recent keys lost their state: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
     }
 
     #[test]
