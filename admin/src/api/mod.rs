@@ -78,22 +78,70 @@ fn error_path(path: &str, msg: &str) -> String {
     }
 }
 
+/// How much of a body over the limit is still read (and thrown away) before the `413` goes
+/// out, and for how long at most. A server that answers while the client is still sending, and
+/// closes, makes the kernel reset the connection over the unread bytes: the client then sees a
+/// broken connection instead of the `413` (nginx discards such bodies for the same reason).
+/// Past these bounds the connection is simply closed.
+const DISCARD_AT_MOST: usize = 64 << 20;
+const DISCARD_FOR_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request body of at most `limit` bytes; over it, discards the rest (see
+/// [`DISCARD_AT_MOST`]) and answers `413` naming the limit.
+async fn read_body(req: Request, limit: usize) -> ApiResult<Bytes> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    let too_large = || ApiError::TooLarge(human_size(limit));
+    let mut seen = 0usize;
+    let mut buf = Vec::new();
+    if declared.is_none_or(|n| n <= limit as u64) {
+        loop {
+            let Some(frame) = next_frame(&mut body).await else {
+                return Ok(Bytes::from(buf));
+            };
+            let data =
+                frame.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+            seen += data.len();
+            if seen > limit {
+                break;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    drop(buf);
+    let discard = async {
+        while seen <= DISCARD_AT_MOST {
+            match next_frame(&mut body).await {
+                Some(Ok(data)) => seen += data.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_FOR_AT_MOST, discard).await;
+    Err(too_large())
+}
+
+/// The next data of `body` (empty for a trailers frame); `None` at its end.
+async fn next_frame(body: &mut axum::body::Body) -> Option<Result<Bytes, axum::Error>> {
+    use axum::body::HttpBody;
+    let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
+    Some(frame.map(|f| f.into_data().unwrap_or_default()))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+    async fn from_request(req: Request, _state: &S) -> ApiResult<Self> {
         let limit = req
             .extensions()
             .get::<BodyLimit>()
             .map_or(BODY_LIMIT, |l| l.0);
         let json = is_json(req.headers().get(axum::http::header::CONTENT_TYPE));
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge(human_size(limit))
-            } else {
-                ApiError::BadRequest(format!("cannot read the body: {e}"))
-            }
-        })?;
+        let bytes = read_body(req, limit).await?;
         let bytes = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             None if bytes.is_empty() => Bytes::from_static(b"{}"),
             None => {
