@@ -2,6 +2,8 @@
 //! client — resident ID numbers, mobile numbers, bank card numbers, e-mail addresses, and names
 //! and addresses under known JSON keys — with the detectors of [`crate::pii`].
 //!
+//! - A body in which no detector could match — no run of 11 digits, no `@`, no name or address
+//!   key, no `\u` escape ([`pii::Prefilter`]) — is passed on as it is, unparsed.
 //! - JSON bodies (`application/json`, `*+json`) are parsed with serde_json, walked and
 //!   re-serialised (only when something was masked): string values are masked where they
 //!   match, a number that is an ID or phone number becomes a masked string, and the document
@@ -294,6 +296,8 @@ struct Kind(BodyKind);
 #[derive(Debug)]
 pub struct ResponseMasking {
     policy: Policy,
+    /// Skips parsing a body in which nothing could be masked.
+    prefilter: pii::Prefilter,
     limit: usize,
     over_limit: OverLimit,
 }
@@ -301,6 +305,9 @@ pub struct ResponseMasking {
 impl ResponseMasking {
     /// Masks `body` as a `kind` body; returns the counts.
     fn mask(&self, kind: BodyKind, body: &mut Vec<u8>) -> pii::Counts {
+        if !self.prefilter.may_mask(body) {
+            return pii::Counts::default();
+        }
         let looks_json = || {
             body.iter()
                 .find(|b| !b.is_ascii_whitespace())
@@ -387,6 +394,7 @@ impl PluginFactory for Factory {
         let cfg: Config = SchemaError::parse(config)?;
         let policy = build_policy(&cfg)?;
         Ok(Arc::new(ResponseMasking {
+            prefilter: pii::Prefilter::new(&policy),
             policy,
             limit: check_limit(cfg.limit)?,
             over_limit: cfg.over_limit.policy(),

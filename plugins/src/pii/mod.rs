@@ -18,6 +18,7 @@
 //! `docs/plugins/response-masking.md` for what is and is not covered.
 
 mod detect;
+mod prefilter;
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -28,6 +29,7 @@ use regex::Regex;
 use serde_json::Value;
 
 pub use detect::{bank_card, id15, id18, mobile};
+pub use prefilter::Prefilter;
 
 /// What kind of personal data a value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -35,6 +35,8 @@ pub mod sqli;
 pub mod xss;
 
 use std::borrow::Cow;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -104,9 +106,10 @@ enum Loc<'a> {
     Body,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Seg<'a> {
-    Key(&'a str),
+    /// Borrowed from the body unless the key had escapes.
+    Key(Cow<'a, str>),
     Index(usize),
 }
 
@@ -452,39 +455,35 @@ impl<'w> Scanner<'w> {
         }
     }
 
-    fn json<'a>(&mut self, v: &'a serde_json::Value, path: &mut Vec<Seg<'a>>) {
-        if self.full() {
-            return;
+    /// Walks a JSON document as it is parsed (no tree is built: strings without escapes are
+    /// inspected where they lie in the body), key by key and value by value. `false` if `body` is
+    /// not one JSON document; detections made before the parser failed are then dropped, so
+    /// that the caller's whole-body scan is the only judgement of it.
+    fn json(&mut self, body: &[u8]) -> bool {
+        let before = self.found.len();
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let mut path = Vec::new();
+        let walked = JsonWalk {
+            scanner: self,
+            path: &mut path,
         }
-        match v {
-            serde_json::Value::String(s) => self.value(Scope::Value, Loc::Json(path), s),
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    path.push(Seg::Index(i));
-                    self.json(item, path);
-                    path.pop();
-                }
-            }
-            serde_json::Value::Object(map) => {
-                for (k, item) in map {
-                    path.push(Seg::Key(k));
-                    self.value(Scope::Value, Loc::Json(path), k);
-                    self.json(item, path);
-                    path.pop();
-                }
-            }
-            _ => {}
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+        if walked.is_err() {
+            self.found.truncate(before);
         }
+        walked.is_ok()
     }
 
     fn body(&mut self, kind: &BodyKind, body: &[u8]) {
         match kind {
             BodyKind::Binary => {}
             BodyKind::Form => self.pairs(&String::from_utf8_lossy(body), true),
-            BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
-                Ok(v) => self.json(&v, &mut Vec::new()),
-                Err(_) => self.value(Scope::Value, Loc::Body, &String::from_utf8_lossy(body)),
-            },
+            BodyKind::Json => {
+                if !self.json(body) {
+                    self.value(Scope::Value, Loc::Body, &String::from_utf8_lossy(body))
+                }
+            }
             BodyKind::Multipart(boundary) => {
                 let parts = body::multipart(body, boundary);
                 if parts.is_empty() {
@@ -511,14 +510,114 @@ impl<'w> Scanner<'w> {
             }
             BodyKind::Text => {
                 let first = body.iter().find(|b| !b.is_ascii_whitespace());
-                if matches!(first, Some(b'{' | b'[')) {
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-                        return self.json(&v, &mut Vec::new());
-                    }
+                if matches!(first, Some(b'{' | b'[')) && self.json(body) {
+                    return;
                 }
                 self.value(Scope::Value, Loc::Body, &String::from_utf8_lossy(body))
             }
         }
+    }
+}
+
+/// A [`Scanner`] fed by serde_json's parser: every string, and every object key, is judged
+/// with its JSON path.
+struct JsonWalk<'s, 'w, 'de> {
+    scanner: &'s mut Scanner<'w>,
+    path: &'s mut Vec<Seg<'de>>,
+}
+
+impl<'de> DeserializeSeed<'de> for JsonWalk<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonWalk<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.scanner.value(Scope::Value, Loc::Json(self.path), v);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for i in 0.. {
+            self.path.push(Seg::Index(i));
+            let more = seq.next_element_seed(JsonWalk {
+                scanner: &mut *self.scanner,
+                path: &mut *self.path,
+            })?;
+            self.path.pop();
+            if more.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            self.path.push(Seg::Key(key));
+            if let Some(Seg::Key(k)) = self.path.last() {
+                let k = k.clone();
+                self.scanner.value(Scope::Value, Loc::Json(self.path), &k);
+            }
+            map.next_value_seed(JsonWalk {
+                scanner: &mut *self.scanner,
+                path: &mut *self.path,
+            })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 

@@ -29,10 +29,28 @@ pub enum Verdict {
 /// Whether a value can hold SQL at all: a value of only letters, digits, `_ . , : @` and
 /// non-ASCII text is a single token to a SQL parser, so libinjection is skipped for it.
 pub fn worth_parsing(s: &str) -> bool {
-    s.bytes().any(|b| {
-        b.is_ascii() && !b.is_ascii_alphanumeric() && !matches!(b, b'_' | b'.' | b',' | b':' | b'@')
-    })
+    // Sixteen bytes at a time without a branch per byte (about half the instructions of a
+    // short-circuiting scan on long benign values: tokens, IDs, base64).
+    let mut chunks = s.as_bytes().chunks_exact(16);
+    let hit = |c: &[u8]| {
+        c.iter()
+            .fold(false, |a, &b| a | SQL_SIGNIFICANT[usize::from(b)])
+    };
+    chunks.any(hit) || hit(chunks.remainder())
 }
+
+/// The bytes [`worth_parsing`] looks for, as a table (one load per byte instead of five tests):
+/// ASCII that is not a letter, a digit or one of `_ . , : @`.
+static SQL_SIGNIFICANT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b',' | b':' | b'@'));
+        b += 1;
+    }
+    t
+};
 
 /// Runs libinjection's SQLi detection on `s`.
 pub fn detect(s: &str) -> Verdict {
@@ -51,6 +69,30 @@ pub fn detect(s: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_significance_table_is_the_documented_byte_set() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii()
+                && !b.is_ascii_alphanumeric()
+                && !matches!(b, b'_' | b'.' | b',' | b':' | b'@');
+            assert_eq!(SQL_SIGNIFICANT[usize::from(b)], expected, "byte {b:#04x}");
+        }
+        assert!(!worth_parsing("张三_2024.12,05:x@y"));
+        assert!(worth_parsing("1 or 1"));
+        // Wherever the one significant byte stands, in chunks and in the remainder.
+        for len in 1..40 {
+            for at in 0..len {
+                let mut v = vec![b'x'; len];
+                v[at] = b'\'';
+                assert!(
+                    worth_parsing(std::str::from_utf8(&v).unwrap()),
+                    "{len} {at}"
+                );
+            }
+            assert!(!worth_parsing(&"x".repeat(len)));
+        }
+    }
 
     #[test]
     fn known_payloads() {

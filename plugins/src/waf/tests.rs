@@ -187,6 +187,29 @@ fn json_keys_and_arrays_and_multipart() {
 }
 
 #[test]
+fn every_duplicate_key_and_escaped_key_of_a_json_body_is_inspected() {
+    let p = waf(json!({}));
+    // A backend that takes the first of two equal keys gets the attack; a parser into a map
+    // keeps only the last, so both must be judged.
+    let body = br#"{"q":"1' OR 1=1--","q":"ok"}"#;
+    let (c, loc) = blocked(&p, Req::post("application/json", body)).unwrap();
+    assert_eq!((c.as_str(), loc.as_str()), ("sqli", "body:$.q"));
+    // Escapes in a key are decoded, and the path names the key.
+    let body = br#"{"name":{"x":["<script>alert(1)</script>"]}}"#;
+    let (c, loc) = blocked(&p, Req::post("application/json", body)).unwrap();
+    assert_eq!((c.as_str(), loc.as_str()), ("xss", "body:$.name.x[0]"));
+    // Not one JSON document (trailing bytes): judged as one text, once.
+    let body = br#"{"a":"x"} <script>alert(1)</script>"#;
+    let (c, loc) = blocked(&p, Req::post("application/json", body)).unwrap();
+    assert_eq!((c.as_str(), loc.as_str()), ("xss", "body"));
+    assert!(blocked(
+        &p,
+        Req::post("application/json", br#"{"a":"ok","b":[1,2.5,null,true]}"#)
+    )
+    .is_none());
+}
+
+#[test]
 fn benign_city_app_traffic_passes() {
     let p = waf(json!({}));
     let jwt =
