@@ -71,7 +71,11 @@ routes:
         "{m}"
     );
     assert!(
-        m.contains("fenfa_http_request_duration_seconds_count 5"),
+        m.contains(r#"fenfa_http_request_duration_seconds_count{route="r",service="s"} 4"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"fenfa_http_request_duration_seconds_count{route="",service=""} 1"#),
         "{m}"
     );
     assert!(
