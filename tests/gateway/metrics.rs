@@ -103,7 +103,7 @@ async fn histograms_denials_and_health_follow_the_traffic() {
         assert_eq!(resp.status(), 404);
     }
 
-    let text = gw.metrics();
+    let text = gw.settled_metrics();
     let all = samples(&text);
     let route = r#"route="r",service="s""#;
     let h = "fenfa_http_request_duration_seconds";
@@ -294,7 +294,7 @@ async fn every_family_has_help_and_type() {
     ] {
         c.get(gw.url(path)).send().await.unwrap();
     }
-    let text = gw.metrics();
+    let text = gw.settled_metrics();
     let fams = families(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for (name, f) in &fams {
         assert!(f.kind.is_some(), "{name} has a HELP but no TYPE:\n{text}");
