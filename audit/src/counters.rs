@@ -13,6 +13,10 @@ pub struct SinkCounters {
     pub failures: AtomicU64,
     /// Records the receiver refused for good and will not get again (they stay on disk).
     pub refused: AtomicU64,
+    /// Bytes of segments after the stream's cursor, not yet delivered: the backlog on disk,
+    /// measured each time the shipper looks for records (every batch, or every `interval`
+    /// when caught up). 0 when the stream is not configured.
+    pub backlog_bytes: AtomicU64,
 }
 
 /// Audit trail counters (`crate::audit`).

@@ -260,14 +260,15 @@ impl Run {
 
     /// The next batch from the cursor on (read on the blocking pool).
     async fn next(&mut self) -> std::io::Result<Next> {
-        let (dir, cursor, batch_records, cursor_path) = (
+        let (dir, cursor, batch_records, cursor_path, counters) = (
             self.dir.clone(),
             self.cursor.clone(),
             self.policy.batch_records,
             self.cursor_path.clone(),
+            self.counters.clone(),
         );
         let (next, cursor) = tokio::task::spawn_blocking(move || {
-            read_next(&dir, cursor, batch_records, &cursor_path)
+            read_next(&dir, cursor, batch_records, &cursor_path, &counters)
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -276,15 +277,38 @@ impl Run {
     }
 }
 
+/// Bytes of the segments at or after `cursor` not yet delivered (all of them without one).
+/// A segment that cannot be read counts as empty: the backlog is a gauge, not a check.
+fn backlog_bytes(segments: &[(u64, PathBuf)], cursor: Option<&Cursor>) -> u64 {
+    let (index, byte) = cursor.map_or((0, 0), |c| (c.index(), c.byte));
+    segments
+        .iter()
+        .filter(|(i, _)| *i >= index)
+        .map(|(i, path)| {
+            let len = std::fs::metadata(path).map_or(0, |m| m.len());
+            if *i == index {
+                len.saturating_sub(byte)
+            } else {
+                len
+            }
+        })
+        .sum()
+}
+
 /// The next batch after `cursor`, and the cursor to keep (moved past a sealed, shipped end).
+/// Updates `counters.backlog_bytes` on the way.
 fn read_next(
     dir: &Path,
     cursor: Option<Cursor>,
     batch_records: usize,
     cursor_path: &Path,
+    counters: &SinkCounters,
 ) -> std::io::Result<(Next, Option<Cursor>)> {
     {
         let segments = segment::list(dir)?;
+        counters
+            .backlog_bytes
+            .store(backlog_bytes(&segments, cursor.as_ref()), Relaxed);
         let Some(cur) = cursor.clone() else {
             // Never shipped: start at the oldest segment there is.
             return Ok((
@@ -464,8 +488,17 @@ mod tests {
         .unwrap();
         wait("failures", || counters.failures.load(Relaxed) >= 2);
         assert!(sink.got.lock().unwrap().is_empty());
+        // Nothing delivered: the backlog is every segment, whole.
+        let on_disk: u64 = segment::list(dir.path())
+            .unwrap()
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(on_disk > 0);
+        assert_eq!(counters.backlog_bytes.load(Relaxed), on_disk);
         sink.down.store(false, Relaxed);
         wait("7 records", || sink.got.lock().unwrap().len() == 7);
+        wait("no backlog", || counters.backlog_bytes.load(Relaxed) == 0);
         s.stop();
         // More records, a new shipper (a restart): only the new ones are sent.
         for i in 7..10 {

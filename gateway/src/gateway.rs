@@ -184,6 +184,9 @@ impl Gateway {
             retire(old);
         }
         self.health.retain(&live);
+        let routes: std::collections::HashSet<&str> =
+            rt.config.routes.iter().map(|r| r.name.as_str()).collect();
+        self.metrics.retain_routes(|name| routes.contains(name));
         let generation = self.metrics.config_generation.fetch_add(1, Relaxed) + 1;
         self.metrics.reloads.fetch_add(1, Relaxed);
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());

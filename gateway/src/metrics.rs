@@ -1,8 +1,11 @@
 //! Lock-free request metrics, and their exposition through `prometheus-client`.
 //!
 //! The request path only increments atomics that the compiled snapshot already holds (per-route
-//! counters are created when a config compiles, and kept by route name across reloads so counters
-//! never go backwards). The atomics stay Fenfa's: a route's status counts are one array of
+//! counters and latency histograms are created when a config compiles, kept by route name across
+//! reloads so counters never go backwards, and dropped when a config without the route goes live,
+//! so route labels are the live config's; per-target histograms live with the target's health
+//! state in `crate::upstream`). No label value comes from request data (`docs/metrics.md`).
+//! The atomics stay Fenfa's: a route's status counts are one array of
 //! atomics, created at compile time, with no label lookup or lock per request (a
 //! `prometheus-client` `Family` takes a read lock per `get_or_create`). The text format — names,
 //! `HELP`/`TYPE`, label escaping, histogram buckets — is `prometheus-client`'s: at scrape time
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -129,48 +132,84 @@ impl StatusCounters {
 }
 
 /// Counters for one route, shared by every snapshot that has a route of this name.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RouteMetrics {
     pub route: String,
     pub service: String,
     pub statuses: StatusCounters,
+    /// Time from request head to end of response (`fenfa_http_request_duration_seconds`).
+    pub latency: Histogram,
 }
 
-/// Latency histogram buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+impl RouteMetrics {
+    /// Counts one answered request: its status and how long it took.
+    #[inline]
+    pub fn record(&self, status: u16, latency_us: u64) {
+        self.statuses.inc(status);
+        self.latency.observe_us(latency_us);
+    }
+}
+
+/// Upper bounds of the latency histogram buckets, in microseconds (0.5 ms to 10 s); the last
+/// bucket of [`Histogram`] counts everything above them (`le="+Inf"`).
+const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
 ];
 
+/// A latency histogram: one atomic per bucket plus the sum, made when its owner is (a route or
+/// an upstream target, at config compile time). Observing is a search over 14 integer bounds
+/// and two relaxed atomic adds: no lock, no allocation. The count is the sum of the buckets, so
+/// a scrape always sees `_count` equal to the `+Inf` bucket. Aligned to a cache line so that its
+/// writes do not disturb what its owner keeps next to it (a target's health, read per request).
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
+    /// Non-cumulative counts: `buckets[i]` holds observations in (`BUCKETS_US[i-1]`,
+    /// `BUCKETS_US[i]`]; the last one those above every bound.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
 }
 
 impl Histogram {
+    #[inline]
     pub fn observe_us(&self, us: u64) {
-        let secs = us as f64 / 1e6;
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
+        let i = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us, Relaxed);
     }
 
-    fn encode(&self, enc: &mut DescriptorEncoder, name: &str, help: &str) -> fmt::Result {
-        let buckets: Vec<(f64, u64)> = BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&b, n)| (b, n.load(Relaxed)))
-            .collect();
-        let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
-        m.encode_histogram::<NoLabelSet>(
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// One histogram sample into `fam` (a family opened with [`MetricType::Histogram`]).
+    fn encode(&self, fam: &mut MetricEncoder) -> fmt::Result {
+        let buckets: [(f64, u64); BUCKETS_US.len() + 1] = std::array::from_fn(|i| {
+            let bound = BUCKETS_US.get(i).map_or(f64::INFINITY, |&b| b as f64 / 1e6);
+            (bound, self.buckets[i].load(Relaxed))
+        });
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        fam.encode_histogram::<NoLabelSet>(
             self.sum_us.load(Relaxed) as f64 / 1e6,
-            self.count.load(Relaxed),
+            count,
             &buckets,
             None,
         )
+    }
+
+    /// One sample labelled `labels` into `fam`; nothing while nothing was observed (see
+    /// `docs/metrics.md`: a route or target appears with its first request, which keeps a scrape
+    /// of a config with 100 000 routes to the routes in use).
+    pub fn encode_labelled(&self, fam: &mut MetricEncoder, labels: &[(&str, &str)]) -> fmt::Result {
+        if self.count() == 0 {
+            return Ok(());
+        }
+        self.encode(&mut fam.encode_family(&labels)?)
     }
 }
 
@@ -178,9 +217,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
-    /// Requests that matched no route (404/405/400 before routing).
-    pub unrouted: StatusCounters,
-    pub latency: Histogram,
+    /// Requests that matched no route (404/405/400 before routing), as `route=""`.
+    pub unrouted: RouteMetrics,
     pub in_flight: AtomicI64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -193,6 +231,8 @@ pub struct Metrics {
     pub plugin_calls: PluginCalls,
     /// Inspection findings by plugin, class and action (`fenfa_findings_total`).
     pub findings: FindingCounters,
+    /// Requests a plugin refused, by plugin and error code (`fenfa_denials_total`).
+    pub denials: Denials,
 }
 
 /// What became of one async plugin call.
@@ -315,6 +355,37 @@ impl FindingCounters {
     }
 }
 
+/// Requests a plugin answered with an error instead of the upstream (`denied_by` of the audit
+/// record), by plugin and error code. Both labels are `&'static str`s from the plugins' code
+/// (names of registered plugins, their documented codes), never from request data, so the
+/// label set is bounded by the plugins linked in. Only refused requests touch the map.
+#[derive(Debug, Default)]
+pub struct Denials {
+    by_key: Keyed<(&'static str, &'static str), AtomicU64>,
+}
+
+impl Denials {
+    pub fn inc(&self, plugin: &'static str, code: &'static str) {
+        self.by_key.with((plugin, code), |c| {
+            c.fetch_add(1, Relaxed);
+        });
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut fam = enc.encode_descriptor(
+            "fenfa_denials",
+            "Requests a plugin refused (answered with its error instead of the upstream's), by plugin and error code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((plugin, code), c) in self.by_key.read().iter() {
+            let labels = [("plugin", *plugin), ("code", *code)];
+            ConstCounter::new(c.load(Relaxed)).encode(fam.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 pub use fenfa_audit::counters::{AuditCounters, SinkCounters};
 
 /// Writes the audit trail's counters.
@@ -375,6 +446,18 @@ fn encode_audit(a: &AuditCounters, enc: &mut DescriptorEncoder) -> fmt::Result {
             "fenfa_audit_queue_depth",
             "Audit records queued or reserved, not yet taken by the writer.",
             a.queued.load(Relaxed) as i64,
+        )?;
+        gauge(
+            enc,
+            "fenfa_audit_ship_backlog_bytes",
+            "Bytes of audit segments not yet delivered to the control plane (0 without audit.ship).",
+            a.ship.backlog_bytes.load(Relaxed) as i64,
+        )?;
+        gauge(
+            enc,
+            "fenfa_audit_export_backlog_bytes",
+            "Bytes of audit segments not yet accepted by the OTLP collector (0 without audit.otlp).",
+            a.otlp.backlog_bytes.load(Relaxed) as i64,
         )
     }
 }
@@ -391,34 +474,54 @@ impl Metrics {
         let m = Arc::new(RouteMetrics {
             route: route.to_string(),
             service: service.to_string(),
-            statuses: StatusCounters::default(),
+            ..RouteMetrics::default()
         });
         routes.insert(route.to_string(), m.clone());
         m
+    }
+
+    /// Forgets the counters of routes `live` says are gone (called when a config goes live, with
+    /// its routes), so the route label set is the live config's: a route removed from the config
+    /// leaves `/metrics`, and one added again later starts from zero (a counter reset, which
+    /// Prometheus's `rate` handles).
+    pub fn retain_routes(&self, live: impl Fn(&str) -> bool) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|name, _| live(name));
+    }
+
+    /// How many routes have counters (for tests of the label set's bound).
+    pub fn route_count(&self) -> usize {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Writes everything except upstream health (see `crate::status`).
     pub fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         self.plugin_calls.encode(enc)?;
         self.findings.encode(enc)?;
+        self.denials.encode(enc)?;
         {
+            let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let all = || routes.values().map(|m| &**m).chain([&self.unrouted]);
             let mut fam = enc.encode_descriptor(
                 "fenfa_http_requests",
                 "Requests answered, by route and status.",
                 None,
                 MetricType::Counter,
             )?;
-            let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-            for m in routes.values() {
+            for m in all() {
                 m.statuses.encode(&mut fam, &m.route, &m.service)?;
             }
-            self.unrouted.encode(&mut fam, "", "")?;
+            let mut fam = enc.encode_descriptor(
+                "fenfa_http_request_duration_seconds",
+                "Time from request head to end of response, by route.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for m in all() {
+                let labels = [("route", m.route.as_str()), ("service", m.service.as_str())];
+                m.latency.encode_labelled(&mut fam, &labels)?;
+            }
         }
-        self.latency.encode(
-            enc,
-            "fenfa_http_request_duration_seconds",
-            "Time from request head to end of response.",
-        )?;
         gauge(
             enc,
             "fenfa_http_requests_in_flight",
@@ -428,7 +531,7 @@ impl Metrics {
         counter(
             enc,
             "fenfa_config_reloads",
-            "Configs that went live after the first.",
+            "Configs that went live, the first included.",
             self.reloads.load(Relaxed),
         )?;
         counter(
@@ -478,34 +581,73 @@ mod tests {
     }
 
     #[test]
-    fn histogram_is_cumulative() {
+    fn histogram_is_cumulative_with_inf_equal_to_count() {
         let m = Metrics::default();
-        m.latency.observe_us(300);
-        m.latency.observe_us(2_000_000);
-        m.latency.observe_us(20_000_000);
+        let r = m.route("r1", "s1");
+        r.latency.observe_us(300);
+        r.latency.observe_us(500);
+        r.latency.observe_us(501);
+        r.latency.observe_us(2_000_000);
+        r.latency.observe_us(20_000_000);
         let out = render(Arc::new(m));
         let x = "fenfa_http_request_duration_seconds";
+        let l = r#"route="r1",service="s1""#;
+        for (le, n) in [
+            ("0.0005", 2),
+            ("0.001", 3),
+            ("2.5", 4),
+            ("10", 4),
+            ("+Inf", 5),
+        ] {
+            let line = format!("{x}_bucket{{{l},le=\"{le}\"}} {n}\n");
+            assert!(out.contains(&line), "no {line:?} in {out}");
+        }
+        assert!(out.contains(&format!("{x}_count{{{l}}} 5\n")), "{out}");
         assert!(
-            out.contains(&format!("{x}_bucket{{le=\"0.0005\"}} 1")),
+            out.contains(&format!("{x}_sum{{{l}}} 22.001301\n")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn routes_without_requests_have_no_histogram_and_removed_routes_leave() {
+        let m = Metrics::default();
+        m.route("idle", "s");
+        m.route("busy", "s").record(200, 1_000);
+        m.route("gone", "s").record(200, 1_000);
+        m.retain_routes(|r| r != "gone");
+        assert_eq!(m.route_count(), 2);
+        let out = render(Arc::new(m));
+        assert!(
+            out.contains(r#"_count{route="busy",service="s"} 1"#),
+            "{out}"
+        );
+        assert!(!out.contains(r#"route="idle""#), "{out}");
+        assert!(!out.contains(r#"route="gone""#), "{out}");
+    }
+
+    #[test]
+    fn denials_are_counted_by_plugin_and_code() {
+        let m = Metrics::default();
+        m.denials.inc("rate-limit", "rate_limited");
+        m.denials.inc("rate-limit", "rate_limited");
+        m.denials.inc("jwt-auth", "missing_token");
+        let out = render(Arc::new(m));
+        assert!(
+            out.contains(r#"fenfa_denials_total{plugin="rate-limit",code="rate_limited"} 2"#),
             "{out}"
         );
         assert!(
-            out.contains(&format!("{x}_bucket{{le=\"2.5\"}} 2")),
+            out.contains(r#"fenfa_denials_total{plugin="jwt-auth",code="missing_token"} 1"#),
             "{out}"
         );
-        assert!(
-            out.contains(&format!("{x}_bucket{{le=\"+Inf\"}} 3")),
-            "{out}"
-        );
-        assert!(out.contains(&format!("{x}_count 3")), "{out}");
-        assert!(out.contains(&format!("{x}_sum 22.0003")), "{out}");
     }
 
     #[test]
     fn every_family_has_help_and_type_and_label_values_are_escaped() {
         let m = Metrics::default();
         m.route("r\"1\\\n", "s").statuses.inc(200);
-        m.unrouted.inc(404);
+        m.unrouted.record(404, 10);
         let out = render(Arc::new(m));
         assert!(
             out.contains(

@@ -65,6 +65,9 @@ pub struct Ctx {
     tried: u64,
     attempts: u32,
     target: Option<usize>,
+    /// When the current upstream attempt started (its target picked), until its answer's head
+    /// or its failure is counted in the target's latency histogram.
+    attempt_start: Option<Instant>,
     deadline: Option<Instant>,
     /// The error the gateway answered (or will answer) with, if any.
     error: Option<GatewayError>,
@@ -104,6 +107,7 @@ impl ProxyHttp for FenfaProxy {
             tried: 0,
             attempts: 0,
             target: None,
+            attempt_start: None,
             deadline: None,
             error: None,
             last_upstream_error: None,
@@ -397,6 +401,7 @@ impl ProxyHttp for FenfaProxy {
         ctx.tried |= bit(i);
         ctx.attempts += 1;
         ctx.target = Some(i);
+        ctx.attempt_start = Some(now);
         let mut peer = svc.peer(i);
         // Never let one attempt outlive the total budget.
         let cap = |d: Duration| Some(d.min(remaining).max(Duration::from_millis(1)));
@@ -478,6 +483,7 @@ impl ProxyHttp for FenfaProxy {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
+        self.attempt_done(ctx);
         if let (Some(route), Some(i)) = (&ctx.route, ctx.target) {
             let t = &route.service.pool.targets()[i];
             match &route.service.pool.passive {
@@ -573,6 +579,7 @@ impl ProxyHttp for FenfaProxy {
         } else {
             errors::BAD_GATEWAY
         });
+        self.attempt_done(ctx);
         self.passive_failure(ctx);
         if self.may_retry(ctx) {
             e.set_retry(true);
@@ -602,10 +609,13 @@ impl ProxyHttp for FenfaProxy {
         );
         if timed_out && !session.is_body_done() {
             ctx.error = Some(errors::REQUEST_TIMEOUT);
+            // Nor is the wait the target's latency.
+            ctx.attempt_start = None;
             e.set_retry(false);
             return e;
         }
         ctx.last_upstream_error = Some(classify(&e));
+        self.attempt_done(ctx);
         self.passive_failure(ctx);
         let idempotent = session.req_header().method.is_idempotent();
         let safe = idempotent
@@ -687,10 +697,9 @@ impl ProxyHttp for FenfaProxy {
             .or(ctx.error.map(|e| e.status.as_u16()))
             .unwrap_or(499);
         let latency_us = ctx.start.elapsed().as_micros() as u64;
-        self.gw.metrics.latency.observe_us(latency_us);
         match &ctx.route {
             Some(route) => {
-                route.metrics.statuses.inc(status);
+                route.metrics.record(status, latency_us);
                 if !route.plugins.is_empty() {
                     let req = session.req_header();
                     let upstream = ctx
@@ -710,7 +719,10 @@ impl ProxyHttp for FenfaProxy {
                     }
                 }
             }
-            None => self.gw.metrics.unrouted.inc(status),
+            None => self.gw.metrics.unrouted.record(status, latency_us),
+        }
+        if let Some((plugin, code)) = ctx.plugin.denied_by {
+            self.gw.metrics.denials.inc(plugin, code);
         }
         for f in &ctx.plugin.findings {
             self.gw.metrics.findings.add(f);
@@ -793,6 +805,19 @@ impl FenfaProxy {
         };
         let within_budget = ctx.deadline.map(|d| Instant::now() < d).unwrap_or(true);
         ctx.attempts <= route.service.retries && within_budget
+    }
+
+    /// Counts the current attempt in its target's latency histogram
+    /// (`fenfa_upstream_duration_seconds`): from picking the target to the answer's head, or to
+    /// the failure. At most once per attempt; one clock read.
+    fn attempt_done(&self, ctx: &mut Ctx) {
+        if let (Some(start), Some(route), Some(i)) =
+            (ctx.attempt_start.take(), &ctx.route, ctx.target)
+        {
+            if let Some(t) = route.service.pool.targets().get(i) {
+                t.latency.observe_us(start.elapsed().as_micros() as u64);
+            }
+        }
     }
 
     fn passive_failure(&self, ctx: &Ctx) {

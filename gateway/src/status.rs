@@ -72,8 +72,9 @@ impl StatusApp {
     }
 }
 
-/// What `/metrics` shows: the gateway's counters, then each upstream target's health and the
-/// live config's version.
+/// What `/metrics` shows: the gateway's counters, then each upstream target's health and
+/// latency, and the live config's version. Target labels are the live config's services and
+/// target addresses.
 impl Families for Gateway {
     fn encode(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         self.metrics.encode(enc)?;
@@ -93,6 +94,20 @@ impl Families for Gateway {
                     let labels = [("service", &*s.name), ("target", t.authority.as_str())];
                     ConstGauge::new(i64::from(t.is_available(now)))
                         .encode(fam.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "fenfa_upstream_duration_seconds",
+                "Time of each attempt on an upstream target, from picking it to its response head or to the failure.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for s in &rt.services {
+                for t in s.pool.targets() {
+                    let labels = [("service", &*s.name), ("target", t.authority.as_str())];
+                    t.latency.encode_labelled(&mut fam, &labels)?;
                 }
             }
         }

@@ -208,8 +208,7 @@ impl Tap {
             .map_or(Duration::ZERO, |s| s.elapsed())
             .as_micros() as u64;
         let client_ip = peer_ip(self.inner.get_socket_digest().as_deref());
-        self.gw.metrics.unrouted.inc(status);
-        self.gw.metrics.latency.observe_us(latency_us);
+        self.gw.metrics.unrouted.record(status, latency_us);
         self.gw.audit.record(
             None,
             &crate::audit::Parts {
@@ -704,7 +703,7 @@ mod tests {
             "the request is malformed: invalid method"
         );
         assert!(head.contains(v["error"]["request_id"].as_str().unwrap()));
-        assert_eq!(gw.metrics.unrouted.get(400), 1);
+        assert_eq!(gw.metrics.unrouted.statuses.get(400), 1);
     }
 
     /// While a request owns the connection, even a bodiless 400 head is passed on untouched.
@@ -722,7 +721,7 @@ mod tests {
         let mut out = Vec::new();
         client.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, head);
-        assert_eq!(gw.metrics.unrouted.get(400), 0);
+        assert_eq!(gw.metrics.unrouted.statuses.get(400), 0);
     }
 
     #[test]

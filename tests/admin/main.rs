@@ -15,6 +15,7 @@ mod audit;
 mod authz;
 mod cluster;
 mod dataplane;
+mod deploy;
 mod duties;
 mod exports;
 mod hardening;

@@ -11,8 +11,9 @@ use std::process::Command;
 const MARKER: &str = "# fenfa-config";
 
 /// Pages whose complete configs are checked.
-const CHECKED_DOCS: [&str; 7] = [
+const CHECKED_DOCS: [&str; 8] = [
     "config.md",
+    "metrics.md",
     "routing.md",
     "upstreams.md",
     "plugins/response-masking.md",

@@ -13,6 +13,7 @@ mod identity;
 mod jwks;
 mod limits;
 mod masking;
+mod metrics;
 mod node_tls;
 mod plugins;
 mod reload;

@@ -57,7 +57,7 @@ routes:
     assert_eq!(st["config"]["generation"], 1);
     assert_eq!(st["upstreams"][0]["targets"][0]["healthy"], true);
 
-    let m = gw.metrics();
+    let m = gw.settled_metrics();
     assert!(
         m.contains(r#"fenfa_http_requests_total{route="r",service="s",status="200"} 3"#),
         "{m}"
@@ -71,7 +71,11 @@ routes:
         "{m}"
     );
     assert!(
-        m.contains("fenfa_http_request_duration_seconds_count 5"),
+        m.contains(r#"fenfa_http_request_duration_seconds_count{route="r",service="s"} 4"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"fenfa_http_request_duration_seconds_count{route="",service=""} 1"#),
         "{m}"
     );
     assert!(

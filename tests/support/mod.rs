@@ -224,6 +224,24 @@ impl Gateway {
         http_get(self.status, "/metrics").expect("metrics").1
     }
 
+    /// `/metrics` once no request is in flight, so that every request answered so far is in it:
+    /// the gateway counts a request after writing its answer, so a scrape right after a response
+    /// may not show that response yet. Panics with the last scrape after 10 s.
+    pub fn settled_metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.metrics();
+            if m.lines().any(|l| l == "fenfa_http_requests_in_flight 0") {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "requests still in flight after 10 s:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A metric sample's value, e.g. `metric("fenfa_config_reload_failures_total")`.
     pub fn metric(&self, series: &str) -> Option<f64> {
         self.metrics()

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 pub use fenfa_config::check::PassivePolicy;
 
+use crate::metrics::Histogram;
+
 #[derive(Debug)]
 pub struct TargetState {
     pub addr: SocketAddr,
@@ -23,6 +25,9 @@ pub struct TargetState {
     /// Set while an active probe is in flight.
     pub(crate) probing: AtomicBool,
     pub(crate) next_probe_ms: AtomicU64,
+    /// Time of each attempt on this target, to its answer's head or its failure
+    /// (`fenfa_upstream_duration_seconds`); kept across reloads with the rest of the state.
+    pub latency: Histogram,
 }
 
 impl TargetState {
@@ -37,6 +42,7 @@ impl TargetState {
             ejected_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
+            latency: Histogram::default(),
         }
     }
 
