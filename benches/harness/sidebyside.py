@@ -7,10 +7,14 @@
   POST bodies of 1 KiB and 64 KiB;
 - *inspection cost* (`--inspection`): the full chain with and without the `waf` plugin (block
   mode) on a GET with a query and a POST with a 1 KiB JSON body, and with and without
-  `response-masking` on a 1 KiB JSON response and a 64 KiB one full of personal data.
+  `response-masking` on a 1 KiB JSON response and a 64 KiB one full of personal data;
+- *cluster cost* (`--cluster`): the full chain with its rate limit kept in the gateway
+  (`store: local`) and in Redis (`store: redis`, one round trip per request; the machine's Redis,
+  `FENFA_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
 
     python3 benches/harness/sidebyside.py --base-bin /path/to/previous/release [--rounds 3]
     python3 benches/harness/sidebyside.py --inspection [--rounds 3]
+    python3 benches/harness/sidebyside.py --cluster [--rounds 3]
 
 Builds nothing: build `fenfa-gateway` and `fenfa-example-gateway` (`cargo build --release -p
 fenfa-gateway -p fenfa-example-body-plugin`) and the base first. 1 proxy thread pinned to CPU 0,
@@ -96,16 +100,19 @@ def main(argv: list[str]) -> int:
                    help="directory with the fenfa-gateway to compare against (regression)")
     p.add_argument("--inspection", action="store_true",
                    help="measure the waf and response-masking plugins instead")
+    p.add_argument("--cluster", action="store_true",
+                   help="measure the rate limit in Redis against the local one instead")
     p.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--connections", type=int, default=64)
     a = p.parse_args(argv)
-    if not a.inspection and not a.base_bin:
-        sys.exit("give --base-bin DIR (regression and body cost) or --inspection")
+    variants = a.inspection or a.cluster
+    if not variants and not a.base_bin:
+        sys.exit("give --base-bin DIR (regression and body cost), --inspection or --cluster")
     needed = [a.bin_dir / "fenfa-gateway"]
-    if not a.inspection:
+    if not variants:
         needed += [a.base_bin / "fenfa-gateway", a.bin_dir / "fenfa-example-gateway"]
     for b in needed:
         if not b.is_file():
@@ -142,10 +149,10 @@ def main(argv: list[str]) -> int:
     upstream_ctx = targets.Ctx(repo=REPO, run_dir=run_dir, bin_dir=a.bin_dir, keys=keys)
     upstream = targets.start_upstream(upstream_ctx, load_cpus)
     upstream_port = upstream_ctx.upstream_port
-    if a.inspection:
+    if variants:
         try:
-            return inspection(a, ctx_for(a.bin_dir), params, proxy_cpus, token, started,
-                              busy_before, argv)
+            return compare_variants(a, ctx_for(a.bin_dir), params, proxy_cpus, token, started,
+                                    busy_before, argv)
         finally:
             upstream.stop()
     full: dict[str, list[Result]] = {"base": [], "this": []}
@@ -215,10 +222,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def inspection(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: str, started,
-               busy_before: float, argv: list[str]) -> int:
+def compare_variants(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: str, started,
+                     busy_before: float, argv: list[str]) -> int:
+    """The full chain against variants of it (`--inspection`, `--cluster`), one variant per
+    table row group, each in a process of its own, alternating in every round."""
     query = "/api/bench?q=%E7%A4%BE%E4%BF%9D%E6%9F%A5%E8%AF%A2&page=2&size=20&sort=date"
-    workloads = {
+    inspection = {
         "waf": [
             ("GET with a query", lambda port, d: Wrk(params, port, query, token=token,
                                                      duration_s=d)),
@@ -232,7 +241,17 @@ def inspection(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: str, s
                                                          token=token, duration_s=d)),
         ],
     }
-    templates = {"waf": "fenfa-full-waf.yaml", "masking": "fenfa-full-masking.yaml"}
+    cluster = {
+        "redis-limit": [
+            ("GET, 1 limit", lambda port, d: Wrk(params, port, targets.PATH, token=token,
+                                                 duration_s=d)),
+        ],
+    }
+    workloads = inspection if a.inspection else cluster
+    templates = {"waf": "fenfa-full-waf.yaml", "masking": "fenfa-full-masking.yaml",
+                 "redis-limit": "fenfa-full-redis.yaml"}
+    names = {"waf": "`waf`", "masking": "`response-masking`",
+             "redis-limit": "`rate-limit` `store: redis`"}
     results: dict[tuple[str, str, str], list[Result]] = {}
     t0 = time.monotonic()
     for rnd in range(a.rounds):
@@ -260,13 +279,13 @@ def inspection(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: str, s
            f"- {params.describe()}; 1 proxy thread on CPU {proxy_cpus}; full chain = jwt-auth "
            f"ES256 (reused token) + channel check + rate-limit + audit on; {a.rounds} rounds, "
            f"alternating order, medians shown; measured in {(time.monotonic() - t0) / 60:.1f} min",
-           "", "| plugin | workload | full chain RPS | + plugin RPS | ratio | cost | "
+           "", "| variant | workload | full chain RPS | with it RPS | ratio | cost | "
            "p99 without / with ms |", "|---|---|---:|---:|---:|---:|---:|"]
     for plugin, loads in workloads.items():
         for name, _ in loads:
             r0, p0, _ = fmt(results[(plugin, name, "without")])
             r1, p1, _ = fmt(results[(plugin, name, "with")])
-            md.append(f"| `{'waf' if plugin == 'waf' else 'response-masking'}` | {name} | "
+            md.append(f"| {names[plugin]} | {name} | "
                       f"{r0:,.0f} | {r1:,.0f} | **{r1 / r0:.3f}** | {100 * (1 - r1 / r0):.1f}% | "
                       f"{p0:.2f} / {p1:.2f} |")
     print("\n".join(md))

@@ -7,6 +7,7 @@ Every target listens on a fresh loopback port and forwards to the same upstream.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -175,7 +176,10 @@ def fenfa_values(ctx: Ctx, threads: int, port: int, status_port: int,
     return {"THREADS": threads, "PROXY_PORT": port, "STATUS_PORT": status_port,
             "UPSTREAM_PORT": ctx.upstream_port, "ISSUER": ISSUER, "AUDIENCE": AUDIENCE,
             "JWK": json.dumps(ctx.keys.jwk), "RATE_LIMIT": RATE_LIMIT,
-            "AUDIT": audit_block(audit if ctx.audit_supported else None)}
+            "AUDIT": audit_block(audit if ctx.audit_supported else None),
+            # fenfa-full-redis.yaml only: the machine's Redis, and a key prefix of this run's own.
+            "REDIS_URL": os.environ.get("FENFA_BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+            "REDIS_PREFIX": f"fenfa:bench:{os.getpid()}"}
 
 
 def probe_audit(ctx: Ctx) -> None:
