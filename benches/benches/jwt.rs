@@ -5,6 +5,9 @@
 //! Tokens are minted with ring at start-up: ES256, EdDSA and HS256 keys are generated per run; the
 //! RSA key is the fixed 2048-bit test key in `plugins/src/jwt/testdata/`.
 //!
+//! Beside them, the `jsonwebtoken` crate verifying the same tokens (why Fenfa does not use it:
+//! BENCHMARKS.md, "The crates the design named").
+//!
 //! Run: `cargo bench -p fenfa-benches --bench jwt -- --warm-up-time 1 --measurement-time 3`
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -164,5 +167,63 @@ fn verify(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, verify);
+/// The `jsonwebtoken` crate (the one the design named) on the same tokens and keys: signature,
+/// `exp`/`nbf`, issuer and audience checked, claims parsed into a JSON value — what the
+/// uncached request phase above does, without the header and context work around it. It has
+/// no cache of verified tokens.
+fn jsonwebtoken_crate(c: &mut Criterion) {
+    use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+    let keys = Keys::new();
+    let jwks = keys.jwks();
+    let jwk = |kid: &str| -> Value {
+        jwks["keys"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["kid"] == kid))
+            .cloned()
+            .expect("kid")
+    };
+    let s = |v: &Value| v.as_str().expect("string").to_owned();
+    let mut g = c.benchmark_group("jsonwebtoken_decode");
+    for alg in ALGS {
+        let (key, algorithm) = match alg {
+            "ES256" => {
+                let k = jwk("es");
+                (
+                    DecodingKey::from_ec_components(&s(&k["x"]), &s(&k["y"])).expect("ec"),
+                    Algorithm::ES256,
+                )
+            }
+            "RS256" | "PS256" => {
+                let k = jwk("rs");
+                let key = DecodingKey::from_rsa_components(&s(&k["n"]), &s(&k["e"])).expect("rsa");
+                let a = if alg == "RS256" {
+                    Algorithm::RS256
+                } else {
+                    Algorithm::PS256
+                };
+                (key, a)
+            }
+            "EdDSA" => (
+                DecodingKey::from_ed_components(&s(&jwk("ed")["x"])).expect("ed"),
+                Algorithm::EdDSA,
+            ),
+            _ => (DecodingKey::from_secret(&keys.hs), Algorithm::HS256),
+        };
+        let mut v = Validation::new(algorithm);
+        v.set_issuer(&["https://id.city.example"]);
+        v.set_audience(&["fenfa"]);
+        v.validate_nbf = true;
+        let token = keys.mint(alg);
+        assert!(
+            decode::<Value>(&token, &key, &v).is_ok(),
+            "{alg} token must verify with jsonwebtoken"
+        );
+        g.bench_function(BenchmarkId::from_parameter(alg), |b| {
+            b.iter(|| black_box(decode::<Value>(black_box(&token), &key, &v).is_ok()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, verify, jsonwebtoken_crate);
 criterion_main!(benches);

@@ -2,6 +2,9 @@
 //! with one hot key and with keys spread over 1M distinct keys (most of the 8 MiB table, which
 //! does not fit in cache: the realistic case for per-user and per-IP limits).
 //!
+//! Beside them, `governor`'s keyed limiter on the same keys (why Fenfa does not use it:
+//! BENCHMARKS.md, "The crates the design named").
+//!
 //! Run: `cargo bench -p fenfa-benches --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -117,5 +120,76 @@ fn plugin_denied(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, store, plugin_allowed, plugin_denied);
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `governor`'s keyed limiter (the crate the design named), on the same keys and the same
+/// quota as [`store`]: its default DashMap state store, time from its fake clock moved 1 µs per
+/// check (`governor_fake_clock_advance` is that move alone, to subtract). Before measuring, it
+/// prints what 1M distinct keys cost it in memory against the fixed table.
+fn governor_keyed(c: &mut Criterion) {
+    use governor::clock::FakeRelativeClock;
+    use std::num::NonZeroU32;
+    let quota = governor::Quota::per_second(NonZeroU32::new(1_000_000).expect("non-zero"));
+
+    let before = rss_bytes();
+    let clock = FakeRelativeClock::default();
+    let filled = governor::RateLimiter::dashmap_with_clock(quota, clock.clone());
+    for k in 0..1_000_000u64 {
+        clock.advance(Duration::from_micros(1));
+        let _ = filled.check_key(&k);
+    }
+    let governor_bytes = rss_bytes().saturating_sub(before);
+    let before = rss_bytes();
+    let table = GcraStore::new(DEFAULT_CAPACITY);
+    let q = Quota::new(1_000_000, Duration::from_secs(1), 0).expect("quota");
+    for k in 0..1_000_000u64 {
+        table.acquire(table.key(k), &q, k);
+    }
+    let table_bytes = rss_bytes().saturating_sub(before);
+    eprintln!(
+        "memory after 1,000,000 distinct keys: governor (DashMap) {} entries, +{:.1} MiB RSS; \
+         Fenfa's GcraStore +{:.1} MiB RSS (fixed {} MiB table)",
+        filled.len(),
+        governor_bytes as f64 / (1 << 20) as f64,
+        table_bytes as f64 / (1 << 20) as f64,
+        table.memory_bytes() >> 20
+    );
+    drop(filled);
+
+    let mut g = c.benchmark_group("governor_keyed_check");
+    let clock = FakeRelativeClock::default();
+    let limiter = governor::RateLimiter::dashmap_with_clock(quota, clock.clone());
+    let mut i: u64 = 0;
+    for keys in SPREADS {
+        g.bench_with_input(BenchmarkId::new("keys", keys), &keys, |b, &keys| {
+            b.iter(|| {
+                i += 1;
+                clock.advance(Duration::from_micros(1));
+                black_box(limiter.check_key(&nth(i, keys)).is_ok())
+            })
+        });
+    }
+    g.finish();
+    c.bench_function("governor_fake_clock_advance", |b| {
+        let clock = FakeRelativeClock::default();
+        b.iter(|| clock.advance(black_box(Duration::from_micros(1))))
+    });
+}
+
+criterion_group!(
+    benches,
+    store,
+    governor_keyed,
+    plugin_allowed,
+    plugin_denied
+);
 criterion_main!(benches);
