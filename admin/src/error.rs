@@ -59,6 +59,11 @@ pub enum ApiError {
     /// 500: a failure of ours; logged, never detailed to the client.
     #[error("{0}")]
     Internal(String),
+    /// 503 `database_unavailable`: the store cannot be reached (connection lost or refused, no
+    /// connection free in time); nothing changed, and the same request can be sent again.
+    /// Logged with the driver's error, which the client never sees.
+    #[error("{0}")]
+    DatabaseUnavailable(String),
     /// 202: a two-person account change was registered and waits for the second person
     /// (`crate::approvals`); nothing changed yet. Not a failure, but it ends the handler early.
     #[error("awaiting approval")]
@@ -94,6 +99,7 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::AwaitingApproval(_) => StatusCode::ACCEPTED,
         }
     }
@@ -111,6 +117,7 @@ impl ApiError {
             Self::TooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Internal(_) => "internal_error",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::AwaitingApproval(_) => "awaiting_approval",
         }
     }
@@ -118,7 +125,15 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(format!("store: {e}"))
+        match e {
+            // The database is out of reach, not wrong: the request may simply be sent again.
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::DatabaseUnavailable(format!("store: {e}")),
+            e => Self::Internal(format!("store: {e}")),
+        }
     }
 }
 
@@ -145,6 +160,12 @@ impl IntoResponse for ApiError {
             Self::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 "the control plane failed to handle the request".to_string()
+            }
+            Self::DatabaseUnavailable(detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                "the control plane's database cannot be reached; nothing was changed — try again \
+                 shortly"
+                    .to_string()
             }
             Self::Invalid(fields) => match fields.first() {
                 Some(f) if fields.len() == 1 && !f.path.is_empty() => {

@@ -314,6 +314,7 @@ pub fn document() -> Value {
             "404": error_ref("No such resource, or not one the caller may see"),
             "405": error_ref("Method not allowed on this path"),
             "500": error_ref("A failure of the control plane (never detailed)"),
+            "503": error_ref("The control plane's database cannot be reached (`database_unavailable`); nothing changed, try again"),
         });
         match e.method {
             "POST" => {

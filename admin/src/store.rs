@@ -14,6 +14,9 @@ use std::sync::Once;
 
 use serde::de::DeserializeOwned;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+
+/// How long a request waits for a database connection before it answers 503.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection};
 use sqlx::{AnyPool, Row};
@@ -98,6 +101,9 @@ impl Store {
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // While the database is out of reach a request waits this long for a connection,
+            // then answers 503 `database_unavailable` (not the default 30 s).
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(|e| format!("cannot open the database {}: {e}", redact_url(url)))?;

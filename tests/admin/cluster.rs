@@ -265,3 +265,166 @@ async fn two_processes_on_one_postgres_share_the_key_and_follow_each_others_comm
         .execute(&mut c)
         .await;
 }
+
+/// A TCP relay to PostgreSQL that the test can cut (every open connection dropped, new ones
+/// closed at once) and heal: the network between a control plane and its database failing.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(to: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let mut watch = watch.clone();
+                let to = to.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// What a request with `token` gets from `url`: the status and the JSON error code, if any.
+async fn status_and_code(http: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
+    match http.get(url).bearer_auth(token).send().await {
+        Ok(r) => {
+            let st = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (st, v["error"]["code"].as_str().unwrap_or("").to_string())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_leaves_the_gateway_serving_answers_503_and_heals_by_itself() {
+    let Some(base) = postgres_url() else {
+        return;
+    };
+    let schema = format!(
+        "fenfa_o_{}",
+        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
+    );
+    fenfa_admin::store::install_drivers();
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    // The control plane reaches PostgreSQL only through the relay.
+    let mut url = reqwest::Url::parse(&base).unwrap();
+    let pg = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(pg).await;
+    url.set_port(Some(relay.addr.port())).unwrap();
+    let sep = if url.as_str().contains('?') { '&' } else { '?' };
+    let db = format!("{url}{sep}options[search_path]={schema}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = ports();
+    let admin = format!("http://127.0.0.1:{}", p.admin);
+    let mut cmd = serve_cmd(&dir.path().join("cp"), &p, true);
+    cmd.args(["--database", &db])
+        .env("FENFA_MASTER_KEY", MASTER_KEY);
+    let cp = spawn(&mut cmd, &dir.path().join("cp.log"));
+    let token = demo_token(&cp).await;
+    let http = reqwest::Client::new();
+    let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gw);
+    wait_for("the gateway", &cp, async || {
+        status_of(&http, &gw("/demo/hello"), &token).await == 200
+    })
+    .await;
+    let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
+    let svc = first_service(&http, &admin, &sys).await;
+
+    relay.cut();
+    // The gateway keeps serving its last good config: every request succeeds.
+    let mut failed = 0;
+    for _ in 0..50 {
+        if status_of(&http, &gw("/demo/hello"), &token).await != 200 {
+            failed += 1;
+        }
+    }
+    eprintln!("database cut: {failed} of 50 proxied requests failed");
+    assert_eq!(failed, 0, "the gateway must not depend on the database");
+    // The API answers 503 with a code that says why (within the pool's 5 s wait, plus slack).
+    let t = Instant::now();
+    let (st, code) = status_and_code(&http, &format!("{admin}/v1/services"), &sys).await;
+    assert_eq!(
+        (st, code.as_str()),
+        (503, "database_unavailable"),
+        "log:\n{}",
+        cp.log()
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let (st, code) = status_and_code(&http, &format!("{admin}/healthz"), "").await;
+    assert_eq!((st, code.as_str()), (503, "database_unavailable"));
+
+    relay.heal();
+    // Both recover by themselves: a commit goes through, and the gateway takes it.
+    let t = Instant::now();
+    loop {
+        let r = http
+            .post(format!("{admin}/v1/routes"))
+            .bearer_auth(&sys)
+            .json(&json!({"service_id": svc, "name": "after-outage", "paths": ["/after/*"], "strip_prefix": true}))
+            .send()
+            .await;
+        match r.map(|r| r.status().as_u16()) {
+            Ok(201) => break,
+            Ok(503) | Err(_) => {}
+            Ok(other) => panic!(
+                "a commit after the outage answered {other}; log:\n{}",
+                cp.log()
+            ),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the control plane did not recover; log:\n{}",
+            cp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let t = Instant::now();
+    while status_of(&http, &gw("/after/x"), &token).await != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the gateway never took the commit made after the outage; log:\n{}",
+            cp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(cp);
+    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut c)
+        .await;
+}
