@@ -2,7 +2,10 @@
 //! secrets are private (and made so at start), the in-process gateway is the node
 //! `local-gateway` everywhere, the first-start accounts take the names given at install, a
 //! process whose master key does not match the database refuses to start, and a process's
-//! in-process gateway follows commits made through another process.
+//! in-process gateway follows commits made through another process. Faults: three gateway
+//! processes on two control-plane processes take a change made through either within 2 s, and
+//! the loss of one gateway (SIGKILL, under load) costs the others nothing; with PostgreSQL cut
+//! off the gateways keep serving, the API answers 503, and everything recovers by itself.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 use crate::serve::{
-    demo_curl, first_service, free_port, get_json, login, post, spawn, status_of, wait_for, Proc,
+    demo_curl, first_service, free_port, gateway_bin, get_json, login, post, register_node, spawn,
+    status_of, wait_for, write_edge_base, Proc,
 };
 
 fn mode(p: &Path) -> u32 {
@@ -424,6 +428,182 @@ async fn a_database_outage_leaves_the_gateway_serving_answers_503_and_heals_by_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(cp);
+    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut c)
+        .await;
+}
+
+/// Polls every URL until each answers 200; how long each took from `from`.
+async fn live_times(
+    http: &reqwest::Client,
+    urls: &[String],
+    token: &str,
+    from: Instant,
+) -> Vec<Duration> {
+    let mut took: Vec<Option<Duration>> = vec![None; urls.len()];
+    while took.iter().any(Option::is_none) {
+        assert!(
+            from.elapsed() < Duration::from_secs(20),
+            "never live: {:?}",
+            urls.iter()
+                .zip(&took)
+                .filter(|(_, t)| t.is_none())
+                .map(|(u, _)| u)
+                .collect::<Vec<_>>()
+        );
+        for (url, t) in urls.iter().zip(took.iter_mut()) {
+            if t.is_none() && status_of(http, url, token).await == 200 {
+                *t = Some(from.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took.into_iter().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_on_two_control_planes_follow_either_and_survive_losing_one() {
+    let Some(base) = postgres_url() else {
+        return;
+    };
+    let schema = format!(
+        "fenfa_t_{}",
+        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
+    );
+    fenfa_admin::store::install_drivers();
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{sep}options[search_path]={schema}");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Control plane A hosts the demo (and its echo upstream); B shares the database and key.
+    let (pa, pb) = (ports(), ports());
+    let (admin_a, admin_b) = (
+        format!("http://127.0.0.1:{}", pa.admin),
+        format!("http://127.0.0.1:{}", pb.admin),
+    );
+    let mut cmd = serve_cmd(&dir.path().join("a"), &pa, true);
+    cmd.args(["--database", &db])
+        .env("FENFA_MASTER_KEY", MASTER_KEY);
+    let cp_a = spawn(&mut cmd, &dir.path().join("a.log"));
+    let token = demo_token(&cp_a).await;
+    let mut cmd = serve_cmd(&dir.path().join("b"), &pb, false);
+    cmd.args(["--database", &db])
+        .env("FENFA_MASTER_KEY", MASTER_KEY);
+    let cp_b = spawn(&mut cmd, &dir.path().join("b.log"));
+    let http = reqwest::Client::new();
+    wait_for("control plane B", &cp_b, async || {
+        status_of(&http, &format!("{admin_b}/healthz"), "").await == 200
+    })
+    .await;
+
+    // Three gateway processes: two follow A, one follows B.
+    let sec = login(&http, &admin_a, "security", SECURITY_PW, SECURITY_TOTP).await;
+    let mut gateways = Vec::new();
+    let mut urls = Vec::new();
+    for (i, cp) in [&admin_a, &admin_a, &admin_b].into_iter().enumerate() {
+        let node = register_node(&http, &admin_a, &sec, &format!("node-{i}")).await;
+        let (port, status) = (free_port(), free_port());
+        let conf = dir.path().join(format!("node-{i}.yaml"));
+        write_edge_base(&conf, port, status, "");
+        let mut cmd = Command::new(gateway_bin());
+        cmd.args(["--control-plane", cp])
+            .args(["--node-token", &node])
+            .arg("--config")
+            .arg(&conf)
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("node-{i}")))
+            .env("FENFA_LOG", "info");
+        gateways.push(spawn(&mut cmd, &dir.path().join(format!("node-{i}.log"))));
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    for (g, url) in gateways.iter().zip(&urls) {
+        wait_for("a gateway node", g, async || {
+            status_of(&http, &format!("{url}/demo/hello"), &token).await == 200
+        })
+        .await;
+    }
+
+    // A change through either control plane reaches every gateway within 2 s.
+    // One sign-in (a TOTP code is good once): sessions live in the shared database, so the
+    // token works on both control planes.
+    let sys = login(&http, &admin_a, "admin", ADMIN_PW, ADMIN_TOTP).await;
+    let svc = first_service(&http, &admin_a, &sys).await;
+    for (name, admin) in [("via-a", &admin_a), ("via-b", &admin_b)] {
+        post(
+            &http,
+            format!("{admin}/v1/routes"),
+            &sys,
+            json!({"service_id": svc, "name": name, "paths": [format!("/{name}/*")], "strip_prefix": true}),
+        )
+        .await;
+        let committed = Instant::now();
+        let targets: Vec<String> = urls.iter().map(|u| format!("{u}/{name}/x")).collect();
+        let took = live_times(&http, &targets, &token, committed).await;
+        eprintln!("change {name}: live on the three gateways after {took:?}");
+        for (t, g) in took.iter().zip(&gateways) {
+            assert!(
+                *t < Duration::from_secs(2),
+                "{name} took {t:?} on a gateway; log:\n{}",
+                g.log()
+            );
+        }
+    }
+
+    // Under load on gateways 2 and 3, gateway 1 is killed: they do not notice.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for url in &urls[1..] {
+        for _ in 0..2 {
+            let (http, url, token, stop) = (
+                http.clone(),
+                format!("{url}/demo/hello"),
+                token.clone(),
+                stop.clone(),
+            );
+            load.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if status_of(&http, &url, &token).await == 200 {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = gateways.remove(0);
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    eprintln!("gateway 1 killed under load: the other two answered {ok} requests, {failed} failed");
+    assert!(ok > 0, "no load reached the other gateways");
+    assert_eq!(failed, 0, "the other gateways must not notice");
+    assert_ne!(
+        status_of(&http, &format!("{}/demo/hello", urls[0]), &token).await,
+        200,
+        "gateway 1 is gone"
+    );
+
+    drop(gateways);
+    drop(cp_b);
+    drop(cp_a);
     let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut c)
         .await;
