@@ -170,6 +170,9 @@ impl Gateway {
             if old.config.audit != rt.config.audit {
                 tracing::warn!("audit settings changed; they take effect after a restart");
             }
+            if old.config.tracing != rt.config.tracing {
+                tracing::warn!("tracing settings changed; they take effect after a restart");
+            }
         }
         self.sni.set(rt.certificates.clone());
         let live: Vec<_> = rt

@@ -368,6 +368,20 @@ async fn at_ratio_zero_only_callers_sampled_traces_are_exported_and_trace_ids_st
         up_parent,
         t["SPAN_KIND_CLIENT"]["span"]["span_id"].as_str().unwrap()
     );
+
+    // The section is read at startup: a reload that changes it says so and changes nothing.
+    let generation = gw.generation();
+    gw.write_config(&config(
+        up.addr,
+        &tracing.replace("sample_ratio: 0.0", "sample_ratio: 1.0"),
+    ));
+    gw.wait_generation(generation + 1);
+    assert!(gw
+        .logs()
+        .contains("tracing settings changed; they take effect after a restart"));
+    let (_, id) = get(&gw, "/api/items", Some(&alice), None).await;
+    let (_, _, flags) = upstream_traceparent(&seen(&up, &id));
+    assert_eq!(flags, "00", "still sampled at the ratio it started with");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
