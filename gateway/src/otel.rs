@@ -246,7 +246,7 @@ impl RequestTrace {
         self.upstream = Some(span);
     }
 
-    /// The current attempt failed with the gateway error `code` (`bad_gateway`, …): its span
+    /// The current attempt failed with the gateway error `code` (`upstream_error`, …): its span
     /// ends as an error.
     pub fn upstream_failed(&mut self, code: &'static str) {
         if let Some(mut span) = self.upstream.take() {
