@@ -9,15 +9,16 @@
 //! **What is in it**, one concept per module: [`model`] (the YAML/JSON model and [`parse`]),
 //! [`duration`] (`30s`-style durations), [`path`] (request path normalisation), [`router`] (host,
 //! path and method matching, built once per config), [`rewrite`] (route rewrite templates),
-//! [`resolve`] (target host names, behind a trait), [`check`] (the whole check) and [`files`]
-//! (atomic, owner-only files).
+//! [`resolve`] (target host names, behind a trait), [`check`] (the whole check), [`traces`] (the
+//! `tracing:` section) and [`files`] (atomic, owner-only files).
 //!
 //! **What it must not depend on.** The proxy (pingora): the control plane links this crate
 //! without the data plane. It links the built-in plugins for their schemas, and through them the
 //! clients two plugins use (redis for `rate-limit` with `store: redis`, `fenfa-net` for
 //! `jwt-auth`'s `jwks_uri`), but checking a config never connects or fetches: plugins start
 //! calling out only in a running gateway. Name look-ups happen only through the
-//! [`resolve::Resolve`] the caller passes.
+//! [`resolve::Resolve`] the caller passes. [`traces`] checks the `tracing:` section with
+//! `fenfa-net`'s URL and TLS rules (reading the TLS files, connecting nowhere).
 #![forbid(unsafe_code)]
 
 pub mod check;
@@ -28,6 +29,7 @@ pub mod path;
 pub mod resolve;
 pub mod rewrite;
 pub mod router;
+pub mod traces;
 
 pub use duration::HumanDuration;
 pub use model::{parse, Config};

@@ -35,6 +35,10 @@ pub struct Config {
     /// The audit trail (`docs/audit.md`). Read at startup; changes need a restart.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Traces: a span per request, exported to an OpenTelemetry collector over OTLP/HTTP
+    /// (`docs/tracing.md`). Absent: no spans, no export. Read at startup; changes need a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSettings>,
     /// A config with no services and no routes is refused (an empty or truncated file is the
     /// commonest damage) unless it says `allow_empty: true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -258,6 +262,75 @@ impl std::fmt::Debug for AuditOtlp {
             .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
+}
+
+/// `tracing:` — spans of every request, exported as OTLP/HTTP (protobuf) to a collector's traces
+/// endpoint; see `docs/tracing.md`. Checked by [`crate::traces::check`].
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces endpoint, `https://collector:4318/v1/traces` (plain
+    /// `http://` only to a loopback address, or anywhere with `insecure`).
+    pub endpoint: String,
+    /// Share of new traces recorded and exported, 0.0 to 1.0. A request that arrives with a
+    /// `traceparent` follows its caller's decision (the sampled flag) instead.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Extra request headers, e.g. the collector's `Authorization` (values never logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TLS to an `https://` collector: trusted CA, client certificate.
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// Allow plain `http://` to a host that is not loopback (logged as a warning at every start).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Longest wait for a batch to go out (retries included); past it the batch is dropped.
+    #[serde(default = "default_trace_timeout")]
+    pub timeout: HumanDuration,
+    /// How often finished spans are sent when fewer than `batch_spans` are waiting.
+    #[serde(default = "default_trace_interval")]
+    pub interval: HumanDuration,
+    /// Spans per export request; a full batch goes out at once.
+    #[serde(default = "default_batch_spans")]
+    pub batch_spans: usize,
+    /// Finished spans waiting for export; past this, new spans are dropped (never waited for).
+    #[serde(default = "default_queue_spans")]
+    pub queue_spans: usize,
+}
+
+impl std::fmt::Debug for TracingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingSettings")
+            .field("endpoint", &self.endpoint)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
+            .field("timeout", &self.timeout)
+            .field("interval", &self.interval)
+            .field("batch_spans", &self.batch_spans)
+            .field("queue_spans", &self.queue_spans)
+            .finish()
+    }
+}
+
+/// 10%: enough traces to see every route's behaviour at city scale, at a tenth of the cost of
+/// tracing everything (BENCHMARKS.md measures tracing at 10% against off).
+fn default_sample_ratio() -> f64 {
+    0.1
+}
+fn default_trace_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_trace_interval() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_batch_spans() -> usize {
+    512
+}
+fn default_queue_spans() -> usize {
+    8192
 }
 
 fn default_max_response_bytes() -> u64 {

@@ -118,6 +118,9 @@ pub struct CompiledRoute {
 /// Pure apart from DNS look-ups of target host names and reading TLS files.
 pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigError> {
     crate::audit::check(&config.audit)?;
+    if let Some(t) = &config.tracing {
+        crate::config::traces::check(t)?;
+    }
     let Plan {
         version,
         router,

@@ -169,12 +169,14 @@ impl ControlPlane {
     }
 }
 
-/// The control plane's config with the node's own listeners and process settings from `base`.
+/// The control plane's config with the node's own listeners, process settings, audit and tracing
+/// from `base`.
 pub fn merge(base: &Config, text: &str) -> Result<String, String> {
     let mut cp: Config = config::parse(text).map_err(|e| format!("control-plane config: {e}"))?;
     cp.listeners = base.listeners.clone();
     cp.gateway = base.gateway.clone();
     cp.audit = base.audit.clone();
+    cp.tracing = base.tracing.clone();
     yaml_serde::to_string(&cp).map_err(|e| format!("cannot render the merged config: {e}"))
 }
 

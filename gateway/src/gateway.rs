@@ -57,6 +57,8 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// The audit trail (started by `server::run`; a no-op until then).
     pub audit: crate::audit::Audit,
+    /// Traces (`tracing:` in the config the gateway started with; unset: tracing off).
+    pub traces: std::sync::OnceLock<crate::otel::Tracing>,
 }
 
 impl Gateway {
@@ -75,6 +77,7 @@ impl Gateway {
             status: Mutex::new(ReloadStatus::default()),
             draining: AtomicBool::new(false),
             audit: crate::audit::Audit::default(),
+            traces: std::sync::OnceLock::new(),
         }
     }
 
@@ -166,6 +169,9 @@ impl Gateway {
             }
             if old.config.audit != rt.config.audit {
                 tracing::warn!("audit settings changed; they take effect after a restart");
+            }
+            if old.config.tracing != rt.config.tracing {
+                tracing::warn!("tracing settings changed; they take effect after a restart");
             }
         }
         self.sni.set(rt.certificates.clone());

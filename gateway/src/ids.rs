@@ -41,7 +41,8 @@ fn hex128(v: u128) -> String {
     format!("{v:032x}")
 }
 
-/// The `traceparent` to send upstream: same trace, new span id.
+/// The `traceparent` to send upstream when tracing is off: same trace, new span id (which no
+/// trace backend receives). With `tracing:` on, `otel.rs` names an exported span instead.
 pub fn next_traceparent(incoming: Option<&[u8]>) -> String {
     let span = loop {
         let s = fastrand::u64(..);

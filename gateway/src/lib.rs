@@ -6,7 +6,7 @@
 //! swapped in atomically ([`gateway::Gateway`]); every request is recorded by `fenfa-audit`.
 //!
 //! Depends on pingora (proxy, TLS via rustls) and tokio; its background jobs (control-plane
-//! watch, audit shipping, OTLP export) use `fenfa-net` (reqwest) on a runtime of their own. Must
+//! watch, audit shipping, OTLP export of audit records and of spans, [`otel`]) use `fenfa-net` (reqwest) on a runtime of their own. Must
 //! not: block the request path on a store, a log or the network beyond the upstream; take a lock
 //! per request; let a bad config take effect.
 #![forbid(unsafe_code)]
@@ -25,6 +25,7 @@ pub mod errors;
 pub mod gateway;
 pub mod ids;
 pub mod metrics;
+pub mod otel;
 pub mod phases;
 pub mod proxy;
 pub mod response_body;

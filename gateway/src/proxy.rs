@@ -8,7 +8,12 @@
 //! - `upstream_response_filter` / `response_filter`: passive health, response headers, plugins.
 //! - `fail_to_connect` / `error_while_proxy`: passive health and the retry decision.
 //! - `fail_to_proxy`: renders the JSON error (502/503/504/400).
-//! - `logging`: metrics and the plugins' log phase.
+//! - `logging`: metrics, the plugins' log phase, the audit record and the end of the request's
+//!   spans.
+//!
+//! With `tracing:` configured, each request carries its spans (`otel.rs`): the server span from
+//! `request_filter` to `logging`, a client span per upstream attempt (from `upstream_peer`), and
+//! the `traceparent` sent upstream names that client span.
 //!
 //! Nothing here takes a lock or waits on anything but the client and the upstream.
 
@@ -55,7 +60,10 @@ pub struct Ctx {
     request_id: String,
     /// The client's refused `X-Request-Id`, sanitised, for the audit record.
     client_request_id: Option<String>,
+    /// The `traceparent` sent upstream when tracing is off.
     traceparent: String,
+    /// This request's spans when tracing is on (`otel.rs`); then `traceparent` is unused.
+    trace: Option<Box<crate::otel::RequestTrace>>,
     upstream_uri: Option<http::Uri>,
     /// The TCP peer (what `X-Forwarded-For` gets appended).
     peer_ip: Option<IpAddr>,
@@ -100,6 +108,7 @@ impl ProxyHttp for FenfaProxy {
             request_id: String::new(),
             client_request_id: None,
             traceparent: String::new(),
+            trace: None,
             upstream_uri: None,
             peer_ip: None,
             client_ip: None,
@@ -146,8 +155,6 @@ impl ProxyHttp for FenfaProxy {
             }
             None => ids::new_request_id(),
         };
-        ctx.traceparent =
-            ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()));
         ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -157,6 +164,13 @@ impl ProxyHttp for FenfaProxy {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
+        match self.gw.traces.get() {
+            Some(t) => ctx.trace = Some(t.request(req, &ctx.request_id, ctx.tls)),
+            None => {
+                ctx.traceparent =
+                    ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()))
+            }
+        }
         // Strict audit mode: refuse a request whose record would have no room in the queue.
         match self.gw.audit.admit() {
             Ok(slot) => ctx.audit_slot = slot,
@@ -273,6 +287,14 @@ impl ProxyHttp for FenfaProxy {
         ctx.plugin.service = route.service.name.clone();
         ctx.plugin.agency = route.service.agency.clone();
         ctx.plugin.client_ip = ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.routed(
+                &req.method,
+                &route.name,
+                &route.service.name,
+                &route.service.agency,
+            );
+        }
         ctx.route = Some(route.clone());
         ctx.rt = Some(rt);
 
@@ -299,6 +321,7 @@ impl ProxyHttp for FenfaProxy {
                     &view,
                     &mut ctx.plugin,
                     &self.gw.metrics,
+                    self.gw.traces.get().zip(ctx.trace.as_deref()),
                 )
                 .await;
                 if let Some((name, reply)) = answer {
@@ -402,6 +425,15 @@ impl ProxyHttp for FenfaProxy {
         ctx.attempts += 1;
         ctx.target = Some(i);
         ctx.attempt_start = Some(now);
+        if let (Some(t), Some(trace)) = (self.gw.traces.get(), ctx.trace.as_mut()) {
+            trace.upstream_attempt(
+                t,
+                &session.req_header().method,
+                &svc.name,
+                &svc.pool.targets()[i].authority,
+                ctx.attempts,
+            );
+        }
         let mut peer = svc.peer(i);
         // Never let one attempt outlive the total budget.
         let cap = |d: Duration| Some(d.min(remaining).max(Duration::from_millis(1)));
@@ -427,7 +459,11 @@ impl ProxyHttp for FenfaProxy {
         }
         drop_underscore_aliases(upstream);
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
+        match (self.gw.traces.get(), &ctx.trace) {
+            // The current attempt's client span, exported when sampled.
+            (Some(t), Some(trace)) => trace.inject(t, upstream),
+            _ => upstream.insert_header("traceparent", ctx.traceparent.as_str())?,
+        }
         // Response-body plugins read plain bodies: ask for one (anything else is decoded).
         if ctx
             .route
@@ -483,6 +519,9 @@ impl ProxyHttp for FenfaProxy {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.upstream_status(status);
+        }
         self.attempt_done(ctx);
         if let (Some(route), Some(i)) = (&ctx.route, ctx.target) {
             let t = &route.service.pool.targets()[i];
@@ -574,11 +613,15 @@ impl ProxyHttp for FenfaProxy {
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
         );
-        ctx.last_upstream_error = Some(if timeout {
+        let err = if timeout {
             errors::UPSTREAM_TIMEOUT
         } else {
             errors::BAD_GATEWAY
-        });
+        };
+        ctx.last_upstream_error = Some(err);
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.upstream_failed(err.code);
+        }
         self.attempt_done(ctx);
         self.passive_failure(ctx);
         if self.may_retry(ctx) {
@@ -609,12 +652,19 @@ impl ProxyHttp for FenfaProxy {
         );
         if timed_out && !session.is_body_done() {
             ctx.error = Some(errors::REQUEST_TIMEOUT);
+            if let Some(trace) = ctx.trace.as_mut() {
+                trace.upstream_failed(errors::REQUEST_TIMEOUT.code);
+            }
             // Nor is the wait the target's latency.
             ctx.attempt_start = None;
             e.set_retry(false);
             return e;
         }
-        ctx.last_upstream_error = Some(classify(&e));
+        let err = classify(&e);
+        ctx.last_upstream_error = Some(err);
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.upstream_failed(err.code);
+        }
         self.attempt_done(ctx);
         self.passive_failure(ctx);
         let idempotent = session.req_header().method.is_idempotent();
@@ -762,6 +812,14 @@ impl ProxyHttp for FenfaProxy {
                 findings: &ctx.plugin.findings,
             },
         );
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(
+                status,
+                ctx.plugin.identity.as_ref(),
+                ctx.plugin.denied_by.map(|(plugin, _)| plugin),
+                ctx.error.map(|e| e.code),
+            );
+        }
         self.gw.metrics.in_flight.fetch_sub(1, Relaxed);
     }
 }

@@ -92,6 +92,11 @@ pub fn run(opts: Options) -> Result<(), String> {
         gw.node(),
         gw.metrics.audit.clone(),
     )?;
+    // Tracing too, with the node name the audit records carry.
+    if let Some(t) = &rt.config.tracing {
+        let tracing = crate::otel::Tracing::start(t, gw.node())?;
+        let _ = gw.traces.set(tracing);
+    }
 
     let conf = ServerConf {
         threads: settings.threads,
@@ -165,6 +170,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     });
     // Grace period over, or SIGINT: whatever was recorded is written and sealed before exit.
     gw.audit.shutdown(AUDIT_FLUSH_TIMEOUT);
+    shutdown_tracing(&gw);
     tracing::info!("fenfa-gateway stopped");
     Ok(())
 }
@@ -405,6 +411,15 @@ impl ShutdownSignalWatch for DrainOnTerm {
 /// Longest wait at shutdown for the audit writer to write and seal what is queued.
 const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait at shutdown for the spans still queued to reach the collector.
+const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn shutdown_tracing(gw: &Gateway) {
+    if let Some(t) = gw.traces.get() {
+        t.shutdown(TRACE_FLUSH_TIMEOUT);
+    }
+}
+
 /// Exits the process once no request has been in flight for a few consecutive checks, instead
 /// of always sleeping the full grace period. Pingora stops the listeners on its own.
 fn exit_when_drained(gw: &Gateway, grace: Duration) {
@@ -417,6 +432,7 @@ fn exit_when_drained(gw: &Gateway, grace: Duration) {
             if idle_checks >= 3 {
                 tracing::info!(after = ?start.elapsed(), "drained: no request in flight; exiting");
                 gw.audit.shutdown(AUDIT_FLUSH_TIMEOUT);
+                shutdown_tracing(gw);
                 std::process::exit(0);
             }
         } else {

@@ -19,9 +19,9 @@ use crate::support::otlp::OtlpReceiver;
 use crate::support::{client, wait_for, Gateway, Upstream};
 
 /// The HS256 secret of the test identity service (32 bytes).
-const SECRET: [u8; 32] = *b"fenfa-audit-test-secret-32-bytes";
+pub(crate) const SECRET: [u8; 32] = *b"fenfa-audit-test-secret-32-bytes";
 
-fn b64url(bytes: &[u8]) -> String {
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -39,7 +39,7 @@ fn b64url(bytes: &[u8]) -> String {
 }
 
 /// A unified-identity token for `sub` on `chn` from mini-program `app`.
-fn token(sub: &str, chn: &str, app: &str) -> String {
+pub(crate) fn token(sub: &str, chn: &str, app: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

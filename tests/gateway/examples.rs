@@ -11,7 +11,7 @@ use std::process::Command;
 const MARKER: &str = "# fenfa-config";
 
 /// Pages whose complete configs are checked.
-const CHECKED_DOCS: [&str; 8] = [
+const CHECKED_DOCS: [&str; 9] = [
     "config.md",
     "metrics.md",
     "routing.md",
@@ -20,6 +20,7 @@ const CHECKED_DOCS: [&str; 8] = [
     "plugins/waf.md",
     "plugins/rate-limit.md",
     "plugins/jwt-auth.md",
+    "tracing.md",
 ];
 
 fn repo_dir(name: &str) -> PathBuf {

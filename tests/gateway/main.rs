@@ -22,5 +22,6 @@ mod routing;
 mod shutdown;
 mod status;
 mod tls;
+mod traces;
 mod upstreams;
 mod waf;

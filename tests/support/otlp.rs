@@ -1,13 +1,17 @@
-//! An OTLP/HTTP logs receiver on a loopback port that checks every request against the official
-//! OpenTelemetry protobuf definitions (PyPI `opentelemetry-proto`, parsed with protobuf's strict
-//! JSON parser: an unknown field, a wrong type or a bad enum is an error).
+//! An OTLP/HTTP logs and traces receiver on a loopback port that checks every request against the
+//! official OpenTelemetry protobuf definitions (PyPI `opentelemetry-proto`). Logs (`/v1/logs`)
+//! come as JSON and are parsed with protobuf's strict JSON parser: an unknown field, a wrong type
+//! or a bad enum is an error. Traces (`/v1/traces`) come as binary protobuf: a body that does not
+//! decode, or holds bytes the schema does not account for (unknown fields), or a span without a
+//! 16-byte trace id, an 8-byte span id, a kind, a name or an end after its start, is an error.
 //!
 //! An OpenTelemetry Collector cannot be installed on this machine (it is not in the package
 //! registries that are reachable), so this is the collector's side as the tests see it: it
-//! answers the first `fail_first` requests with 503 (an outage the exporter must ride out), then
-//! 200 `{}`, and writes every accepted log record, with the request's `Authorization` header and
-//! resource attributes, as a JSON line to a file the test reads. Requests the schema refuses are
-//! answered 400 and written to the same file as `{"error": …}`.
+//! answers the first `fail_first` requests (of either signal) with 503 (an outage the exporter
+//! must ride out), then 200 (`{}` for logs, an empty protobuf answer for traces), and writes every accepted log record, with the request's `Authorization` header and
+//! resource attributes, as a JSON line to a file the test reads; each accepted span likewise, as
+//! `{"span": …}` with its ids in hex. Requests the schema refuses are answered 400 and written to
+//! the same file as `{"error": …}`.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -18,6 +22,8 @@ import json, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 out_path, fail_first = sys.argv[1], int(sys.argv[2])
 lock = threading.Lock()
@@ -39,8 +45,54 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def traces(self, body):
+        with lock:
+            fail = state["failures_left"] > 0
+            if fail:
+                state["failures_left"] -= 1
+        if fail:
+            return self.answer(503, {})
+        try:
+            req = ExportTraceServiceRequest.FromString(body)
+            # Every byte must be the schema's: without unknown fields the size is unchanged.
+            req.DiscardUnknownFields()
+            if req.ByteSize() != len(body):
+                raise ValueError(f"{len(body) - req.ByteSize()} bytes of unknown fields")
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        if len(s.trace_id) != 16 or len(s.span_id) != 8:
+                            raise ValueError(f"bad ids in span {s.name}")
+                        if len(s.parent_span_id) not in (0, 8):
+                            raise ValueError(f"bad parent id in span {s.name}")
+                        if not s.name or s.kind == 0:
+                            raise ValueError(f"span without a name or kind: {s}")
+                        if s.end_time_unix_nano < s.start_time_unix_nano or s.start_time_unix_nano == 0:
+                            raise ValueError(f"span {s.name} ends before it starts")
+        except Exception as e:
+            write({"error": str(e)})
+            return self.answer(400, {})
+        for rs in req.resource_spans:
+            resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    write({"auth": self.headers.get("Authorization"), "resource": resource,
+                           "scope": ss.scope.name,
+                           "span": {"trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
+                                    "parent_span_id": s.parent_span_id.hex(), "name": s.name,
+                                    "kind": Span.SpanKind.Name(s.kind),
+                                    "status": Status.StatusCode.Name(s.status.code),
+                                    "attributes": {a.key: json_format.MessageToDict(a.value)
+                                                   for a in s.attributes}}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf":
+            return self.traces(body)
         if self.path != "/v1/logs" or self.headers.get("Content-Type") != "application/json":
             write({"error": f"wrong path or content type: {self.path} {self.headers.get('Content-Type')}"})
             return self.answer(404, {})
@@ -140,6 +192,24 @@ impl OtlpReceiver {
         } else {
             format!("http://127.0.0.1:{}/v1/logs", self.port)
         }
+    }
+
+    /// `http://127.0.0.1:…/v1/traces`, or `https://localhost:…/v1/traces` over TLS.
+    pub fn traces_url(&self) -> String {
+        self.url().replace("/v1/logs", "/v1/traces")
+    }
+
+    /// The spans received so far (`{"span": …, "resource": …, "scope": …, "auth": …}`);
+    /// panics if the schema refused a request.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        let received = self.received();
+        if let Some(e) = received.iter().find(|r| r.get("error").is_some()) {
+            panic!("the OTLP schema refused a request: {e}");
+        }
+        received
+            .into_iter()
+            .filter(|r| r.get("span").is_some())
+            .collect()
     }
 
     /// Everything written so far: accepted log records and refused requests.
