@@ -10,7 +10,8 @@
   `response-masking` on a 1 KiB JSON response and a 64 KiB one full of personal data;
 - *cluster cost* (`--cluster`): the full chain with its rate limit kept in the gateway
   (`store: local`) and in Redis (`store: redis`, one round trip per request; the machine's Redis,
-  `FENFA_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
+  `FENFA_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`), and with OpenTelemetry tracing at a
+  10% sample ratio exporting to an OTLP sink the harness runs on loopback.
 
     python3 benches/harness/sidebyside.py --base-bin /path/to/previous/release [--rounds 3]
     python3 benches/harness/sidebyside.py --inspection [--rounds 3]
@@ -222,6 +223,38 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+class OtlpSink:
+    """An OTLP/HTTP traces endpoint on loopback that takes every export (200) and counts it, so
+    the tracing variant pays for real exports; its port goes into the configs as OTLP_PORT."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+        sink = self
+        self.posts, self.bytes = 0, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                n = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(n)
+                sink.posts += 1
+                sink.bytes += n
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        targets.OTLP_PORT = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
 def compare_variants(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: str, started,
                      busy_before: float, argv: list[str]) -> int:
     """The full chain against variants of it (`--inspection`, `--cluster`), one variant per
@@ -246,12 +279,18 @@ def compare_variants(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: 
             ("GET, 1 limit", lambda port, d: Wrk(params, port, targets.PATH, token=token,
                                                  duration_s=d)),
         ],
+        "tracing": [
+            ("GET, 10% sampled", lambda port, d: Wrk(params, port, targets.PATH, token=token,
+                                                     duration_s=d)),
+        ],
     }
     workloads = inspection if a.inspection else cluster
     templates = {"waf": "fenfa-full-waf.yaml", "masking": "fenfa-full-masking.yaml",
-                 "redis-limit": "fenfa-full-redis.yaml"}
+                 "redis-limit": "fenfa-full-redis.yaml", "tracing": "fenfa-full-tracing.yaml"}
     names = {"waf": "`waf`", "masking": "`response-masking`",
-             "redis-limit": "`rate-limit` `store: redis`"}
+             "redis-limit": "`rate-limit` `store: redis`",
+             "tracing": "`tracing` at `sample_ratio: 0.1`"}
+    sink = OtlpSink() if a.cluster else None
     results: dict[tuple[str, str, str], list[Result]] = {}
     t0 = time.monotonic()
     for rnd in range(a.rounds):
@@ -272,6 +311,9 @@ def compare_variants(a, ctx: targets.Ctx, params: WrkParams, proxy_cpus, token: 
                     run.stop()
                     run.cleanup()
     busy_after = report.cpu_busy()
+    if sink:
+        sink.stop()
+        log(f"OTLP sink: {sink.posts} exports, {sink.bytes:,} bytes of spans received")
     cmd = "python3 benches/harness/sidebyside.py " + " ".join(argv)
     md = [f"### {started.strftime('%Y-%m-%d %H:%M')} UTC — `{cmd}`", ""]
     md += [f"- {k}: {v}" for k, v in report.machine_facts(REPO)]

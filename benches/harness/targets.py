@@ -25,6 +25,8 @@ assert len(BODY) == 1024
 
 #: Requests go to this path on every target (Fenfa's route is `/api/*`).
 PATH = "/api/bench"
+#: The port of the OTLP sink, when one runs (sidebyside.py --cluster sets it).
+OTLP_PORT = 0
 #: Per second, per app: far above anything one machine sends, so nothing is denied.
 RATE_LIMIT = 1_000_000
 
@@ -179,7 +181,9 @@ def fenfa_values(ctx: Ctx, threads: int, port: int, status_port: int,
             "AUDIT": audit_block(audit if ctx.audit_supported else None),
             # fenfa-full-redis.yaml only: the machine's Redis, and a key prefix of this run's own.
             "REDIS_URL": os.environ.get("FENFA_BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
-            "REDIS_PREFIX": f"fenfa:bench:{os.getpid()}"}
+            "REDIS_PREFIX": f"fenfa:bench:{os.getpid()}",
+            # fenfa-full-tracing.yaml only: the OTLP sink sidebyside.py --cluster runs.
+            "OTLP_PORT": OTLP_PORT}
 
 
 def probe_audit(ctx: Ctx) -> None:
