@@ -78,6 +78,35 @@ async fn demo_token(cp: &Proc) -> String {
     demo_curl(cp).await.0
 }
 
+/// A schema of its own in the test database (`prefix_<random>`), and a connection to drop it.
+async fn fresh_schema(base: &str, prefix: &str) -> (sqlx::AnyConnection, String) {
+    let schema = format!(
+        "{prefix}_{}",
+        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
+    );
+    fenfa_admin::store::install_drivers();
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(base)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    (c, schema)
+}
+
+/// `url` with `schema` as its search path.
+fn in_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]={schema}")
+}
+
+async fn drop_schema(c: &mut sqlx::AnyConnection, schema: &str) {
+    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(c)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_secrets_private_and_its_gateway_is_local_gateway_everywhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,20 +221,8 @@ async fn two_processes_on_one_postgres_share_the_key_and_follow_each_others_comm
     let Some(base) = postgres_url() else {
         return;
     };
-    let schema = format!(
-        "fenfa_c_{}",
-        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
-    );
-    fenfa_admin::store::install_drivers();
-    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let db = format!("{base}{sep}options[search_path]={schema}");
+    let (mut c, schema) = fresh_schema(&base, "fenfa_c").await;
+    let db = in_schema(&base, &schema);
     let dir = tempfile::tempdir().unwrap();
     let key_b = "11".repeat(32);
 
@@ -265,9 +282,7 @@ async fn two_processes_on_one_postgres_share_the_key_and_follow_each_others_comm
     }
     drop(three);
     drop(one);
-    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut c)
-        .await;
+    drop_schema(&mut c, &schema).await;
 }
 
 /// A TCP relay to PostgreSQL that the test can cut (every open connection dropped, new ones
@@ -329,18 +344,7 @@ async fn a_database_outage_leaves_the_gateway_serving_answers_503_and_heals_by_i
     let Some(base) = postgres_url() else {
         return;
     };
-    let schema = format!(
-        "fenfa_o_{}",
-        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
-    );
-    fenfa_admin::store::install_drivers();
-    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
+    let (mut c, schema) = fresh_schema(&base, "fenfa_o").await;
     // The control plane reaches PostgreSQL only through the relay.
     let mut url = reqwest::Url::parse(&base).unwrap();
     let pg = format!(
@@ -350,8 +354,7 @@ async fn a_database_outage_leaves_the_gateway_serving_answers_503_and_heals_by_i
     );
     let relay = Relay::start(pg).await;
     url.set_port(Some(relay.addr.port())).unwrap();
-    let sep = if url.as_str().contains('?') { '&' } else { '?' };
-    let db = format!("{url}{sep}options[search_path]={schema}");
+    let db = in_schema(url.as_str(), &schema);
 
     let dir = tempfile::tempdir().unwrap();
     let p = ports();
@@ -428,9 +431,7 @@ async fn a_database_outage_leaves_the_gateway_serving_answers_503_and_heals_by_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(cp);
-    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut c)
-        .await;
+    drop_schema(&mut c, &schema).await;
 }
 
 /// Polls every URL until each answers 200; how long each took from `from`.
@@ -466,20 +467,8 @@ async fn three_gateways_on_two_control_planes_follow_either_and_survive_losing_o
     let Some(base) = postgres_url() else {
         return;
     };
-    let schema = format!(
-        "fenfa_t_{}",
-        fenfa_admin::crypto::hex(&fenfa_admin::crypto::random_array::<6>())
-    );
-    fenfa_admin::store::install_drivers();
-    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let db = format!("{base}{sep}options[search_path]={schema}");
+    let (mut c, schema) = fresh_schema(&base, "fenfa_t").await;
+    let db = in_schema(&base, &schema);
     let dir = tempfile::tempdir().unwrap();
 
     // Control plane A hosts the demo (and its echo upstream); B shares the database and key.
@@ -604,7 +593,5 @@ async fn three_gateways_on_two_control_planes_follow_either_and_survive_losing_o
     drop(gateways);
     drop(cp_b);
     drop(cp_a);
-    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut c)
-        .await;
+    drop_schema(&mut c, &schema).await;
 }
