@@ -6,9 +6,12 @@
 //! What happens, only on routes whose chain declares a response-body need
 //! ([`Chain::response_limit`]) and only for responses that have a body to rewrite (not `HEAD`,
 //! `204`, `304`, `1xx`/`101`):
-//! - the head loses `Content-Length` (and `Content-Encoding` when the gateway decodes) and is
-//!   sent `Transfer-Encoding: chunked` (to an HTTP/1.0 client: ended by closing the
-//!   connection), so any rewrite is framed correctly;
+//! - the head keeps the upstream's `Content-Length` when the body arrives unencoded, within
+//!   the limit, and every body plugin promises to keep its length
+//!   ([`fenfa_plugins::Plugin::response_body_keeps_length`]; `response-masking` does): the head
+//!   then leaves with the body in one write. Otherwise it loses `Content-Length` (and
+//!   `Content-Encoding` when the gateway decodes) and is sent `Transfer-Encoding: chunked` (to
+//!   an HTTP/1.0 client: ended by closing the connection), so any rewrite is framed correctly;
 //! - the upstream is asked for `Accept-Encoding: identity` (see `proxy.rs`); an upstream that
 //!   still encodes with `gzip`, `deflate` or `br` is decoded here (bounded: decoding stops one
 //!   byte past the limit, so a decompression bomb costs at most the limit); any other encoding
@@ -25,7 +28,7 @@
 use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
-use fenfa_plugins::{BodyNeed, Chain, OverLimit, RequestCtx};
+use fenfa_plugins::{BodyNeed, Chain, KeptLength, OverLimit, RequestCtx};
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 
@@ -46,6 +49,8 @@ pub struct ResponseBody {
     held: BytesMut,
     /// Over the limit under the pass policy: the rest streams untouched.
     passing: bool,
+    /// The upstream's `Content-Length`, kept because every body plugin keeps the length.
+    kept_length: Option<usize>,
     status: u16,
 }
 
@@ -56,6 +61,8 @@ pub enum ResponseBodyError {
     OverLimit { limit: usize },
     #[error("the response body's content encoding `{0}` cannot be inspected")]
     Unsupported(String),
+    #[error("a response-body plugin changed the length of a body sent with Content-Length {kept} (to {got} bytes); the response is aborted")]
+    LengthChanged { kept: usize, got: usize },
     #[error("the upstream's {encoding} response body does not decode: {source}")]
     Decode {
         encoding: &'static str,
@@ -101,26 +108,47 @@ pub fn on_response_head(
             return Ok(());
         }
     };
+    // The upstream's length, when the body arrives as it will be sent and fits the limit.
+    let length = match encoding {
+        Encoding::Identity => resp
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| chain.response_limit().is_some_and(|limit| *n <= limit)),
+        _ => None,
+    };
     resp.remove_header(&header::CONTENT_LENGTH);
     if encoding != Encoding::Identity {
         resp.remove_header(&header::CONTENT_ENCODING);
     }
-    // Pingora frames the body chunked when the head says so. An HTTP/1.0 client knows no
-    // chunked: without a length pingora ends the body by closing the connection.
-    if version == http::Version::HTTP_10 {
+    state.active = Some(encoding);
+    state.status = status;
+    state.kept_length = None;
+    // The head goes out before the body is in: what a body plugin's rewrite implies for the
+    // head (a replaced body's Content-Type, its framing) is decided now.
+    let mut edits = crate::proxy::RespEdits(resp);
+    let buffering = || {
+        chain
+            .iter()
+            .filter(|p| matches!(p.response_body_need(), BodyNeed::Buffer { .. }))
+    };
+    for p in buffering() {
+        p.response_body_head(ctx, status, &mut edits);
+    }
+    let keep = length.filter(|_| buffering().all(|p| p.response_body_keeps_length(ctx, status)));
+    if let Some(n) = keep {
+        // Every rewrite keeps the length: the head keeps it too, and pingora sends it with
+        // the body in one write (no chunked framing).
+        let _ = resp.insert_header(header::CONTENT_LENGTH, n);
+        ctx.vars.insert(KeptLength(n));
+        state.kept_length = Some(n);
+    } else if version == http::Version::HTTP_10 {
+        // Pingora frames the body chunked when the head says so. An HTTP/1.0 client knows no
+        // chunked: without a length pingora ends the body by closing the connection.
         resp.remove_header(&header::TRANSFER_ENCODING);
     } else {
         let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
-    }
-    state.active = Some(encoding);
-    state.status = status;
-    // The head goes out before the body is in: what a body plugin's rewrite implies for the
-    // head (a replaced body's Content-Type) is decided now.
-    let mut edits = crate::proxy::RespEdits(resp);
-    for p in chain.iter() {
-        if matches!(p.response_body_need(), BodyNeed::Buffer { .. }) {
-            p.response_body_head(ctx, status, &mut edits);
-        }
     }
     Ok(())
 }
@@ -154,8 +182,12 @@ pub fn on_response_chunk(
     if !end {
         return Ok(());
     }
-    let raw = std::mem::take(&mut state.held).freeze();
-    let mut decoded = decode(encoding, &raw, limit)?;
+    let held = std::mem::take(&mut state.held);
+    let mut decoded = match encoding {
+        // The held bytes are the body: no copy.
+        Encoding::Identity => Vec::from(held),
+        _ => decode(encoding, &held, limit)?,
+    };
     if decoded.len() > limit {
         // Only an encoded body gets here; its encoding header is gone, so it cannot pass.
         return Err(ResponseBodyError::OverLimit { limit });
@@ -175,6 +207,14 @@ pub fn on_response_chunk(
             } else {
                 ctx.body_uninspected = true;
             }
+        }
+    }
+    if let Some(kept) = state.kept_length {
+        if decoded.len() != kept {
+            return Err(ResponseBodyError::LengthChanged {
+                kept,
+                got: decoded.len(),
+            });
         }
     }
     *body = Some(Bytes::from(decoded));

@@ -247,6 +247,12 @@ impl Default for RequestCtx {
     }
 }
 
+/// In [`RequestCtx::vars`] when the gateway kept the upstream's `Content-Length` for this
+/// response (the value): every body plugin promised to keep the body's length
+/// ([`Plugin::response_body_keeps_length`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptLength(pub usize);
+
 /// Something an inspecting plugin found in a request or its response: a WAF detection, personal
 /// data it masked, an upstream error page it replaced. The gateway writes each into the request's
 /// audit record (`"findings":[…]`, at most [`Finding::MAX_PER_REQUEST`]) and counts it in
@@ -421,7 +427,11 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// [`BodyNeed::Buffer`], called once with the complete upstream response body, decoded
     /// (`gzip`, `deflate` and `br` are decoded by the gateway; the client then receives it
     /// without `Content-Encoding`), when it fits the chain's largest limit. The plugin may
-    /// rewrite `body` in place; the gateway sends the result chunked (no `Content-Length`).
+    /// rewrite `body` in place; the gateway sends the result chunked (no `Content-Length`),
+    /// unless every body plugin of the chain keeps this response's length
+    /// ([`Plugin::response_body_keeps_length`]): then the upstream's `Content-Length` is kept
+    /// and [`KeptLength`] is in [`RequestCtx::vars`], and the plugin must leave `body` exactly
+    /// as long as it found it.
     /// Never called for `HEAD`, `204`, `304`, `1xx`/`101` (upgrade) responses or the gateway's
     /// own answers: those pass untouched.
     /// Over the limit: [`OverLimit::PassUninspected`] streams the rest unread and sets
@@ -452,6 +462,19 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
         _status: u16,
         _headers: &mut dyn HeaderEdits,
     ) {
+    }
+    /// Response-body phase, framing: asked right after [`Plugin::response_body_head`], for a
+    /// response that arrived with a `Content-Length`, unencoded and within the limit. `true`
+    /// promises that [`Plugin::response_body`] leaves this response's body exactly as long as
+    /// it was (padding what it shortened in a way its content type allows, as `response-masking`
+    /// pads JSON with spaces). When every body plugin of the chain promises it, the gateway
+    /// keeps the upstream's `Content-Length` and puts [`KeptLength`] in [`RequestCtx::vars`]:
+    /// the head then goes out with the body in one write, instead of chunked framing's three
+    /// (head, chunk, last chunk). A body that changed length anyway is not sent (the response
+    /// is aborted, as for an over-limit body under [`OverLimit::Reject`]). The default, `false`,
+    /// keeps the chunked framing that any rewrite fits.
+    fn response_body_keeps_length(&self, _ctx: &RequestCtx, _status: u16) -> bool {
+        false
     }
     /// Response phase: edit the headers the client receives.
     fn response(&self, _ctx: &RequestCtx, _status: u16, _headers: &mut dyn HeaderEdits) {}

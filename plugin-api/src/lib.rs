@@ -23,8 +23,8 @@ pub mod registry;
 
 pub use contract::{
     BodyNeed, BoxFuture, CallError, CallOut, Finding, FindingAction, Flow, HeaderEdits, Host,
-    Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody, RequestCtx,
-    RequestView, SchemaError, UpstreamView,
+    Identity, KeptLength, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Reply, ReplyBody,
+    RequestCtx, RequestView, SchemaError, UpstreamView,
 };
 pub use registry::{BuildError, Chain, Registry};
 

@@ -27,8 +27,8 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::contract::{
-    BodyNeed, Finding, FindingAction, HeaderEdits, OverLimit, Plugin, PluginFactory, RequestCtx,
-    SchemaError,
+    BodyNeed, Finding, FindingAction, HeaderEdits, KeptLength, OverLimit, Plugin, PluginFactory,
+    RequestCtx, SchemaError,
 };
 use crate::response_masking::{check_limit, BodyKind, OverLimitConfig};
 
@@ -215,7 +215,7 @@ pub struct LeakGuard {
 }
 
 /// What the head phase decided for this response.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
     /// A 5xx: the body is replaced whatever it says.
     Replace,
@@ -226,13 +226,18 @@ enum Decision {
 }
 
 impl LeakGuard {
-    fn error_body(&self, request_id: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "error": { "code": CODE, "message": self.message, "request_id": request_id }
-        }))
-        .unwrap_or_default()
+    fn error_body(&self, message: Option<&str>, request_id: &str) -> Vec<u8> {
+        let error = match message {
+            Some(m) => serde_json::json!({ "code": CODE, "message": m, "request_id": request_id }),
+            None => serde_json::json!({ "code": CODE, "request_id": request_id }),
+        };
+        serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default()
     }
 }
+
+/// The error body without message and request id, for a replaced body that must keep a short
+/// length.
+const SHORT_ERROR: &[u8] = br#"{"error":{"code":"upstream_error"}}"#;
 
 impl Plugin for LeakGuard {
     fn name(&self) -> &'static str {
@@ -265,6 +270,12 @@ impl Plugin for LeakGuard {
         ctx.vars.insert(decision);
     }
 
+    /// Only a `5xx` body is always replaced (by a body of its own length and type, so it is
+    /// framed chunked); an inspected body keeps its length even when replaced.
+    fn response_body_keeps_length(&self, ctx: &RequestCtx, _status: u16) -> bool {
+        ctx.vars.get::<Decision>() != Some(&Decision::Replace)
+    }
+
     fn response_body(&self, ctx: &mut RequestCtx, _status: u16, body: &mut Vec<u8>) {
         let decision = ctx
             .vars
@@ -283,7 +294,23 @@ impl Plugin for LeakGuard {
             (Decision::Replace, None) => "server_error",
             _ => return,
         };
-        *body = self.error_body(&ctx.request_id);
+        if ctx.vars.get::<KeptLength>().is_some() {
+            // The head went out with the upstream's length: the error takes its place within
+            // it, padded with spaces — without its message, then without the request id, when
+            // the page was shorter; a page shorter than any error is blanked.
+            let len = body.len();
+            *body = [
+                self.error_body(Some(&self.message), &ctx.request_id),
+                self.error_body(None, &ctx.request_id),
+                SHORT_ERROR.to_vec(),
+            ]
+            .into_iter()
+            .find(|e| e.len() <= len)
+            .unwrap_or_default();
+            body.resize(len, b' ');
+        } else {
+            *body = self.error_body(Some(&self.message), &ctx.request_id);
+        }
         ctx.findings.push(Finding {
             plugin: NAME,
             class,

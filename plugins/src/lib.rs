@@ -33,7 +33,7 @@ pub mod waf;
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use fenfa_plugin_api::{
     BodyNeed, BoxFuture, BuildError, CallError, CallOut, Chain, Finding, FindingAction, Flow,
-    HeaderEdits, Host, Identity, LogView, OnFailure, OverLimit, Plugin, PluginFactory, Registry,
-    Reply, ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
+    HeaderEdits, Host, Identity, KeptLength, LogView, OnFailure, OverLimit, Plugin, PluginFactory,
+    Registry, Reply, ReplyBody, RequestCtx, RequestView, SchemaError, UpstreamView, API_VERSION,
 };
 pub use registry::{builtin, register_builtins};

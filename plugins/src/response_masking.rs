@@ -4,10 +4,13 @@
 //!
 //! - A body in which no detector could match — no run of 11 digits, no `@`, no name or address
 //!   key, no `\u` escape ([`pii::Prefilter`]) — is passed on as it is, unparsed.
-//! - JSON bodies (`application/json`, `*+json`) are parsed with serde_json, walked and
-//!   re-serialised (only when something was masked): string values are masked where they
-//!   match, a number that is an ID or phone number becomes a masked string, and the document
-//!   stays valid JSON. Text bodies (`text/*`, `application/xml`, `*+xml`, JavaScript, forms, or
+//! - JSON bodies (`application/json`, `*+json`) are walked where they lie ([`pii::mask_json`]):
+//!   string values are masked where they match, a number that is an ID or phone number becomes
+//!   a masked string, and nothing else in the document changes (key order, number spellings,
+//!   whitespace). When the gateway keeps the upstream's `Content-Length`
+//!   ([`KeptLength`]), the masked body keeps the length too: padded with spaces when shorter,
+//!   and a value whose mask would be longer than itself (a number gaining its quotes) turned
+//!   into `*` of its own length when the document as a whole would grow. Text bodies (`text/*`, `application/xml`, `*+xml`, JavaScript, forms, or
 //!   no `Content-Type` at all) are masked as text. Anything else (images, PDFs, octet
 //!   streams) is left untouched.
 //! - Counts per class — never the values — go into the audit record as one
@@ -16,8 +19,8 @@
 //! Config in one line: `{classes, formats: {<class>: {keep_prefix, keep_suffix, stars}},
 //! name_keys, address_keys, card_keys, default_keys, limit, over_limit}`. It may not: see a body larger than
 //! `limit` (see `over_limit`), find names or addresses in free text (only under JSON keys and
-//! in simple XML elements of those names), or keep a rewritten JSON
-//! document's key order. See `docs/plugins/response-masking.md`.
+//! in simple XML elements of those names), or keep an e-mail's domain or a
+//! masked number's visible digits when a kept length leaves no room for them. See `docs/plugins/response-masking.md`.
 
 use std::sync::Arc;
 
@@ -26,10 +29,10 @@ use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::contract::{
-    BodyNeed, Finding, FindingAction, HeaderEdits, OverLimit, Plugin, PluginFactory, RequestCtx,
-    SchemaError,
+    BodyNeed, Finding, FindingAction, HeaderEdits, KeptLength, OverLimit, Plugin, PluginFactory,
+    RequestCtx, SchemaError,
 };
-use crate::pii::{self, Class, Format, Policy};
+use crate::pii::{self, Class, Fit, Format, Policy};
 
 /// The plugin's name in configs and findings.
 pub const NAME: &str = "response-masking";
@@ -289,13 +292,11 @@ impl BodyKind {
     }
 }
 
-/// The response's body kind, remembered from the head for the body phase.
-#[derive(Debug, Clone, Copy)]
-struct Kind(BodyKind);
-
 #[derive(Debug)]
 pub struct ResponseMasking {
     policy: Policy,
+    /// `policy` hiding character for character, for a text that must keep its length.
+    no_growth: Policy,
     /// Skips parsing a body in which nothing could be masked.
     prefilter: pii::Prefilter,
     limit: usize,
@@ -303,8 +304,9 @@ pub struct ResponseMasking {
 }
 
 impl ResponseMasking {
-    /// Masks `body` as a `kind` body; returns the counts.
-    fn mask(&self, kind: BodyKind, body: &mut Vec<u8>) -> pii::Counts {
+    /// Masks `body` as a `kind` body; returns the counts. Under [`Fit::KeepLength`] the body
+    /// keeps its length (see [`Plugin::response_body_keeps_length`]).
+    fn mask(&self, kind: BodyKind, body: &mut Vec<u8>, fit: Fit) -> pii::Counts {
         if !self.prefilter.may_mask(body) {
             return pii::Counts::default();
         }
@@ -314,14 +316,11 @@ impl ResponseMasking {
                 .is_some_and(|b| *b == b'{' || *b == b'[')
         };
         if kind == BodyKind::Json || (kind == BodyKind::Unknown && looks_json()) {
-            if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(body) {
-                let counts = pii::mask_json(&mut doc, &self.policy);
-                if counts.total() > 0 {
-                    if let Ok(out) = serde_json::to_vec(&doc) {
-                        *body = out;
-                    }
+            if let Some(masked) = pii::mask_json(body, &self.policy, fit) {
+                if let Some(out) = masked.body {
+                    *body = out;
                 }
-                return counts;
+                return masked.counts;
             }
             // Not valid JSON after all: masked as text (digits become `*`, so it stays as
             // valid or invalid as it was, except for bare numbers).
@@ -329,13 +328,26 @@ impl ResponseMasking {
         let Ok(text) = std::str::from_utf8(body) else {
             return pii::Counts::default();
         };
-        let (out, counts) = pii::mask_text(text, &self.policy);
+        let (mut out, mut counts) = pii::mask_text(text, &self.policy);
+        if fit == Fit::KeepLength && out.as_ref().is_some_and(|o| o.len() > text.len()) {
+            // A format with a fixed number of stars made it longer: hide character for
+            // character instead, which never grows.
+            (out, counts) = pii::mask_text(text, &self.no_growth);
+        }
         if let Some(out) = out {
+            let len = body.len();
             *body = out.into_bytes();
+            if fit == Fit::KeepLength {
+                body.resize(len, b' ');
+            }
         }
         counts
     }
 }
+
+/// Put in [`RequestCtx::vars`] at the head: how this response's body is to be masked.
+#[derive(Debug, Clone, Copy)]
+struct Kind(BodyKind);
 
 impl Plugin for ResponseMasking {
     fn name(&self) -> &'static str {
@@ -363,12 +375,23 @@ impl Plugin for ResponseMasking {
             .insert(Kind(BodyKind::of(headers.get(CONTENT_TYPE.as_str()))));
     }
 
+    /// Masking keeps a body's length when asked to (JSON padded with spaces, or over-masked
+    /// where a mask would be longer than its value; text hidden character for character).
+    fn response_body_keeps_length(&self, _ctx: &RequestCtx, _status: u16) -> bool {
+        true
+    }
+
     fn response_body(&self, ctx: &mut RequestCtx, _status: u16, body: &mut Vec<u8>) {
         let kind = ctx.vars.get::<Kind>().map_or(BodyKind::Unknown, |k| k.0);
         if kind == BodyKind::Binary || body.is_empty() {
             return;
         }
-        let counts = self.mask(kind, body);
+        let fit = if ctx.vars.get::<KeptLength>().is_some() {
+            Fit::KeepLength
+        } else {
+            Fit::Free
+        };
+        let counts = self.mask(kind, body, fit);
         for (class, count) in counts.iter() {
             ctx.findings.push(Finding {
                 plugin: NAME,
@@ -395,6 +418,7 @@ impl PluginFactory for Factory {
         let policy = build_policy(&cfg)?;
         Ok(Arc::new(ResponseMasking {
             prefilter: pii::Prefilter::new(&policy),
+            no_growth: policy.no_growth(),
             policy,
             limit: check_limit(cfg.limit)?,
             over_limit: cfg.over_limit.policy(),

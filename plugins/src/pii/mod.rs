@@ -7,10 +7,11 @@
 //!   letters), bank card numbers (13–19 digits, Luhn-valid, with an issuer prefix `62`/`4`/`5`/`3`
 //!   or a card/bank word just before) and e-mail addresses. Look-alikes whose checksum or date
 //!   does not hold (order numbers, timestamps) are not matched.
-//! - [`mask_json`] walks a JSON document and masks, in place, string values (every match of
+//! - [`mask_json`] walks a JSON document's bytes and masks string values (every match of
 //!   [`scan`]), number values that are an ID, mobile or card number (they become masked strings),
 //!   and the values of keys that name a person's name or address ([`Policy::name_keys`],
-//!   [`Policy::address_keys`]). [`mask_text`] masks a text, including the values of XML
+//!   [`Policy::address_keys`]); only those values change in the output, and [`Fit::KeepLength`]
+//!   keeps its length. [`scan_json`] reports the same by JSON path, changing nothing. [`mask_text`] masks a text, including the values of XML
 //!   elements named like those keys (`<xm>张三</xm>`).
 //! - Both return [`Counts`] per [`Class`], never the values.
 //!
@@ -18,6 +19,7 @@
 //! `docs/plugins/response-masking.md` for what is and is not covered.
 
 mod detect;
+mod json;
 mod prefilter;
 
 use std::collections::HashSet;
@@ -26,9 +28,9 @@ use std::sync::OnceLock;
 
 use jiff::civil::Date;
 use regex::Regex;
-use serde_json::Value;
 
 pub use detect::{bank_card, id15, id18, mobile};
+pub use json::{mask_json, scan_json, Fit, Hit, Masked};
 pub use prefilter::Prefilter;
 
 /// What kind of personal data a value is.
@@ -212,6 +214,17 @@ impl Policy {
 
     pub fn format(&self, class: Class) -> Format {
         self.formats[class.index()]
+    }
+
+    /// The same policy with every format hiding character for character (`stars` unset): a
+    /// text masked with it is never longer than it was (a hidden character becomes one byte,
+    /// `*`), which is what keeping a response's length needs.
+    pub fn no_growth(&self) -> Policy {
+        let mut p = self.clone();
+        for f in &mut p.formats {
+            f.stars = None;
+        }
+        p
     }
 
     fn key_class(&self, key: &str) -> Option<Class> {
@@ -486,96 +499,20 @@ pub fn mask_text(text: &str, policy: &Policy) -> (Option<String>, Counts) {
     (out, counts)
 }
 
-/// Masks a JSON document in place (see the module doc) and returns what it masked.
-pub fn mask_json(value: &mut Value, policy: &Policy) -> Counts {
-    let mut counts = Counts::default();
-    walk(value, policy, None, false, today(), &mut counts);
-    counts
-}
-
-/// Counts what [`mask_json`] would mask, leaving `value` as it is (report-only mode).
-pub fn scan_json(value: &Value, policy: &Policy) -> Counts {
-    mask_json(&mut value.clone(), policy)
-}
-
-/// Nesting deeper than this is left unmasked (serde_json already refuses more than 128 levels).
-const MAX_DEPTH: usize = 128;
-
-fn walk(
-    value: &mut Value,
-    policy: &Policy,
-    key_class: Option<Class>,
-    card_context: bool,
-    today: Date,
-    counts: &mut Counts,
-) {
-    walk_at(value, policy, key_class, card_context, today, counts, 0)
-}
-
-fn walk_at(
-    value: &mut Value,
-    policy: &Policy,
-    key_class: Option<Class>,
-    card_context: bool,
-    today: Date,
-    counts: &mut Counts,
-    depth: usize,
-) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                let kc = policy.key_class(k);
-                let card = policy.is_card_word(k);
-                walk_at(v, policy, kc, card, today, counts, depth + 1);
-            }
-        }
-        Value::Array(items) => {
-            for v in items {
-                walk_at(v, policy, key_class, card_context, today, counts, depth + 1);
-            }
-        }
-        Value::String(s) => {
-            if let Some(class) = key_class.filter(|c| policy.enabled(*c)) {
-                // A `*` in it: already masked by the upstream; not counted again.
-                if !s.trim().is_empty() && !s.contains('*') {
-                    let mut out = String::with_capacity(s.len());
-                    mask_value(class, s, policy, &mut out);
-                    *s = out;
-                    counts.add(class);
-                }
-                return;
-            }
-            if let Some(masked) = mask_str(s, policy, card_context, today, counts) {
-                *s = masked;
-            }
-        }
-        Value::Number(n) => {
-            // Only integers can be ID, mobile or card numbers.
-            if n.is_f64() {
-                return;
-            }
-            let digits = n.to_string();
-            let Some(class) = classify_digits(digits.as_bytes(), card_context, today)
-                .filter(|c| policy.enabled(*c))
-            else {
-                return;
-            };
-            let mut out = String::with_capacity(digits.len());
-            mask_value(class, &digits, policy, &mut out);
-            *value = Value::String(out);
-            counts.add(class);
-        }
-        Value::Null | Value::Bool(_) => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// Masks a document given as a `Value` (through its bytes, as the plugin does).
+    fn mask_doc(doc: &mut Value, policy: &Policy) -> Counts {
+        let body = serde_json::to_vec(doc).unwrap();
+        let m = mask_json(&body, policy, Fit::Free).expect("valid JSON");
+        if let Some(out) = m.body {
+            *doc = serde_json::from_slice(&out).expect("masked JSON stays JSON");
+        }
+        m.counts
+    }
 
     const ID: &str = "11010519491231002X";
     /// Same digits with a wrong check character.
@@ -688,7 +625,7 @@ mod tests {
                 "ok": true, "n": null, "f": 1.5
             }
         });
-        let c = mask_json(&mut v, &Policy::default());
+        let c = mask_doc(&mut v, &Policy::default());
         let d = &v["data"];
         assert_eq!(d["xm"], "张*");
         assert_eq!(d["sfzh"], "110105********002X");
@@ -707,8 +644,12 @@ mod tests {
         assert_eq!(c.get(Class::Address), 1);
         // Report-only leaves the document alone.
         let orig = json!({"phone": "13812345678"});
-        assert_eq!(scan_json(&orig, &Policy::default()).get(Class::Mobile), 1);
-        assert_eq!(orig["phone"], "13812345678");
+        let hits = scan_json(orig.to_string().as_bytes(), &Policy::default()).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(
+            (hits[0].path.as_str(), hits[0].class),
+            ("$.phone", Class::Mobile)
+        );
     }
 
     #[test]
@@ -717,7 +658,7 @@ mod tests {
             .only(&[Class::Mobile])
             .with_format(Class::Mobile, Format::new(0, 4, Some(2)));
         let mut v = json!({"name": "张三", "m": "13812345678", "id": ID});
-        let c = mask_json(&mut v, &p);
+        let c = mask_doc(&mut v, &p);
         assert_eq!(v, json!({"name": "张三", "m": "**5678", "id": ID}));
         assert_eq!(c.total(), 1);
     }
@@ -738,7 +679,7 @@ mod tests {
             assert_eq!(mask_text(&out, &p).0, None, "{out}");
         }
         let mut doc = json!([{"n": 13812345678u64, "s": [ID, {"email": "q@w.io"}], "f": 1e300}]);
-        mask_json(&mut doc, &p);
+        mask_doc(&mut doc, &p);
         let back: Value = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(back, doc);
     }
@@ -765,22 +706,19 @@ mod tests {
         );
         // Already masked upstream: left alone and not counted, in JSON too.
         let mut v = json!({"xm": "张*"});
-        assert_eq!(mask_json(&mut v, &Policy::default()).total(), 0);
+        assert_eq!(mask_doc(&mut v, &Policy::default()).total(), 0);
     }
 
     #[test]
     fn numbers_it_does_not_mask_keep_their_value_through_a_rewrite() {
         let text = r#"{"n":99966666666666666666666666666666666666666666666666666666666666699999999999.0,"x":0.1000000000000000055511151231257827,"m":"13812345678"}"#;
-        let mut doc: Value = serde_json::from_str(text).unwrap();
-        let before = doc.clone();
+        let m = mask_json(text.as_bytes(), &Policy::default(), Fit::Free).unwrap();
+        assert_eq!(m.counts.get(Class::Mobile), 1);
+        // Only the masked value changed: the numbers keep even their spelling.
         assert_eq!(
-            mask_json(&mut doc, &Policy::default()).get(Class::Mobile),
-            1
+            String::from_utf8(m.body.unwrap()).unwrap(),
+            text.replace("13812345678", "138****5678")
         );
-        let back: Value = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
-        assert_eq!(back["n"], before["n"]);
-        assert_eq!(back["x"], before["x"]);
-        assert_eq!(back["m"], "138****5678");
     }
 
     #[test]
