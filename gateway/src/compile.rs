@@ -35,8 +35,22 @@ pub struct Runtime {
     pub certificates: Option<Arc<CertSet>>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: fenfa_plugins::cidr::CidrSet,
-    /// The source config, kept for `/status` and listener checks.
-    pub config: Config,
+    /// Every route, for the metrics' label set (the router holds the same `Arc`s).
+    pub routes: Vec<Arc<CompiledRoute>>,
+    /// The settings a running process reads once (listeners, audit, tracing, threads): kept to
+    /// start from and to warn when a reload changes them. Only these: the parsed document
+    /// itself is not kept (for 100k routes it is as large as the snapshot, and a reload would
+    /// hold two of it).
+    pub settings: Settings,
+}
+
+/// The process-level settings of the config a snapshot was compiled from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listeners: crate::config::model::Listeners,
+    pub gateway: crate::config::model::GatewaySettings,
+    pub audit: crate::config::model::AuditSettings,
+    pub tracing: Option<crate::config::model::TracingSettings>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -155,9 +169,15 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         trusted_proxies,
         version,
         router: router.map(|i| routes[i].clone()),
+        routes,
         services,
         certificates,
-        config: config.clone(),
+        settings: Settings {
+            listeners: config.listeners.clone(),
+            gateway: config.gateway.clone(),
+            audit: config.audit.clone(),
+            tracing: config.tracing.clone(),
+        },
     })
 }
 

@@ -164,13 +164,13 @@ impl Gateway {
 
     fn swap_in(&self, rt: Arc<Runtime>, source: &str) {
         if let Some(old) = self.current() {
-            if old.config.listeners != rt.config.listeners {
+            if old.settings.listeners != rt.settings.listeners {
                 tracing::warn!("listener addresses changed; they take effect after a restart");
             }
-            if old.config.audit != rt.config.audit {
+            if old.settings.audit != rt.settings.audit {
                 tracing::warn!("audit settings changed; they take effect after a restart");
             }
-            if old.config.tracing != rt.config.tracing {
+            if old.settings.tracing != rt.settings.tracing {
                 tracing::warn!("tracing settings changed; they take effect after a restart");
             }
         }
@@ -190,8 +190,7 @@ impl Gateway {
             retire(old);
         }
         self.health.retain(&live);
-        let routes: std::collections::HashSet<&str> =
-            rt.config.routes.iter().map(|r| r.name.as_str()).collect();
+        let routes: std::collections::HashSet<&str> = rt.routes.iter().map(|r| &*r.name).collect();
         self.metrics.retain_routes(|name| routes.contains(name));
         let generation = self.metrics.config_generation.fetch_add(1, Relaxed) + 1;
         self.metrics.reloads.fetch_add(1, Relaxed);

@@ -79,21 +79,21 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
     };
     let rt = gw.current().ok_or("no config is live")?;
-    let settings = rt.config.gateway.clone();
-    let listeners = rt.config.listeners.clone();
+    let settings = rt.settings.gateway.clone();
+    let listeners = rt.settings.listeners.clone();
     if let Some(node) = &settings.node {
         tracing::info!(node, "node name from config");
     }
     gw.name_node(settings.node.as_deref());
     // The audit trail starts before any listener: no request goes unrecorded.
     gw.audit.start(
-        &rt.config.audit,
+        &rt.settings.audit,
         &opts.data_dir,
         gw.node(),
         gw.metrics.audit.clone(),
     )?;
     // Tracing too, with the node name the audit records carry.
-    if let Some(t) = &rt.config.tracing {
+    if let Some(t) = &rt.settings.tracing {
         let tracing = crate::otel::Tracing::start(t, gw.node())?;
         let _ = gw.traces.set(tracing);
     }
