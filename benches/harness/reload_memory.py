@@ -41,6 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--routes", type=int, default=100000)
     p.add_argument("--reloads", type=int, default=5)
+    p.add_argument("--every", type=float, default=0.0,
+                   help="seconds from one reload's start to the next (default: back to back)")
     p.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release")
     a = p.parse_args()
     run_dir = REPO / "target" / "bench" / f"reload-memory-{int(time.time())}"
@@ -56,12 +58,13 @@ def main() -> None:
                              audit=True, values=values, ready_timeout=600)
     try:
         assert gw.proc is not None and gw.status_port is not None
-        time.sleep(1.0)
+        time.sleep(5.0)
         boot_peak = procs.status_kib(gw.proc.pid, "VmHWM") / 1024
         steady = procs.status_kib(gw.proc.pid, "VmRSS") / 1024
         print(f"{a.routes} routes: RSS after boot {steady:.0f} MiB, boot peak {boot_peak:.0f} MiB")
         peaks, afters = [], []
         for i in range(a.reloads):
+            t0 = time.monotonic()
             stop, out = threading.Event(), []
             t = threading.Thread(target=sample_peak, args=(gw.proc.pid, stop, out))
             t.start()
@@ -75,7 +78,10 @@ def main() -> None:
             after = procs.status_kib(gw.proc.pid, "VmRSS") / 1024
             peaks.append(out[0])
             afters.append(after)
-            print(f"  reload {i + 1}: peak {out[0]:.0f} MiB, live after {after:.0f} MiB")
+            time.sleep(max(0.0, a.every - (time.monotonic() - t0)))
+            settled = procs.status_kib(gw.proc.pid, "VmRSS") / 1024
+            print(f"  reload {i + 1}: peak {out[0]:.0f} MiB, live after {after:.0f} MiB, "
+                  f"before the next {settled:.0f} MiB")
         peak = statistics.median(peaks)
         settled = statistics.median(afters)
         print(f"median reload peak {peak:.0f} MiB / RSS after reloads {settled:.0f} MiB "
