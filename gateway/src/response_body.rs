@@ -263,3 +263,108 @@ fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Vec<u8>, Respo
     })?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fenfa_plugins::{Plugin, RequestCtx};
+
+    use super::*;
+
+    /// A body plugin that promises to keep the length and may break the promise.
+    #[derive(Debug)]
+    struct Rewriter {
+        keeps: bool,
+        append: &'static [u8],
+    }
+
+    impl Plugin for Rewriter {
+        fn name(&self) -> &'static str {
+            "rewriter"
+        }
+        fn priority(&self) -> i32 {
+            0
+        }
+        fn response_body_need(&self) -> BodyNeed {
+            BodyNeed::Buffer {
+                limit: 1024,
+                over_limit: OverLimit::PassUninspected,
+            }
+        }
+        fn response_body_keeps_length(&self, _ctx: &RequestCtx, _status: u16) -> bool {
+            self.keeps
+        }
+        fn response_body(&self, _ctx: &mut RequestCtx, _status: u16, body: &mut Vec<u8>) {
+            body.extend_from_slice(self.append);
+        }
+    }
+
+    fn respond(
+        plugin: Rewriter,
+        body: &'static [u8],
+    ) -> (ResponseHeader, Result<Bytes, ResponseBodyError>) {
+        let chain = Chain::new(vec![Arc::new(plugin) as Arc<dyn Plugin>]);
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header(header::CONTENT_LENGTH, body.len())
+            .unwrap();
+        let (mut state, mut ctx) = (ResponseBody::default(), RequestCtx::default());
+        on_response_head(
+            &chain,
+            &Method::GET,
+            http::Version::HTTP_11,
+            &mut resp,
+            &mut state,
+            &mut ctx,
+        )
+        .unwrap();
+        let mut out = Some(Bytes::from_static(body));
+        let sent = on_response_chunk(&chain, &mut state, &mut ctx, &mut out, true)
+            .map(|()| out.unwrap_or_default());
+        (resp, sent)
+    }
+
+    #[test]
+    fn a_length_kept_by_every_plugin_keeps_the_upstreams_content_length() {
+        let (head, sent) = respond(
+            Rewriter {
+                keeps: true,
+                append: b"",
+            },
+            b"hello",
+        );
+        assert_eq!(head.headers[header::CONTENT_LENGTH], "5");
+        assert!(head.headers.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(sent.unwrap(), "hello");
+    }
+
+    #[test]
+    fn a_plugin_that_may_change_the_length_gets_chunked_framing() {
+        let (head, sent) = respond(
+            Rewriter {
+                keeps: false,
+                append: b"!",
+            },
+            b"hello",
+        );
+        assert!(head.headers.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(head.headers[header::TRANSFER_ENCODING], "chunked");
+        assert_eq!(sent.unwrap(), "hello!");
+    }
+
+    #[test]
+    fn a_broken_promise_is_not_sent_with_the_wrong_length() {
+        let (head, sent) = respond(
+            Rewriter {
+                keeps: true,
+                append: b"!",
+            },
+            b"hello",
+        );
+        assert_eq!(head.headers[header::CONTENT_LENGTH], "5");
+        assert!(matches!(
+            sent,
+            Err(ResponseBodyError::LengthChanged { kept: 5, got: 6 })
+        ));
+    }
+}
