@@ -20,6 +20,7 @@ mod duties;
 mod exports;
 mod hardening;
 mod input;
+mod inspection;
 mod openapi;
 mod publishing;
 mod resources;
