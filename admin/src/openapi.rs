@@ -241,6 +241,39 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
         ),
         ("GET", "/v1/alert-blocks") => list(s.of::<Block>(), vec![]),
 
+        ("POST", "/v1/inspections") | ("GET", "/v1/inspections/{id}") => one(object(
+            "An inspection: id, trigger, requested_by, started_at, finished_at, summary, services (probes, 24-hour traffic, findings)",
+        )),
+        ("GET", "/v1/inspections") => Shape {
+            response: Some(object("An inspection's id, trigger, times and summary")),
+            list: true,
+            query: s.params::<crate::inspection::api::ListQuery>(),
+            ..none()
+        },
+        ("GET", "/v1/faults") => Shape {
+            response: Some(s.of::<crate::inspection::faults::FaultRow>()),
+            list: true,
+            query: s.params::<crate::inspection::api::FaultQuery>(),
+            ..none()
+        },
+        ("GET", "/v1/faults/{id}") => one(s.of::<crate::inspection::faults::FaultRow>()),
+        ("POST", "/v1/faults/{id}/close") => with(
+            s.of::<crate::inspection::api::CloseInput>(),
+            s.of::<crate::inspection::faults::FaultRow>(),
+        ),
+        ("GET", "/v1/inspection-settings") => one(s.of::<crate::inspection::settings::Settings>()),
+        ("PUT", "/v1/inspection-settings") => with(
+            s.of::<crate::inspection::settings::Settings>(),
+            s.of::<crate::inspection::settings::Settings>(),
+        ),
+        ("GET", "/v1/active-users") => Shape {
+            response: Some(object(
+                "`{day, month, daily, monthly, store}`: distinct users per channel (`wechat`, `alipay`, `baidu`) and `all`",
+            )),
+            query: s.params::<crate::active_users::api::ActiveQuery>(),
+            ..none()
+        },
+
         ("GET", "/v1/dataplane/watch") => Shape {
             response: Some(object("The rendered gateway config")),
             query: s.params::<crate::dataplane::WatchQuery>(),

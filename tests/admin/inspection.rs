@@ -239,7 +239,7 @@ async fn an_operator_closes_a_fault_with_a_note_and_a_new_one_opens_if_it_persis
     let (st, _) = env
         .call("GET", "/v1/faults?cause=broken", Some(&sys), None)
         .await;
-    assert_eq!(st, 422);
+    assert_eq!(st, 400);
     env.expect(
         422,
         "PUT",

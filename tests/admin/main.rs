@@ -9,6 +9,7 @@ mod harness;
 mod pki;
 
 mod accounts;
+mod active_users;
 mod alerts;
 mod architecture;
 mod audit;

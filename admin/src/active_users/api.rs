@@ -38,13 +38,14 @@ pub async fn get(
     p.authorize(Action::ReportRead)?;
     let day = match &q.day {
         Some(d) => crate::local_time::parse_day(d)
-            .map_err(|e| ApiError::invalid("day", e))?
+            .map_err(|e| ApiError::BadRequest(format!("day: {e}")))?
             .to_string(),
         None => crate::local_time::day(app.now()),
     };
     let month = match &q.month {
         Some(m) => {
-            crate::local_time::parse_month(m).map_err(|e| ApiError::invalid("month", e))?;
+            crate::local_time::parse_month(m)
+                .map_err(|e| ApiError::BadRequest(format!("month: {e}")))?;
             m.clone()
         }
         None => day[..7].to_string(),

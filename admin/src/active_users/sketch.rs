@@ -63,6 +63,9 @@ struct Entry {
 #[derive(Default)]
 pub struct Sketches {
     live: Mutex<HashMap<(String, String), Entry>>,
+    /// Held while sketches are being saved, and while counting: a sketch taken out of memory
+    /// for saving is not in the database yet, and must not be missed by a count.
+    saving: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,6 +90,7 @@ impl Sketches {
     /// Merges every changed sketch into its saved one and writes it back. What was in memory
     /// is dropped once saved (the database holds it).
     pub async fn save(&self, pool: &sqlx::AnyPool, now: i64) -> Result<(), String> {
+        let _saving = self.saving.lock().await;
         let taken: Vec<((String, String), Sketch)> = {
             let mut live = lock(&self.live);
             let keys: Vec<(String, String)> = live
@@ -116,6 +120,7 @@ impl Sketches {
 
     /// Counts for one period: the saved sketches merged with what is in memory.
     pub async fn counts(&self, pool: &sqlx::AnyPool, period: &str) -> Result<Counts, String> {
+        let _saving = self.saving.lock().await;
         let mut merged: BTreeMap<String, Sketch> = BTreeMap::new();
         for (channel, sketch) in load_period(pool, period).await? {
             merged.insert(channel, sketch);
@@ -158,6 +163,9 @@ async fn load_period(pool: &sqlx::AnyPool, period: &str) -> Result<Vec<(String, 
         .collect()
 }
 
+/// Merges `sketch` into the saved one. Another process may save the same sketch at the same
+/// time: the write only lands if the saved text is still the one read (compare and swap), else
+/// it reads again.
 async fn save_one(
     pool: &sqlx::AnyPool,
     period: &str,
@@ -165,36 +173,91 @@ async fn save_one(
     sketch: &Sketch,
     now: i64,
 ) -> Result<(), String> {
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    let row =
-        sqlx::query("SELECT sketch FROM active_user_sketches WHERE period = $1 AND channel = $2")
+    for _ in 0..10 {
+        let row = sqlx::query(
+            "SELECT sketch FROM active_user_sketches WHERE period = $1 AND channel = $2",
+        )
+        .bind(period)
+        .bind(channel)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        let old: Option<String> = row
+            .map(|r| r.try_get("sketch"))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let mut merged = match &old {
+            Some(text) => serde_json::from_str::<Sketch>(text)
+                .map_err(|e| format!("active-user sketch {period}/{channel}: {e}"))?,
+            None => new_sketch(),
+        };
+        merged
+            .merge(sketch)
+            .map_err(|e| format!("merging sketches: {e}"))?;
+        let text = serde_json::to_string(&merged).map_err(|e| e.to_string())?;
+        let done = match &old {
+            None => sqlx::query(
+                "INSERT INTO active_user_sketches (period, channel, sketch, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (period, channel) DO NOTHING",
+            )
             .bind(period)
             .bind(channel)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
-    let mut merged = match row {
-        Some(r) => {
-            let text: String = r.try_get("sketch").map_err(|e| e.to_string())?;
-            serde_json::from_str::<Sketch>(&text)
-                .map_err(|e| format!("active-user sketch {period}/{channel}: {e}"))?
+            .bind(&text)
+            .bind(now)
+            .execute(pool)
+            .await,
+            Some(old) => sqlx::query(
+                "UPDATE active_user_sketches SET sketch = $1, updated_at = $2 \
+                 WHERE period = $3 AND channel = $4 AND sketch = $5",
+            )
+            .bind(&text)
+            .bind(now)
+            .bind(period)
+            .bind(channel)
+            .bind(old)
+            .execute(pool)
+            .await,
         }
-        None => new_sketch(),
-    };
-    merged
-        .merge(sketch)
-        .map_err(|e| format!("merging sketches: {e}"))?;
-    let text = serde_json::to_string(&merged).map_err(|e| e.to_string())?;
-    sqlx::query(
-        "INSERT INTO active_user_sketches (period, channel, sketch, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (period, channel) DO UPDATE SET sketch = excluded.sketch, updated_at = excluded.updated_at",
-    )
-    .bind(period)
-    .bind(channel)
-    .bind(text)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| e.to_string())?;
-    tx.commit().await.map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "active-user sketch {period}/{channel}: changed by another process ten times in a row"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(from: u64, to: u64) -> Sketch {
+        let mut s = new_sketch();
+        for i in from..to {
+            s.insert(&super::super::user_digest(&format!("u{i}")));
+        }
+        s
+    }
+
+    #[test]
+    fn merged_and_saved_sketches_count_the_union() {
+        let mut a = filled(0, 200_000);
+        let a_count = a.count();
+        let text = serde_json::to_string(&a).unwrap();
+        let mut back: Sketch = serde_json::from_str(&text).unwrap();
+        assert!(
+            (back.count() - a_count).abs() < 1.0,
+            "{} vs {a_count}",
+            back.count()
+        );
+        let b = filled(200_000, 400_000);
+        back.merge(&b).unwrap();
+        let n = back.count();
+        assert!((n - 400_000.0).abs() < 8_000.0, "{n}");
+        let mut fresh = new_sketch();
+        fresh.merge(&back).unwrap();
+        let m = fresh.count();
+        assert!((m - 400_000.0).abs() < 8_000.0, "{m}");
+    }
 }

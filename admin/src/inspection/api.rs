@@ -31,7 +31,7 @@ fn limit(l: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
     match l {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit", format!("expected 1 to {max}"))),
+        Some(_) => Err(ApiError::BadRequest(format!("limit must be 1 to {max}"))),
     }
 }
 
@@ -147,7 +147,9 @@ pub async fn list_faults(
     let mut conds = Vec::new();
     if let Some(s) = q.state {
         if s != OPEN && s != CLOSED {
-            return Err(ApiError::invalid("state", "expected `open` or `closed`"));
+            return Err(ApiError::BadRequest(
+                "state must be `open` or `closed`".into(),
+            ));
         }
         conds.push(("state = ?", Bind::Text(s)));
     }
@@ -156,9 +158,8 @@ pub async fn list_faults(
     }
     if let Some(c) = q.cause {
         if super::probe::Cause::parse(&c).is_none() {
-            return Err(ApiError::invalid(
-                "cause",
-                "expected one of dns, refused, timeout, tls, protocol, 5xx, unexpected_status, slow, certificate_expiring, availability",
+            return Err(ApiError::BadRequest(
+                "cause must be one of dns, refused, timeout, tls, protocol, 5xx, unexpected_status, slow, certificate_expiring, availability".into(),
             ));
         }
         conds.push(("cause = ?", Bind::Text(c)));

@@ -55,10 +55,13 @@ pub struct FaultRow {
     /// `open` or `closed`.
     pub state: String,
     pub detail: String,
+    #[schema(value_type = String, format = DateTime)]
     pub opened_at: i64,
     /// The inspection that found it.
     pub opened_by: String,
+    #[schema(value_type = String, format = DateTime)]
     pub last_seen: i64,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub closed_at: Option<i64>,
     /// `inspection`, or the operator's account name.
     pub closed_by: Option<String>,
