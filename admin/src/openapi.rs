@@ -23,6 +23,8 @@ struct Shape {
     query: Vec<Value>,
     /// Extra media types of the success answer (exports: CSV).
     csv: bool,
+    /// The success answer may be HTML (reports).
+    html: bool,
 }
 
 /// Component schemas, collected as operations refer to them.
@@ -274,6 +276,27 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
             ..none()
         },
 
+        ("POST", "/v1/reports") => with(
+            s.of::<crate::reports::api::GenerateInput>(),
+            object("The report: id, kind, title, period, generated_at, generated_by, download links"),
+        ),
+        ("GET", "/v1/reports") => Shape {
+            response: Some(object("A kept report: id, kind, title, period, generated_at, download links")),
+            list: true,
+            query: s.params::<crate::reports::api::ReportFilter>(),
+            ..none()
+        },
+        ("GET", "/v1/reports/{id}") => Shape {
+            response: Some(object("The report's metadata and `report`: title, period, summary, sections")),
+            query: {
+                s.of::<crate::reports::api::Format>();
+                s.params::<crate::reports::api::DownloadQuery>()
+            },
+            csv: true,
+            html: true,
+            ..none()
+        },
+
         ("GET", "/v1/dataplane/watch") => Shape {
             response: Some(object("The rendered gateway config")),
             query: s.params::<crate::dataplane::WatchQuery>(),
@@ -335,6 +358,9 @@ pub fn document() -> Value {
             let mut content = json!({"application/json": {"schema": schema}});
             if shape.csv {
                 content["text/csv"] = json!({"schema": {"type": "string"}});
+            }
+            if shape.html {
+                content["text/html"] = json!({"schema": {"type": "string"}});
             }
             content
         });

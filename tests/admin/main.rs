@@ -24,6 +24,7 @@ mod input;
 mod inspection;
 mod openapi;
 mod publishing;
+mod reports;
 mod resources;
 mod schemathesis;
 mod serve;

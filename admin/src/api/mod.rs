@@ -347,6 +347,10 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep!("PUT", "/v1/inspection-settings", "inspection", InspectionWrite, "system-admin", true, "Change the inspection settings"), put(ins::put_settings)),
         (ep!("GET", "/v1/active-users", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Daily and monthly active users per channel and in total (`?day=YYYY-MM-DD`, `?month=YYYY-MM`)"), get(crate::active_users::api::get)),
 
+        (ep!("POST", "/v1/reports", "reports", ReportWrite, "system-admin, security-admin", true, "Generate a report (每日巡检报告, 系统运行状态监控分析报告, 服务上线记录表, 安全监测月报) and keep it"), post(crate::reports::api::generate)),
+        (ep!("GET", "/v1/reports", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Kept reports, newest first (`?kind=`, `?limit=`)"), get(crate::reports::api::list)),
+        (ep!("GET", "/v1/reports/{id}", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Download a report (`?format=html|csv|json`)"), get(crate::reports::api::download)),
+
         (ep!("GET", "/v1/dataplane/watch", "dataplane", "node token", false, "Long-poll for a config newer than `?version=N` (200 with config, or 304 after ~25 s)"), get(crate::dataplane::watch)),
         (ep!("POST", "/v1/dataplane/audit", "dataplane", "node token", true, "Ingest a request-audit batch (idempotent by node, segment, offset)"), post(crate::dataplane::ingest)),
     ]
