@@ -151,9 +151,9 @@ impl App {
         let (tx, _) = watch::channel(version);
         let (alerts, alert_rx) = crate::alerts::Alerts::new();
         let counter = match &opts.redis {
-            Some(r) => crate::active_users::Counter::Redis(
+            Some(r) => crate::active_users::Counter::Redis(Box::new(
                 crate::active_users::redis_store::RedisCounts::new(&r.url, &r.prefix)?,
-            ),
+            )),
             None => crate::active_users::Counter::Memory(Default::default()),
         };
         let (active_users, active_rx) = crate::active_users::ActiveUsers::new(counter);

@@ -100,7 +100,7 @@ pub type Counts = BTreeMap<String, u64>;
 /// Where the counts live.
 pub enum Counter {
     Memory(sketch::Sketches),
-    Redis(redis_store::RedisCounts),
+    Redis(Box<redis_store::RedisCounts>),
 }
 
 impl Counter {

@@ -54,7 +54,7 @@ impl Doc {
             out.push_str(&v.join(","));
             out.push_str("\r\n");
         };
-        line(&mut out, &[self.title.clone()]);
+        line(&mut out, std::slice::from_ref(&self.title));
         line(&mut out, &["统计周期".into(), self.period.clone()]);
         line(&mut out, &["生成时间".into(), self.generated_at.clone()]);
         out.push_str("\r\n");
@@ -64,7 +64,7 @@ impl Doc {
         }
         for s in &self.sections {
             out.push_str("\r\n");
-            line(&mut out, &[s.title.clone()]);
+            line(&mut out, std::slice::from_ref(&s.title));
             line(&mut out, &s.columns);
             for r in &s.rows {
                 line(&mut out, r);

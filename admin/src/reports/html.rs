@@ -19,7 +19,7 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-const STYLE: &str = "body{font-family:'Noto Sans CJK SC','Source Han Sans SC','Microsoft YaHei','PingFang SC',sans-serif;margin:24px;color:#222}\
+const STYLE: &str = "body{font-family:'Noto Sans CJK SC','Source Han Sans SC','WenQuanYi Micro Hei','Microsoft YaHei','PingFang SC',sans-serif;margin:24px;color:#222}\
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:24px 0 8px;border-left:4px solid #1f6feb;padding-left:8px}\
 .meta{color:#555;font-size:13px}table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}\
 th,td{border:1px solid #ccc;padding:4px 6px;text-align:left}th{background:#f0f3f7}td.n{text-align:right}\

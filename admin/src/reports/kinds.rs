@@ -28,6 +28,9 @@ pub fn title(kind: &str) -> &'static str {
 }
 
 fn period(from: i64, to: i64) -> String {
+    if from <= 0 {
+        return format!("截至 {} (北京时间)", display(to));
+    }
     format!("{} 至 {} (北京时间)", display(from), display(to))
 }
 
