@@ -250,6 +250,155 @@ async fn an_operator_closes_a_fault_with_a_note_and_a_new_one_opens_if_it_persis
     .await;
 }
 
+/// A TLS backend on a free port answering 200, with a certificate for 127.0.0.1 that expires on
+/// 2027-01-25 (ten days after the harness clock's start), signed by a CA nobody trusts.
+async fn tls_backend() -> (u16, tokio::task::JoinHandle<()>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.not_after = rcgen::date_time_ymd(2027, 1, 25);
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (port, h)
+}
+
+async fn tls_upstreams_are_checked_for_trust_and_certificate_expiry(env: &Env) {
+    let sys = env.admin().await;
+    let sec = env.security().await;
+    let (port, h) = tls_backend().await;
+    let ag = env.agency(&sys, "tax").await;
+    env.expect(
+        201,
+        "POST",
+        "/v1/network-policies",
+        &sec,
+        json!({"agency_id": ag, "name": "tax-backends", "rules": [
+            {"destination": "127.0.0.1", "port": port, "protocol": "https"}
+        ]}),
+    )
+    .await;
+    // `tls.verify: false` (the gateway does not check the chain, nor does the probe): it
+    // answers, but its certificate expires in ten days. Verified against the system's CAs, which
+    // do not know the backend's CA: the handshake fails. (`tls.ca` files are the gateways' own
+    // and cannot be set through the control plane.)
+    for (name, verify) in [("invoice", false), ("refund", true)] {
+        let svc = env
+            .expect(
+                201,
+                "POST",
+                "/v1/services",
+                &sys,
+                json!({
+                    "agency_id": ag, "name": name, "title": "税务", "kind": "api",
+                    "upstream": {"scheme": "https", "targets": [{"addr": format!("127.0.0.1:{port}")}],
+                                 "tls": {"verify": verify}}
+                }),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.route(&sys, &svc, &format!("{name}-get"), &format!("/tax/{name}"))
+            .await;
+        env.expect(
+            200,
+            "POST",
+            &format!("/v1/services/{svc}/submit"),
+            &sys,
+            json!({}),
+        )
+        .await;
+        env.expect(
+            200,
+            "POST",
+            &format!("/v1/services/{svc}/publish"),
+            &sys,
+            json!({"channels": ["alipay"]}),
+        )
+        .await;
+    }
+    let run = env
+        .expect(201, "POST", "/v1/inspections", &sys, json!({}))
+        .await;
+    let by_name = |n: &str| {
+        run["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == n)
+            .unwrap()
+            .clone()
+    };
+    let invoice = by_name("invoice");
+    let probe = &invoice["interfaces"][0]["probes"][0];
+    assert_eq!(probe["status"], 200);
+    let days = probe["cert_days_left"].as_i64().unwrap();
+    assert!((9..=10).contains(&days), "{days} days left");
+    assert_eq!(probe["causes"], json!(["certificate_expiring"]));
+    let refund = by_name("refund");
+    assert_eq!(
+        refund["interfaces"][0]["probes"][0]["causes"],
+        json!(["tls"])
+    );
+    let f = faults(env, &sys, "?cause=certificate_expiring").await;
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0]["service"], "invoice");
+    assert_eq!(
+        f[0]["route"],
+        Value::Null,
+        "a certificate is the target's, not a route's"
+    );
+    let f = faults(env, &sys, "?cause=tls").await;
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0]["service"], "refund");
+    h.abort();
+}
+
 macro_rules! without_schedule_loop {
     ($name:ident) => {
         mod $name {
@@ -277,3 +426,4 @@ macro_rules! without_schedule_loop {
 
 without_schedule_loop!(a_down_backend_is_a_refused_fault_that_closes_when_it_is_back);
 without_schedule_loop!(an_operator_closes_a_fault_with_a_note_and_a_new_one_opens_if_it_persists);
+without_schedule_loop!(tls_upstreams_are_checked_for_trust_and_certificate_expiry);

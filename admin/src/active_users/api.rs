@@ -16,8 +16,10 @@ use crate::error::{ApiError, ApiResult};
 #[into_params(parameter_in = Query)]
 pub struct ActiveQuery {
     /// Local day (Asia/Shanghai) `YYYY-MM-DD`; default today.
+    #[param(format = Date)]
     day: Option<String>,
     /// Local month `YYYY-MM`; default the month of `day`.
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     month: Option<String>,
 }
 

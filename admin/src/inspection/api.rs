@@ -128,9 +128,13 @@ pub async fn get_one(
 #[into_params(parameter_in = Query)]
 pub struct FaultQuery {
     /// `open` or `closed`.
+    #[param(pattern = "^(open|closed)$")]
     state: Option<String>,
     service_id: Option<String>,
     /// A cause (`refused`, `timeout`, …).
+    #[param(
+        pattern = "^(dns|refused|timeout|tls|protocol|5xx|unexpected_status|slow|certificate_expiring|availability)$"
+    )]
     cause: Option<String>,
     /// 1 to 500; default 100.
     #[param(minimum = 1, maximum = 500)]

@@ -8,6 +8,7 @@ use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(as = InspectionSettings)]
 pub struct Settings {
     /// Local time (Asia/Shanghai, `HH:MM`) of the daily run. Default `08:30`. A control plane
     /// that starts later in the day runs that day's inspection at once.
