@@ -122,6 +122,8 @@ pub struct App {
     pub alerts: crate::alerts::Alerts,
     /// Daily and monthly active users per channel (`crate::active_users`).
     pub active_users: crate::active_users::ActiveUsers,
+    /// Held while an inspection runs: one at a time per process (`crate::inspection`).
+    pub inspecting: Mutex<()>,
 }
 
 pub type AppState = Arc<App>;
@@ -167,6 +169,7 @@ impl App {
             opts,
             alerts,
             active_users,
+            inspecting: Mutex::new(()),
         });
         let issued = crate::auth::bootstrap(&app).await?;
         if version == 0 {

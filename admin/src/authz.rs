@@ -366,7 +366,8 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(
                 allowed(a).contains(&AUD),
-                a == AuditRead || a == AlertRead,
+                // What the trails show, and the monitoring built on them, read-only.
+                [AuditRead, AlertRead, InspectionRead, ReportRead].contains(&a),
                 "{a:?}"
             );
             if a == AuditRead {
@@ -377,7 +378,9 @@ mod tests {
         assert_eq!(ServicePublish.name(), "service-publish");
         assert_eq!(
             permissions(AUD),
-            vec!["audit-read".to_string(), "alert-read".to_string()]
+            ["audit-read", "alert-read", "inspection-read", "report-read"]
+                .map(String::from)
+                .to_vec()
         );
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Definitions (docs/reports.md): an *error* is an answer with status 500 or above (a request the
 //! gateway refused, 4xx, is the platform working, not failing); *availability* is the share of
-//! requests that were not errors (100% with no requests); percentiles are nearest-rank.
+//! requests that were not errors (100% with no requests); percentiles are nearest-rank over a
+//! latency histogram (1 ms buckets below 1 s, 100 ms up to 60 s), so a period of any volume is
+//! read a page at a time in constant memory.
 //!
 //! What it may not do: read a user id or any personal field of a record.
 
@@ -32,69 +34,117 @@ pub struct Req {
     pub findings: Vec<(String, String, String, u64)>,
 }
 
-/// Records with `from <= time < to` (unix seconds).
-pub async fn load(pool: &sqlx::AnyPool, from: i64, to: i64) -> ApiResult<Vec<Req>> {
-    let rows = sqlx::query(
-        "SELECT record FROM request_audit WHERE rec_time >= $1 AND rec_time < $2 ORDER BY rec_time",
-    )
-    .bind(crate::local_time::record_time(from))
-    .bind(crate::local_time::record_time(to))
-    .fetch_all(pool)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let text: String = r.try_get("record")?;
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            continue;
+/// Records read per query while scanning.
+const PAGE: i64 = 5_000;
+
+/// Calls `f` with every record whose time is in `[from, to)` (unix seconds), a page at a time:
+/// memory stays bounded whatever the period's volume.
+pub async fn scan(
+    pool: &sqlx::AnyPool,
+    from: i64,
+    to: i64,
+    mut f: impl FnMut(&Req),
+) -> ApiResult<u64> {
+    let (lo, hi) = (
+        crate::local_time::record_time(from),
+        crate::local_time::record_time(to),
+    );
+    let mut after = i64::MIN;
+    let mut n = 0u64;
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT seq, record FROM request_audit WHERE rec_time >= $1 AND rec_time < $2 AND seq > $3 ORDER BY seq LIMIT {PAGE}"
+        ))
+        .bind(&lo)
+        .bind(&hi)
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(n);
         };
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let Some(at) = v
-            .get("time")
-            .and_then(Value::as_str)
-            .and_then(crate::local_time::parse_record_time)
-        else {
-            continue;
-        };
-        let findings = v
-            .get("findings")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|f| {
-                        let t =
-                            |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                        (
-                            t("plugin"),
-                            t("class"),
-                            t("action"),
-                            f.get("count").and_then(Value::as_u64).unwrap_or(1),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Req {
-            at,
-            service: s("service"),
-            route: s("route"),
-            channel: s("channel"),
-            status: v.get("status").and_then(Value::as_u64).unwrap_or(0) as u16,
-            latency_us: v.get("latency_us").and_then(Value::as_u64).unwrap_or(0),
-            decision: s("decision"),
-            denied_by: s("denied_by"),
-            code: s("code"),
-            findings,
-        });
+        after = last.try_get("seq")?;
+        for r in &rows {
+            let text: String = r.try_get("record")?;
+            if let Some(req) = parse(&text) {
+                n += 1;
+                f(&req);
+            }
+        }
+        if (rows.len() as i64) < PAGE {
+            return Ok(n);
+        }
     }
-    Ok(out)
+}
+
+fn parse(text: &str) -> Option<Req> {
+    let v = serde_json::from_str::<Value>(text).ok()?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let at = v
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(crate::local_time::parse_record_time)?;
+    let findings = v
+        .get("findings")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let t = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    (
+                        t("plugin"),
+                        t("class"),
+                        t("action"),
+                        f.get("count").and_then(Value::as_u64).unwrap_or(1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Req {
+        at,
+        service: s("service"),
+        route: s("route"),
+        channel: s("channel"),
+        status: v.get("status").and_then(Value::as_u64).unwrap_or(0) as u16,
+        latency_us: v.get("latency_us").and_then(Value::as_u64).unwrap_or(0),
+        decision: s("decision"),
+        denied_by: s("denied_by"),
+        code: s("code"),
+        findings,
+    })
 }
 
 /// Volume, errors and latency of a set of requests.
+/// Latency buckets: 1 ms wide below 1 s, 100 ms wide from 1 s to 60 s, one above.
+fn bucket(latency_us: u64) -> u32 {
+    let ms = latency_us / 1000;
+    if ms < 1000 {
+        ms as u32
+    } else if ms < 60_000 {
+        1000 + ((ms - 1000) / 100) as u32
+    } else {
+        1590
+    }
+}
+
+/// The lower bound of a bucket, milliseconds.
+fn bucket_ms(b: u32) -> f64 {
+    if b < 1000 {
+        f64::from(b)
+    } else if b < 1590 {
+        1000.0 + f64::from(b - 1000) * 100.0
+    } else {
+        60_000.0
+    }
+}
+
+/// Volume, errors and a latency histogram of a set of requests: constant memory per group.
 #[derive(Debug, Clone, Default)]
 pub struct Agg {
     pub total: u64,
     pub errors: u64,
-    latencies: Vec<u64>,
+    latencies: BTreeMap<u32, u64>,
 }
 
 impl Agg {
@@ -103,7 +153,7 @@ impl Agg {
         if r.status >= 500 {
             self.errors += 1;
         }
-        self.latencies.push(r.latency_us);
+        *self.latencies.entry(bucket(r.latency_us)).or_default() += 1;
     }
 
     /// Availability, percent (100 with no requests).
@@ -120,15 +170,25 @@ impl Agg {
         100.0 - self.availability()
     }
 
-    /// Nearest-rank percentile of latency, milliseconds (0 with no requests).
+    /// Nearest-rank percentile of latency, milliseconds, to the histogram's resolution (the
+    /// lower bound of the bucket holding that rank); 0 with no requests.
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
+        if self.total == 0 {
             return 0.0;
         }
-        let mut v = self.latencies.clone();
-        v.sort_unstable();
-        let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-        v[rank.min(v.len()) - 1] as f64 / 1000.0
+        let rank = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, n) in &self.latencies {
+            seen += n;
+            if seen >= rank {
+                return bucket_ms(*b);
+            }
+        }
+        self.latencies
+            .keys()
+            .last()
+            .map(|b| bucket_ms(*b))
+            .unwrap_or(0.0)
     }
 
     pub fn summary(&self) -> Summary {
@@ -158,16 +218,9 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Groups requests by `key` and aggregates each group.
-pub fn group<'a, K: Ord>(
-    reqs: impl IntoIterator<Item = &'a Req>,
-    key: impl Fn(&Req) -> K,
-) -> BTreeMap<K, Agg> {
-    let mut out: BTreeMap<K, Agg> = BTreeMap::new();
-    for r in reqs {
-        out.entry(key(r)).or_default().add(r);
-    }
-    out
+/// Adds `r` to the aggregate of its group.
+pub fn add_to<K: Ord>(groups: &mut BTreeMap<K, Agg>, key: K, r: &Req) {
+    groups.entry(key).or_default().add(r);
 }
 
 #[cfg(test)]
@@ -193,6 +246,20 @@ mod tests {
         assert_eq!(a.availability(), 98.0);
         assert_eq!(a.percentile_ms(99.0), 99.0);
         assert_eq!(a.percentile_ms(50.0), 50.0);
+        let mut slow = Agg::default();
+        for ms in [5, 2_345, 75_000] {
+            slow.add(&Req {
+                latency_us: ms * 1000,
+                status: 200,
+                ..Default::default()
+            });
+        }
+        assert_eq!(
+            slow.percentile_ms(50.0),
+            2_300.0,
+            "100 ms buckets above 1 s"
+        );
+        assert_eq!(slow.percentile_ms(99.0), 60_000.0, "one bucket above 60 s");
         assert_eq!(Agg::default().availability(), 100.0);
     }
 }

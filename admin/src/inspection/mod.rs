@@ -39,9 +39,6 @@ pub const DAILY_JOB: &str = "daily-inspection";
 /// Probes run at the same time.
 const PARALLEL: usize = 16;
 
-/// One process runs one inspection at a time.
-static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Starts the schedule loop (unless the options turn it off); it ends with the app.
 pub fn start(app: &Arc<App>) {
     if let Some(every) = app.opts.schedule {
@@ -140,7 +137,7 @@ pub struct Run {
 
 /// Inspects every published service now. `trigger`: `schedule` or `manual`.
 pub async fn run(app: &Arc<App>, trigger: &str, requested_by: &str) -> ApiResult<Run> {
-    let _one = RUNNING.lock().await;
+    let _one = app.inspecting.lock().await;
     let started = app.now();
     let s = settings::load(&app.store.pool).await?;
     let limits = Limits {
@@ -149,8 +146,11 @@ pub async fn run(app: &Arc<App>, trigger: &str, requested_by: &str) -> ApiResult
         cert_warn_days: s.cert_warn_days,
     };
     let snap = crate::commit::snapshot(app).await?;
-    let day_ago = crate::traffic::load(&app.store.pool, started - 86_400, started + 1).await?;
-    let traffic = crate::traffic::group(&day_ago, |r| r.service.clone());
+    let mut traffic = std::collections::BTreeMap::new();
+    crate::traffic::scan(&app.store.pool, started - 86_400, started + 1, |r| {
+        crate::traffic::add_to(&mut traffic, r.service.clone(), r)
+    })
+    .await?;
     let mut services = Vec::new();
     for svc in snap
         .services

@@ -243,11 +243,19 @@ fn channel_zh(c: &str) -> String {
 
 async fn weekly_status(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc> {
     let mut d = doc("weekly-status", from, to, now);
-    let reqs = traffic::load(&app.store.pool, from, to).await?;
     let mut all = Agg::default();
-    for r in &reqs {
+    let mut by_day = BTreeMap::new();
+    let mut by_channel = BTreeMap::new();
+    let mut by_service = BTreeMap::new();
+    let mut by_route = BTreeMap::new();
+    traffic::scan(&app.store.pool, from, to, |r| {
         all.add(r);
-    }
+        traffic::add_to(&mut by_day, crate::local_time::day(r.at), r);
+        traffic::add_to(&mut by_channel, r.channel.clone(), r);
+        traffic::add_to(&mut by_service, r.service.clone(), r);
+        traffic::add_to(&mut by_route, (r.service.clone(), r.route.clone()), r);
+    })
+    .await?;
     let sys = all.summary();
     let target = 99.0;
     d.summary = vec![
@@ -267,7 +275,6 @@ async fn weekly_status(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc
         kv("P50 延迟(毫秒)", num(sys.p50_ms)),
         kv("P99 延迟(毫秒)", num(sys.p99_ms)),
     ];
-    let by_day = traffic::group(&reqs, |r| crate::local_time::day(r.at));
     d.sections.push(Section {
         title: "每日流量".into(),
         columns: ["日期", "请求数", "错误数", "可用率(%)", "P99(毫秒)"]
@@ -293,7 +300,6 @@ async fn weekly_status(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc
             target: None,
         }),
     });
-    let by_channel = traffic::group(&reqs, |r| r.channel.clone());
     d.sections.push(Section {
         title: "各渠道流量".into(),
         columns: ["渠道", "请求数", "错误数", "错误率(%)", "P99(毫秒)"]
@@ -319,7 +325,6 @@ async fn weekly_status(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc
             target: None,
         }),
     });
-    let by_service = traffic::group(&reqs, |r| r.service.clone());
     d.sections.push(Section {
         title: "各服务流量与可用率".into(),
         columns: [
@@ -365,7 +370,6 @@ async fn weekly_status(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc
             target: Some(target),
         }),
     });
-    let by_route = traffic::group(&reqs, |r| (r.service.clone(), r.route.clone()));
     let mut failing: Vec<(&(String, String), &Agg)> =
         by_route.iter().filter(|(_, a)| a.errors > 0).collect();
     failing.sort_by(|a, b| b.1.errors.cmp(&a.1.errors).then(a.0.cmp(b.0)));
@@ -514,13 +518,14 @@ async fn go_live(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc> {
 
 async fn security_monthly(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc> {
     let mut d = doc("security-monthly", from, to, now);
-    let reqs = traffic::load(&app.store.pool, from, to).await?;
+    let mut total = 0u64;
     let mut auth_fail = 0u64;
     let mut rate = 0u64;
     let mut waf: BTreeMap<String, u64> = BTreeMap::new();
     let mut masked: BTreeMap<String, u64> = BTreeMap::new();
     let mut auth_by_day: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &reqs {
+    traffic::scan(&app.store.pool, from, to, |r| {
+        total += 1;
         if r.denied_by == "jwt-auth" || (r.status == 401 && r.denied_by.is_empty()) {
             auth_fail += 1;
             *auth_by_day.entry(crate::local_time::day(r.at)).or_default() += 1;
@@ -535,7 +540,8 @@ async fn security_monthly(app: &App, from: i64, to: i64, now: i64) -> ApiResult<
                 *masked.entry(class.clone()).or_default() += count;
             }
         }
-    }
+    })
+    .await?;
     let alerts = sqlx::query(
         "SELECT rule, severity, state, title, created_at FROM alerts WHERE created_at >= $1 AND created_at < $2 ORDER BY created_at",
     )
@@ -552,7 +558,7 @@ async fn security_monthly(app: &App, from: i64, to: i64, now: i64) -> ApiResult<
     .fetch_all(&app.store.pool)
     .await?;
     d.summary = vec![
-        kv("请求总数", reqs.len()),
+        kv("请求总数", total),
         kv("认证失败次数", auth_fail),
         kv("限流拦截次数", rate),
         kv("WAF 命中次数", waf.values().sum::<u64>()),
