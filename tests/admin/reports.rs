@@ -390,7 +390,25 @@ async fn every_report_from_a_week_of_records(env: &Env) {
     );
     opens_in_chromium(&html, "security-monthly");
 
-    // The go-live records: every service event with who and when.
+    // The go-live records: every service event with who and when — including kinds this
+    // report does not know, such as a go-live verification recorded against its own resource.
+    let w = fenfa_admin::commit::begin_write(&env.app).await.unwrap();
+    w.finish(
+        &fenfa_admin::commit::Actor {
+            name: "security".into(),
+            role: "security-admin".into(),
+            source_ip: "127.0.0.1".into(),
+        },
+        "verification.override",
+        fenfa_admin::commit::AuditTarget {
+            kind: "verification".into(),
+            id: "ver_1".into(),
+            after: Some(json!({"service_id": svc, "result": "pass"})),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let g = env
         .expect(
             201,
@@ -413,6 +431,12 @@ async fn every_report_from_a_week_of_records(env: &Env) {
     assert_eq!(publish[1], "pension");
     assert_eq!(publish[6], "admin");
     assert_eq!(publish[9], "wechat alipay");
+    let verification = rows
+        .iter()
+        .find(|r| r.len() > 5 && r[5] == "verification.override")
+        .expect("the verification event");
+    assert_eq!(verification[1], "pension");
+    assert_eq!(verification[6], "security");
     opens_in_chromium(&html, "go-live-records");
 
     // The daily inspection report: today's inspection and its fault.

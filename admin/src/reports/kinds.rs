@@ -419,11 +419,14 @@ fn action_zh(a: &str) -> String {
 
 async fn go_live(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc> {
     let mut d = doc("go-live-records", from, to, now);
-    // Every event about a service: its own actions and any other kind recorded against it
-    // (verification, revisions), read generically.
+    // Every event about a service, read generically: records against the service itself, and
+    // records of other kinds (verification, revision, …) whose action names the service life
+    // cycle or whose `after` names a `service_id`.
     let rows = sqlx::query(
         "SELECT at, actor, role, action, resource_id, after_json FROM admin_audit \
-         WHERE resource_kind = 'service' AND at >= $1 AND at < $2 ORDER BY seq",
+         WHERE at >= $1 AND at < $2 AND (resource_kind = 'service' OR action LIKE 'service.%' \
+         OR action LIKE 'verification%' OR action LIKE 'revision%' OR after_json LIKE '%\"service_id\"%') \
+         ORDER BY seq",
     )
     .bind(from)
     .bind(to)
@@ -439,6 +442,12 @@ async fn go_live(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc> {
         let after: Value = after
             .and_then(|a| serde_json::from_str(&a).ok())
             .unwrap_or(Value::Null);
+        let id = after["service_id"]
+            .as_str()
+            .filter(|_| !snap.services.iter().any(|s| s.id == id))
+            .map(str::to_string)
+            .unwrap_or(id);
+        // A deleted service keeps its events: named from the record itself.
         let svc = snap.services.iter().find(|s| s.id == id);
         let name = svc
             .map(|s| s.name.to_string())
