@@ -34,6 +34,30 @@ pub struct Options {
     /// The plugin kinds commits may name (the config checker and the in-process gateway use
     /// it). [`Options::new`] sets `fenfa_plugins::builtin()`; an embedder adds its own.
     pub plugins: fenfa_plugins::Registry,
+    /// Redis for the active-user counts (`PFADD`/`PFCOUNT`, shared by every control-plane
+    /// process); `None`: in-process sketches saved to the database (`crate::active_users`).
+    pub redis: Option<RedisOptions>,
+    /// How often the inspection and report schedule looks at the clock (`crate::inspection`);
+    /// `None`: no schedule in this process (tests drive `crate::inspection::tick` themselves).
+    pub schedule: Option<Duration>,
+}
+
+/// The control plane's Redis (active-user counts).
+#[derive(Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    /// Key prefix (default `fenfa`).
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("RedisOptions")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 /// Where the in-process gateway ships its request audit: this control plane's ingest endpoint,
@@ -58,6 +82,8 @@ impl Options {
             bootstrap: crate::auth::Bootstrap::default(),
             local_ship: None,
             plugins: fenfa_plugins::builtin(),
+            redis: None,
+            schedule: Some(crate::inspection::TICK),
         }
     }
 }
@@ -94,6 +120,10 @@ pub struct App {
     pub opts: Options,
     /// Feeds the alert detectors and delivery (`crate::alerts`).
     pub alerts: crate::alerts::Alerts,
+    /// Daily and monthly active users per channel (`crate::active_users`).
+    pub active_users: crate::active_users::ActiveUsers,
+    /// Held while an inspection runs: one at a time per process (`crate::inspection`).
+    pub inspecting: Mutex<()>,
 }
 
 pub type AppState = Arc<App>;
@@ -122,6 +152,13 @@ impl App {
         });
         let (tx, _) = watch::channel(version);
         let (alerts, alert_rx) = crate::alerts::Alerts::new();
+        let counter = match &opts.redis {
+            Some(r) => crate::active_users::Counter::Redis(Box::new(
+                crate::active_users::redis_store::RedisCounts::new(&r.url, &r.prefix)?,
+            )),
+            None => crate::active_users::Counter::Memory(Default::default()),
+        };
+        let (active_users, active_rx) = crate::active_users::ActiveUsers::new(counter);
         let app = Arc::new(App {
             store,
             master,
@@ -131,6 +168,8 @@ impl App {
             checker,
             opts,
             alerts,
+            active_users,
+            inspecting: Mutex::new(()),
         });
         let issued = crate::auth::bootstrap(&app).await?;
         if version == 0 {
@@ -144,6 +183,8 @@ impl App {
             tokio::spawn(follow_database(Arc::downgrade(&app)));
         }
         crate::alerts::start(&app, alert_rx);
+        crate::active_users::start(&app, active_rx);
+        crate::inspection::start(&app);
         Ok((app, issued))
     }
 

@@ -177,6 +177,7 @@ pub async fn ingest(
         k += 1;
         fresh.binary_search(&(k - 1)).is_ok()
     });
+    app.active_users.feed(&records);
     app.alerts.feed(now, records);
     Ok(Json(json!({
         "accepted": new,

@@ -16,6 +16,7 @@
 //! offer any way to change or delete an audit record; commit a config that does not pass the check.
 #![forbid(unsafe_code)]
 
+pub mod active_users;
 pub mod alerts;
 pub mod api;
 pub mod app;
@@ -30,13 +31,17 @@ pub mod dataplane;
 pub mod demo_env;
 pub mod error;
 pub mod exports;
+pub mod inspection;
+pub mod local_time;
 pub mod model;
 pub mod openapi;
 pub mod password;
 pub mod policy;
 pub mod render;
+pub mod reports;
 pub mod route_space;
 pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod totp;
+pub mod traffic;

@@ -23,6 +23,8 @@ struct Shape {
     query: Vec<Value>,
     /// Extra media types of the success answer (exports: CSV).
     csv: bool,
+    /// The success answer may be HTML (reports).
+    html: bool,
 }
 
 /// Component schemas, collected as operations refer to them.
@@ -241,6 +243,60 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
         ),
         ("GET", "/v1/alert-blocks") => list(s.of::<Block>(), vec![]),
 
+        ("POST", "/v1/inspections") | ("GET", "/v1/inspections/{id}") => one(object(
+            "An inspection: id, trigger, requested_by, started_at, finished_at, summary, services (probes, 24-hour traffic, findings)",
+        )),
+        ("GET", "/v1/inspections") => Shape {
+            response: Some(object("An inspection's id, trigger, times and summary")),
+            list: true,
+            query: s.params::<crate::inspection::api::ListQuery>(),
+            ..none()
+        },
+        ("GET", "/v1/faults") => Shape {
+            response: Some(s.of::<crate::inspection::faults::FaultRow>()),
+            list: true,
+            query: s.params::<crate::inspection::api::FaultQuery>(),
+            ..none()
+        },
+        ("GET", "/v1/faults/{id}") => one(s.of::<crate::inspection::faults::FaultRow>()),
+        ("POST", "/v1/faults/{id}/close") => with(
+            s.of::<crate::inspection::api::CloseInput>(),
+            s.of::<crate::inspection::faults::FaultRow>(),
+        ),
+        ("GET", "/v1/inspection-settings") => one(s.of::<crate::inspection::settings::Settings>()),
+        ("PUT", "/v1/inspection-settings") => with(
+            s.of::<crate::inspection::settings::Settings>(),
+            s.of::<crate::inspection::settings::Settings>(),
+        ),
+        ("GET", "/v1/active-users") => Shape {
+            response: Some(object(
+                "`{day, month, daily, monthly, store}`: distinct users per channel (`wechat`, `alipay`, `baidu`) and `all`",
+            )),
+            query: s.params::<crate::active_users::api::ActiveQuery>(),
+            ..none()
+        },
+
+        ("POST", "/v1/reports") => with(
+            s.of::<crate::reports::api::GenerateInput>(),
+            object("The report: id, kind, title, period, generated_at, generated_by, download links"),
+        ),
+        ("GET", "/v1/reports") => Shape {
+            response: Some(object("A kept report: id, kind, title, period, generated_at, download links")),
+            list: true,
+            query: s.params::<crate::reports::api::ReportFilter>(),
+            ..none()
+        },
+        ("GET", "/v1/reports/{id}") => Shape {
+            response: Some(object("The report's metadata and `report`: title, period, summary, sections")),
+            query: {
+                s.of::<crate::reports::api::Format>();
+                s.params::<crate::reports::api::DownloadQuery>()
+            },
+            csv: true,
+            html: true,
+            ..none()
+        },
+
         ("GET", "/v1/dataplane/watch") => Shape {
             response: Some(object("The rendered gateway config")),
             query: s.params::<crate::dataplane::WatchQuery>(),
@@ -302,6 +358,9 @@ pub fn document() -> Value {
             let mut content = json!({"application/json": {"schema": schema}});
             if shape.csv {
                 content["text/csv"] = json!({"schema": {"type": "string"}});
+            }
+            if shape.html {
+                content["text/html"] = json!({"schema": {"type": "string"}});
             }
             content
         });

@@ -47,6 +47,8 @@ pub struct ServeArgs {
     /// The CA of `tls_cert`, trusted by the in-process gateway when it ships its audit here
     /// (default: the system's CAs).
     pub tls_ca: Option<PathBuf>,
+    /// Redis for the active-user counts (`--redis`); `None`: in-process sketches.
+    pub redis: Option<crate::app::RedisOptions>,
 }
 
 pub const DEMO_AGENCY: &str = "demo";
@@ -150,6 +152,7 @@ pub async fn run_with(
         args.data_dir.clone(),
     );
     opts.master_key = std::env::var("FENFA_MASTER_KEY").ok();
+    opts.redis = args.redis.clone();
     opts.bootstrap = crate::auth::Bootstrap::from_env();
     for (acc, name) in opts
         .bootstrap

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0002_hardening.sql"),
     ),
     (3, "alerts", include_str!("../migrations/0003_alerts.sql")),
+    (
+        5,
+        "inspection",
+        include_str!("../migrations/0005_inspection.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -79,6 +79,13 @@ enum Cmd {
         /// listener [default: the system's CAs].
         #[arg(long, env = "FENFA_ADMIN_TLS_CA")]
         tls_ca: Option<PathBuf>,
+        /// Redis for the active-user counts (`redis://HOST:PORT[/DB]`), shared by every
+        /// control-plane process [default: in-process sketches saved to the database].
+        #[arg(long, env = "FENFA_ADMIN_REDIS")]
+        redis: Option<String>,
+        /// Prefix of the active-user keys in --redis.
+        #[arg(long, env = "FENFA_ADMIN_REDIS_PREFIX", default_value = "fenfa")]
+        redis_prefix: String,
     },
     /// The admin audit trail, offline.
     Audit {
@@ -163,6 +170,8 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             tls_ca,
+            redis,
+            redis_prefix,
         } => {
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
             println!("  Data dir: {}", data_dir.display());
@@ -179,6 +188,10 @@ fn main() -> ExitCode {
                 tls_cert,
                 tls_key,
                 tls_ca,
+                redis: redis.map(|url| fenfa_admin::app::RedisOptions {
+                    url,
+                    prefix: redis_prefix,
+                }),
             };
             match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -148,6 +148,18 @@ fn table() -> Vec<Case> {
         case!("DELETE", "/v1/alert-destinations/{destination}", &[C]),
         case!("GET", "/v1/alert-blocks", &[C, A]),
         case!("DELETE", "/v1/alert-blocks/{block}", &[C]),
+        case!("POST", "/v1/inspections", &[S]),
+        case!("GET", "/v1/inspections", &[S, C, A]),
+        case!("GET", "/v1/inspections/{inspection}", &[S, C, A]),
+        case!("GET", "/v1/faults", &[S, C, A]),
+        case!("GET", "/v1/faults/{fault}", &[S, C, A]),
+        case!("POST", "/v1/faults/{fault}/close", &[S]),
+        case!("GET", "/v1/inspection-settings", &[S, C, A]),
+        case!("PUT", "/v1/inspection-settings", &[S]),
+        case!("GET", "/v1/active-users", &[S, C, A]),
+        case!("POST", "/v1/reports", &[S, C]),
+        case!("GET", "/v1/reports", &[S, C, A]),
+        case!("GET", "/v1/reports/{report}", &[S, C, A]),
         case!("GET", "/v1/dataplane/watch", NODE),
         case!("POST", "/v1/dataplane/audit", NODE),
     ]
@@ -300,6 +312,41 @@ impl World {
             .unwrap();
         m.insert("block", block.id.clone());
         m.insert("alert", alert);
+        // An inspection, a fault record and a report, as the schedule would make them.
+        let run = fenfa_admin::inspection::run(&env.app, "manual", "test")
+            .await
+            .unwrap();
+        m.insert("inspection", run.id.clone());
+        let finding = fenfa_admin::inspection::faults::Finding {
+            service_id: rand_name(),
+            service: "matrix".into(),
+            route: None,
+            target: Some("127.0.0.1:18000".into()),
+            cause: "refused",
+            detail: "refused".into(),
+        };
+        let mut tx = env.app.store.begin_write().await.unwrap();
+        let changes = fenfa_admin::inspection::faults::reconcile(
+            &mut tx,
+            &run.id,
+            env.now(),
+            &Default::default(),
+            &[finding],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        m.insert("fault", changes.opened[0].clone());
+        let report = fenfa_admin::reports::generate(
+            &env.app,
+            "daily-inspection",
+            env.now() - 86_400,
+            env.now(),
+            "test",
+        )
+        .await
+        .unwrap();
+        m.insert("report", report["id"].as_str().unwrap().to_string());
         m
     }
 }

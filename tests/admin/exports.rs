@@ -77,7 +77,10 @@ async fn reports_come_as_csv_with_bom_and_as_json(env: &Env) {
     let items = v["items"].as_array().unwrap();
     let auditor = items.iter().find(|u| u["username"] == "auditor").unwrap();
     assert_eq!(auditor["role_title"], "审计管理员");
-    assert_eq!(auditor["permissions"], "audit-read alert-read");
+    assert_eq!(
+        auditor["permissions"],
+        "audit-read alert-read inspection-read report-read"
+    );
     assert_eq!(auditor["totp"], "是");
     let op_row = items.iter().find(|u| u["username"] == "social-op").unwrap();
     assert_eq!(op_row["agency"], "social");

@@ -9,6 +9,7 @@ mod harness;
 mod pki;
 
 mod accounts;
+mod active_users;
 mod alerts;
 mod architecture;
 mod audit;
@@ -20,8 +21,10 @@ mod duties;
 mod exports;
 mod hardening;
 mod input;
+mod inspection;
 mod openapi;
 mod publishing;
+mod reports;
 mod resources;
 mod schemathesis;
 mod serve;

@@ -235,6 +235,7 @@ macro_rules! ep {
 /// Every endpoint with its handler. The router and `/openapi.json` are both built from this.
 pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
     use crate::alerts::api as al;
+    use crate::inspection::api as ins;
     use accounts as ac;
     use resources as rs;
     use services as sv;
@@ -335,6 +336,20 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep!("DELETE", "/v1/alert-destinations/{id}", "alerts", AlertWrite, "security-admin", false, "Remove an alert destination"), delete(al::delete_destination)),
         (ep!("GET", "/v1/alert-blocks", "alerts", AlertRead, "security-admin, audit-admin", false, "Temporary denies of client IPs in force"), get(al::list_blocks)),
         (ep!("DELETE", "/v1/alert-blocks/{id}", "alerts", AlertWrite, "security-admin", false, "Lift a temporary deny before it expires"), delete(al::lift_block)),
+
+        (ep!("POST", "/v1/inspections", "inspection", InspectionWrite, "system-admin", false, "Inspect every published service now (巡检); answers with the results"), post(ins::run_now)),
+        (ep!("GET", "/v1/inspections", "inspection", InspectionRead, "system-admin, security-admin, audit-admin", false, "List inspections, newest first (`?limit=`)"), get(ins::list)),
+        (ep!("GET", "/v1/inspections/{id}", "inspection", InspectionRead, "system-admin, security-admin, audit-admin", false, "One inspection with every probe and the 24-hour traffic per service"), get(ins::get_one)),
+        (ep!("GET", "/v1/faults", "inspection", InspectionRead, "system-admin, security-admin, audit-admin", false, "Fault records (故障记录), newest first (`?state=`, `?service_id=`, `?cause=`, `?limit=`)"), get(ins::list_faults)),
+        (ep!("GET", "/v1/faults/{id}", "inspection", InspectionRead, "system-admin, security-admin, audit-admin", false, "One fault record"), get(ins::get_fault)),
+        (ep!("POST", "/v1/faults/{id}/close", "inspection", InspectionWrite, "system-admin", true, "Close an open fault record with a note"), post(ins::close_fault)),
+        (ep!("GET", "/v1/inspection-settings", "inspection", InspectionRead, "system-admin, security-admin, audit-admin", false, "Inspection settings: daily time, timeouts, thresholds"), get(ins::get_settings)),
+        (ep!("PUT", "/v1/inspection-settings", "inspection", InspectionWrite, "system-admin", true, "Change the inspection settings"), put(ins::put_settings)),
+        (ep!("GET", "/v1/active-users", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Daily and monthly active users per channel and in total (`?day=YYYY-MM-DD`, `?month=YYYY-MM`)"), get(crate::active_users::api::get)),
+
+        (ep!("POST", "/v1/reports", "reports", ReportWrite, "system-admin, security-admin", true, "Generate a report (每日巡检报告, 系统运行状态监控分析报告, 服务上线记录表, 安全监测月报) and keep it"), post(crate::reports::api::generate)),
+        (ep!("GET", "/v1/reports", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Kept reports, newest first (`?kind=`, `?limit=`)"), get(crate::reports::api::list)),
+        (ep!("GET", "/v1/reports/{id}", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Download a report (`?format=html|csv|json`)"), get(crate::reports::api::download)),
 
         (ep!("GET", "/v1/dataplane/watch", "dataplane", "node token", false, "Long-poll for a config newer than `?version=N` (200 with config, or 304 after ~25 s)"), get(crate::dataplane::watch)),
         (ep!("POST", "/v1/dataplane/audit", "dataplane", "node token", true, "Ingest a request-audit batch (idempotent by node, segment, offset)"), post(crate::dataplane::ingest)),
