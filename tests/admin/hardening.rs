@@ -324,22 +324,7 @@ async fn exports_tell_the_auditor_who_published_what_and_who_holds_which_account
         json!({"service_id": svc, "limits": [{"key": "app", "rate": 7, "per": "1s"}]}),
     )
     .await;
-    env.expect(
-        200,
-        "POST",
-        &format!("/v1/services/{svc}/submit"),
-        &sys,
-        json!({}),
-    )
-    .await;
-    env.expect(
-        200,
-        "POST",
-        &format!("/v1/services/{svc}/publish"),
-        &sys,
-        json!({"channels": ["wechat"]}),
-    )
-    .await;
+    env.go_live(&sys, &svc, &["wechat"]).await;
     let v = env.get("/v1/exports/interfaces", &sys).await;
     let row = &v["items"][0];
     assert_eq!(row["published_by"], "admin", "{row}");

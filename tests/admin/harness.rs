@@ -342,6 +342,26 @@ impl Env {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// Submits a service and publishes it on `channels` (both by `token`), expecting success.
+    pub async fn go_live(&self, token: &str, service: &str, channels: &[&str]) -> Value {
+        self.expect(
+            200,
+            "POST",
+            &format!("/v1/services/{service}/submit"),
+            token,
+            json!({}),
+        )
+        .await;
+        self.expect(
+            200,
+            "POST",
+            &format!("/v1/services/{service}/publish"),
+            token,
+            json!({ "channels": channels }),
+        )
+        .await
+    }
+
     /// Creates an agency operator and signs them in.
     pub async fn operator(&self, sys: &str, username: &str, agency: &str) -> String {
         self.expect(

@@ -76,22 +76,7 @@ async fn published_service(env: &Env, port: u16) -> String {
         .to_string();
     env.route(&sys, &svc, "fund-balance", "/housing/fund/balance")
         .await;
-    env.expect(
-        200,
-        "POST",
-        &format!("/v1/services/{svc}/submit"),
-        &sys,
-        json!({}),
-    )
-    .await;
-    env.expect(
-        200,
-        "POST",
-        &format!("/v1/services/{svc}/publish"),
-        &sys,
-        json!({"channels": ["wechat"]}),
-    )
-    .await;
+    env.go_live(&sys, &svc, &["wechat"]).await;
     svc
 }
 
@@ -345,22 +330,7 @@ async fn tls_upstreams_are_checked_for_trust_and_certificate_expiry(env: &Env) {
             .to_string();
         env.route(&sys, &svc, &format!("{name}-get"), &format!("/tax/{name}"))
             .await;
-        env.expect(
-            200,
-            "POST",
-            &format!("/v1/services/{svc}/submit"),
-            &sys,
-            json!({}),
-        )
-        .await;
-        env.expect(
-            200,
-            "POST",
-            &format!("/v1/services/{svc}/publish"),
-            &sys,
-            json!({"channels": ["alipay"]}),
-        )
-        .await;
+        env.go_live(&sys, &svc, &["alipay"]).await;
     }
     let run = env
         .expect(201, "POST", "/v1/inspections", &sys, json!({}))

@@ -242,22 +242,7 @@ async fn every_report_from_a_week_of_records(env: &Env) {
     let svc = env.service(&sys, &ag, "pension").await;
     env.route(&sys, &svc, "pension-balance", "/city/pension/balance")
         .await;
-    env.expect(
-        200,
-        "POST",
-        &format!("/v1/services/{svc}/submit"),
-        &sys,
-        json!({}),
-    )
-    .await;
-    env.expect(
-        200,
-        "POST",
-        &format!("/v1/services/{svc}/publish"),
-        &sys,
-        json!({"channels": ["wechat", "alipay"]}),
-    )
-    .await;
+    env.go_live(&sys, &svc, &["wechat", "alipay"]).await;
     env.expect(
         200,
         "PUT",
