@@ -31,6 +31,8 @@ curl -sf "$CP/v1/routes" -H "authorization: Bearer $OP" -H 'content-type: applic
 }" | jq '{name, paths}'
 curl -sf -X POST "$CP/v1/services/$SVC/submit" -H "authorization: Bearer $OP" | jq .status   # "submitted"
 
+curl -sf -X POST "$CP/v1/services/$SVC/verifications" -H "authorization: Bearer $SYS" \
+  -H 'content-type: application/json' -d '{}' | jq '{result, summary}'   # "passed"
 curl -sf -X POST "$CP/v1/services/$SVC/publish" -H "authorization: Bearer $SYS" \
   -H 'content-type: application/json' -d '{"channels":["wechat","alipay"]}' | jq '{status, channels}'
 

@@ -124,6 +124,8 @@ pub struct App {
     pub active_users: crate::active_users::ActiveUsers,
     /// Held while an inspection runs: one at a time per process (`crate::inspection`).
     pub inspecting: Mutex<()>,
+    /// One go-live verification at a time: two load tests never add up on one backend.
+    pub verifying: Mutex<()>,
 }
 
 pub type AppState = Arc<App>;
@@ -170,6 +172,7 @@ impl App {
             alerts,
             active_users,
             inspecting: Mutex::new(()),
+            verifying: Mutex::new(()),
         });
         let issued = crate::auth::bootstrap(&app).await?;
         if version == 0 {

@@ -75,10 +75,13 @@ pub enum Action {
     InspectionWrite,
     ReportRead,
     ReportWrite,
+    VerificationRead,
+    VerificationRun,
+    VerificationOverride,
 }
 
 impl Action {
-    pub const ALL: [Action; 36] = {
+    pub const ALL: [Action; 39] = {
         use Action::*;
         [
             AgencyRead,
@@ -117,6 +120,9 @@ impl Action {
             InspectionWrite,
             ReportRead,
             ReportWrite,
+            VerificationRead,
+            VerificationRun,
+            VerificationOverride,
         ]
     };
 
@@ -195,6 +201,12 @@ pub fn allowed(action: Action) -> &'static [Role] {
         // security admins.
         ReportRead => &[SYS, SEC, AUD],
         ReportWrite => &[SYS, SEC],
+        // Go-live verification (docs/verification.md): run by the platform's admins, read by
+        // the agency whose service it is (its reasons to fix) and the audit admin; only the
+        // security admin overrides a failure, with a written reason.
+        VerificationRead => &[SYS, SEC, AUD, OP],
+        VerificationRun => &[SYS, SEC],
+        VerificationOverride => &[SEC],
     }
 }
 
@@ -367,7 +379,14 @@ mod tests {
             assert_eq!(
                 allowed(a).contains(&AUD),
                 // What the trails show, and the monitoring built on them, read-only.
-                [AuditRead, AlertRead, InspectionRead, ReportRead].contains(&a),
+                [
+                    AuditRead,
+                    AlertRead,
+                    InspectionRead,
+                    ReportRead,
+                    VerificationRead
+                ]
+                .contains(&a),
                 "{a:?}"
             );
             if a == AuditRead {
@@ -378,9 +397,15 @@ mod tests {
         assert_eq!(ServicePublish.name(), "service-publish");
         assert_eq!(
             permissions(AUD),
-            ["audit-read", "alert-read", "inspection-read", "report-read"]
-                .map(String::from)
-                .to_vec()
+            [
+                "audit-read",
+                "alert-read",
+                "inspection-read",
+                "report-read",
+                "verification-read"
+            ]
+            .map(String::from)
+            .to_vec()
         );
     }
 }

@@ -17,11 +17,14 @@ use crate::model::Snapshot;
 use crate::render::{self, render};
 use crate::store::{self, kind};
 
-/// The one resource a change touched.
+/// The resource a change touched, and any others it changed with it in the same commit (a
+/// revision applied: the service, its routes and the revision).
 #[derive(Debug, Clone)]
 pub struct Touched {
     pub kind: &'static str,
     pub id: String,
+    /// Further resources, stored and audited (one record each) in the same transaction.
+    pub also: Vec<(&'static str, String)>,
 }
 
 impl Touched {
@@ -29,7 +32,13 @@ impl Touched {
         Self {
             kind,
             id: id.into(),
+            also: Vec::new(),
         }
+    }
+
+    pub fn and(mut self, kind: &'static str, id: impl Into<String>) -> Self {
+        self.also.push((kind, id.into()));
+        self
     }
 }
 
@@ -87,6 +96,7 @@ pub fn resource_json(s: &Snapshot, k: &str, id: &str) -> Option<Value> {
         kind::LIMIT => find(&s.limits, id, |x| &x.id),
         kind::SETTINGS => serde_json::to_value(&s.settings).ok(),
         kind::BLOCK => find(&s.blocks, id, |x| &x.id),
+        kind::REVISION => find(&s.revisions, id, |x| &x.id),
         _ => None,
     }
 }
@@ -198,6 +208,32 @@ where
         now,
     )
     .await?;
+    for (k, id) in &t.also {
+        let before = resource_json(&before_snap, k, id);
+        let after = resource_json(&snap, k, id);
+        let agency = snap
+            .agency_of(k, id)
+            .or_else(|| before_snap.agency_of(k, id));
+        let body = after.as_ref().map(Value::to_string);
+        store::put_resource(&mut tx, k, id, agency.as_deref(), body.as_deref(), now).await?;
+        audit::append(
+            &mut tx,
+            &app.master,
+            Entry {
+                at: now,
+                actor: who.name.clone(),
+                role: who.role.clone(),
+                source_ip: who.source_ip.clone(),
+                action: action.to_string(),
+                resource_kind: k.to_string(),
+                resource_id: id.clone(),
+                agency_id: agency,
+                before: before.map(public_view),
+                after: after.map(public_view),
+            },
+        )
+        .await?;
+    }
     store::save_config(
         &mut tx,
         version,

@@ -130,12 +130,14 @@ impl ServiceKind {
     }
 }
 
-/// draft → submitted → published ⇄ offline (see `docs/admin.md`).
+/// draft → submitted → (verified) published ⇄ offline; a failed verification sends a submitted
+/// service back to its agency as `returned` (see `docs/admin.md`, `docs/verification.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
     Draft,
     Submitted,
+    Returned,
     Published,
     Offline,
 }
@@ -145,6 +147,7 @@ impl Lifecycle {
         match self {
             Lifecycle::Draft => "draft",
             Lifecycle::Submitted => "submitted",
+            Lifecycle::Returned => "returned",
             Lifecycle::Published => "published",
             Lifecycle::Offline => "offline",
         }
@@ -552,11 +555,185 @@ pub struct Service {
     /// App ids allowed to call it; empty = any app on a published channel.
     #[serde(default)]
     pub apps: Vec<String>,
-    /// Why a system admin sent it back, if it was rejected.
+    /// Why it was sent back: a system admin's rejection, or a failed verification's reasons.
     #[serde(default)]
     pub review_note: Option<String>,
+    /// The load the agency declares its backend carries, requests per second: the go-live load
+    /// test never goes above it (default [`DEFAULT_CAPACITY_RPS`]).
+    #[serde(default)]
+    pub capacity_rps: Option<u32>,
+    /// The `response-masking` plugin's config for this service's answers (`None`: no masking).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"classes": ["id_number", "mobile"]}))]
+    pub masking: Option<Value>,
+    /// The last verification of this service, set by the control plane.
+    #[serde(default)]
+    pub verification: Option<Verdict>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// Requests per second a service is load-tested up to when its agency declares nothing.
+pub const DEFAULT_CAPACITY_RPS: u32 = 10;
+/// The highest capacity an agency may declare (the go-live load test's ceiling).
+pub const MAX_CAPACITY_RPS: u32 = 10_000;
+
+/// The outcome of a verification (`docs/verification.md`), kept on what it verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    /// The verification's id (`GET /v1/verifications/{id}`).
+    pub id: String,
+    /// SHA-256 of the definition it verified: a change to the upstream, masking, capacity or
+    /// routes makes it stale.
+    pub digest: String,
+    pub result: VerdictResult,
+    pub at: i64,
+    /// Why a security admin let a failed verification go live (and who).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictResult {
+    Passed,
+    Failed,
+    /// Failed, and a security admin allowed it to go live with a written reason.
+    Overridden,
+}
+
+impl VerdictResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictResult::Passed => "passed",
+            VerdictResult::Failed => "failed",
+            VerdictResult::Overridden => "overridden",
+        }
+    }
+}
+
+/// A sample request the agency declares for an interface: what verification and inspection send
+/// to the upstream, and the status it must answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SampleDecl {
+    #[serde(default = "default_method")]
+    #[schema(example = "GET")]
+    pub method: String,
+    /// Path and query as the upstream receives it; absent: the route's first path with its
+    /// parameters filled (`docs/verification.md`).
+    #[serde(default)]
+    #[schema(example = "/pension/balance?id=1")]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The status the interface must answer; absent: any status below 500.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// A change to a published service, edited while the published definition keeps serving, then
+/// verified and applied in one step (`docs/verification.md`, "Revisions").
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revision {
+    pub id: String,
+    pub service_id: String,
+    pub status: RevisionStatus,
+    #[schema(value_type = Object)]
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub capacity_rps: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub masking: Option<Value>,
+    /// The service's interfaces as they will be: matched to the live routes by name.
+    pub routes: Vec<RevisionRoute>,
+    #[serde(default)]
+    pub verification: Option<Verdict>,
+    #[serde(default)]
+    pub review_note: Option<String>,
+    /// The digest of the live definition it was opened from: applying it over a service changed
+    /// since is refused.
+    pub base_digest: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// draft → submitted → applied, or returned by a failed verification, or discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RevisionStatus {
+    Draft,
+    Submitted,
+    Returned,
+    Applied,
+    Discarded,
+}
+
+impl RevisionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionStatus::Draft => "draft",
+            RevisionStatus::Submitted => "submitted",
+            RevisionStatus::Returned => "returned",
+            RevisionStatus::Applied => "applied",
+            RevisionStatus::Discarded => "discarded",
+        }
+    }
+
+    /// Still being worked on (at most one open revision per service).
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            RevisionStatus::Draft | RevisionStatus::Submitted | RevisionStatus::Returned
+        )
+    }
+}
+
+/// One interface of a revision: a route without its id and times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionRoute {
+    pub name: Name,
+    #[serde(default)]
+    pub description: Option<Text>,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub samples: Vec<SampleDecl>,
+}
+
+/// What an agency edits in a revision.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionInput {
+    #[schema(value_type = Object)]
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub capacity_rps: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub masking: Option<Value>,
+    pub routes: Vec<RevisionRoute>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -580,6 +757,9 @@ pub struct Route {
     /// Set by a system admin: this route may overlap other agencies' routes.
     #[serde(default)]
     pub allow_overlap: Option<OverlapAllowance>,
+    /// Sample requests for verification and inspection (at most [`MAX_SAMPLES`]).
+    #[serde(default)]
+    pub samples: Vec<SampleDecl>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -728,6 +908,13 @@ pub struct ServiceInput {
     /// The gateway's upstream model (`docs/upstreams.md`): `targets`, `balance`, `timeouts`, …
     #[schema(value_type = Object, example = json!({"targets": [{"addr": "10.20.1.5:8080"}]}))]
     pub upstream: Upstream,
+    /// Requests per second the backend carries (the go-live load test's ceiling), 1–10000.
+    #[serde(default)]
+    pub capacity_rps: Option<u32>,
+    /// `response-masking` config for the service's answers (`docs/plugins/response-masking.md`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub masking: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -779,7 +966,13 @@ pub struct RouteInput {
     /// System admins only: allow this route to overlap other agencies' routes.
     #[serde(default)]
     pub allow_overlap: Option<OverlapRequest>,
+    /// Sample requests for verification and inspection (at most [`MAX_SAMPLES`]).
+    #[serde(default)]
+    pub samples: Vec<SampleDecl>,
 }
+
+/// Most sample requests one route may declare.
+pub const MAX_SAMPLES: usize = 8;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -875,6 +1068,8 @@ pub struct Snapshot {
     pub settings: Settings,
     /// Temporary denies of client IPs (`crate::alerts::respond`).
     pub blocks: Vec<Block>,
+    /// Changes to published services (`crate::revisions`).
+    pub revisions: Vec<Revision>,
 }
 
 /// A client IP every gateway refuses until `expires_at` (rendered into a global
@@ -928,6 +1123,12 @@ impl Snapshot {
                 .iter()
                 .find(|l| l.id == id)
                 .and_then(|l| self.service(&l.service_id))
+                .map(|s| s.agency_id.clone()),
+            "revision" => self
+                .revisions
+                .iter()
+                .find(|r| r.id == id)
+                .and_then(|r| self.service(&r.service_id))
                 .map(|s| s.agency_id.clone()),
             _ => None,
         }

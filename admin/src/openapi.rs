@@ -58,6 +58,8 @@ impl Schemas {
     }
 }
 
+const VERIFICATION: &str = "A verification: id, service_id, revision_id, digest, result (passed, failed, overridden), requested_by, times, summary, override, and checks (connectivity, load, sensitivity, baseline: result and findings with evidence)";
+
 fn object(description: &str) -> Value {
     json!({"type": "object", "description": description})
 }
@@ -242,6 +244,36 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
             object("The destination (never its URL or secret)"),
         ),
         ("GET", "/v1/alert-blocks") => list(s.of::<Block>(), vec![]),
+
+        ("POST", "/v1/services/{id}/revisions")
+        | ("GET", "/v1/revisions/{id}")
+        | ("POST", "/v1/revisions/{id}/submit")
+        | ("POST", "/v1/revisions/{id}/discard") => one(s.of::<Revision>()),
+        ("PUT", "/v1/revisions/{id}") => with(s.of::<RevisionInput>(), s.of::<Revision>()),
+        ("GET", "/v1/revisions") => {
+            let q = s.params::<crate::revisions::RevisionFilter>();
+            list(s.of::<Revision>(), q)
+        }
+        ("POST", "/v1/revisions/{id}/apply") => one(s.of::<Service>()),
+        ("POST", "/v1/revisions/{id}/verifications") => with(
+            s.of::<crate::verification::api::RunInput>(),
+            object(VERIFICATION),
+        ),
+        ("POST", "/v1/services/{id}/verifications") => with(
+            s.of::<crate::verification::api::RunInput>(),
+            object(VERIFICATION),
+        ),
+        ("GET", "/v1/verifications/{id}") => one(object(VERIFICATION)),
+        ("POST", "/v1/verifications/{id}/override") => with(
+            s.of::<crate::verification::api::OverrideInput>(),
+            object(VERIFICATION),
+        ),
+        ("GET", "/v1/verifications") => Shape {
+            response: Some(object("A verification's id, service_id, revision_id, digest, result, times, summary (grade per check) and override")),
+            list: true,
+            query: s.params::<crate::verification::api::ListQuery>(),
+            ..none()
+        },
 
         ("POST", "/v1/inspections") | ("GET", "/v1/inspections/{id}") => one(object(
             "An inspection: id, trigger, requested_by, started_at, finished_at, summary, services (probes, 24-hour traffic, findings)",

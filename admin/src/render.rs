@@ -155,6 +155,13 @@ pub fn render(
                 enabled: true,
             });
         }
+        if let Some(m) = &svc.masking {
+            plugins.push(PluginRef {
+                name: "response-masking".into(),
+                config: m.clone(),
+                enabled: true,
+            });
+        }
         cfg.services.push(GwService {
             name: svc.name.to_string(),
             agency: agency.or_else(|| Some(svc.agency_id.clone())),

@@ -409,6 +409,9 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                 channels: vec![Channel::Wechat, Channel::Alipay, Channel::Baidu],
                 apps: Vec::new(),
                 review_note: None,
+                capacity_rps: None,
+                masking: None,
+                verification: None,
                 created_at: now,
                 updated_at: now,
             });
@@ -432,6 +435,7 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                     rewrite: None,
                     priority: 0,
                     allow_overlap: None,
+                    samples: Vec::new(),
                     created_at: now,
                     updated_at: now,
                 });

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "inspection",
         include_str!("../migrations/0005_inspection.sql"),
     ),
+    (
+        6,
+        "verification",
+        include_str!("../migrations/0006_verification.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -217,6 +222,7 @@ pub mod kind {
     pub const LIMIT: &str = "limit";
     pub const SETTINGS: &str = "settings";
     pub const BLOCK: &str = "alert-block";
+    pub const REVISION: &str = "revision";
 }
 
 fn parse_body<T: DeserializeOwned>(kind: &str, id: &str, body: &str) -> DbResult<T> {
@@ -243,6 +249,7 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
             kind::LIMIT => s.limits.push(parse_body(&k, &id, &body)?),
             kind::SETTINGS => s.settings = parse_body(&k, &id, &body)?,
             kind::BLOCK => s.blocks.push(parse_body(&k, &id, &body)?),
+            kind::REVISION => s.revisions.push(parse_body(&k, &id, &body)?),
             other => tracing::warn!(kind = other, id, "unknown resource kind in the store"),
         }
     }
@@ -259,6 +266,7 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
     by_time(&mut s.signing_keys, |x| (x.created_at, x.id.clone()));
     by_time(&mut s.limits, |x| (x.created_at, x.id.clone()));
     by_time(&mut s.blocks, |x| (x.created_at, x.id.clone()));
+    by_time(&mut s.revisions, |x| (x.created_at, x.id.clone()));
     Ok(s)
 }
 

@@ -406,6 +406,15 @@ impl Plugin for ResponseMasking {
     }
 }
 
+/// The masking a config describes, as the plugin would apply it: the control plane checks a
+/// service's `masking` with this at the boundary, and its go-live sensitivity scan asks what a
+/// response would still show once this policy masked it.
+pub fn policy_of(config: &serde_json::Value) -> Result<Policy, SchemaError> {
+    let cfg: Config = SchemaError::parse(config)?;
+    check_limit(cfg.limit)?;
+    build_policy(&cfg)
+}
+
 pub struct Factory;
 
 impl PluginFactory for Factory {

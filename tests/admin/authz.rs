@@ -32,6 +32,8 @@ struct Case {
 
 const SVC_BODY: &str = r#"{"agency_id":"{agency}","name":"{rand}","title":"t","kind":"api","upstream":{"targets":[{"addr":"127.0.0.1:18000"}]}}"#;
 const ROUTE_BODY: &str = r#"{"service_id":"{service}","name":"{rand}","paths":["/{rand}"]}"#;
+const REVISION_BODY: &str = r#"{"upstream":{"targets":[{"addr":"127.0.0.1:18000"}]},"routes":[{"name":"{rand}","paths":["/{rand}"]}]}"#;
+const OVERRIDE_BODY: &str = r#"{"reason":"accepted by the security office for the test"}"#;
 
 macro_rules! case {
     ($m:literal, $p:literal, $allowed:expr) => {
@@ -50,6 +52,15 @@ macro_rules! case {
             allowed: $allowed,
             scoped: true,
             body: "{}",
+        }
+    };
+    ($m:literal, $p:literal, $allowed:expr, body $body:expr) => {
+        Case {
+            method: $m,
+            path: $p,
+            allowed: $allowed,
+            scoped: false,
+            body: $body,
         }
     };
     ($m:literal, $p:literal, $allowed:expr, scoped, $body:expr) => {
@@ -85,6 +96,29 @@ fn table() -> Vec<Case> {
         case!("POST", "/v1/services/{service}/publish", &[S]),
         case!("POST", "/v1/services/{service}/offline", &[S]),
         case!("POST", "/v1/services/{service}/reject", &[S]),
+        case!("POST", "/v1/services/{service}/verifications", &[S, C]),
+        case!("POST", "/v1/services/{service}/revisions", &[S, O], scoped),
+        case!("GET", "/v1/revisions", &[S, C, O]),
+        case!("GET", "/v1/revisions/{revision}", &[S, C, O], scoped),
+        case!(
+            "PUT",
+            "/v1/revisions/{revision}",
+            &[S, O],
+            scoped,
+            REVISION_BODY
+        ),
+        case!("POST", "/v1/revisions/{revision}/submit", &[S, O], scoped),
+        case!("POST", "/v1/revisions/{revision}/verifications", &[S, C]),
+        case!("POST", "/v1/revisions/{revision}/apply", &[S]),
+        case!("POST", "/v1/revisions/{revision}/discard", &[S, O], scoped),
+        case!("GET", "/v1/verifications", &[S, C, A, O]),
+        case!(
+            "GET",
+            "/v1/verifications/{verification}",
+            &[S, C, A, O],
+            scoped
+        ),
+        case!("POST", "/v1/verifications/{verification}/override", &[C], body OVERRIDE_BODY),
         case!("GET", "/v1/routes", &[S, C, O]),
         case!("POST", "/v1/routes", &[S, O], scoped, ROUTE_BODY),
         case!("GET", "/v1/routes/{route}", &[S, C, O], scoped),
@@ -221,6 +255,7 @@ impl World {
             let ag = env.agency(&sys, name).await;
             map.insert("agency", ag.clone());
             fresh_agency_fixtures(env, &sys, &sec, &ag, map).await;
+            live_fixtures(env, &sys, &ag, map).await;
         }
         let op = env.operator(&sys, "matrix-op", &own["agency"]).await;
         let mut tokens = HashMap::new();
@@ -388,6 +423,29 @@ async fn fresh_agency_fixtures(
     m.insert("skey", v["id"].as_str().unwrap().to_string());
 }
 
+/// A published service of the agency (gone live through a verification) and an open revision
+/// of it.
+async fn live_fixtures(env: &Env, sys: &str, ag: &str, m: &mut HashMap<&'static str, String>) {
+    let svc = env.service(sys, ag, &rand_name()).await;
+    env.route(sys, &svc, &rand_name(), &format!("/{}", rand_name()))
+        .await;
+    let v = env.go_live(sys, &svc, &["wechat"]).await;
+    m.insert(
+        "verification",
+        v["verification"]["id"].as_str().unwrap().to_string(),
+    );
+    let r = env
+        .expect(
+            201,
+            "POST",
+            &format!("/v1/services/{svc}/revisions"),
+            sys,
+            json!({}),
+        )
+        .await;
+    m.insert("revision", r["id"].as_str().unwrap().to_string());
+}
+
 fn fill(template: &str, ids: &HashMap<&'static str, String>) -> String {
     let mut out = template.replace("{rand}", &rand_name());
     for (k, v) in ids {
@@ -434,6 +492,9 @@ async fn every_endpoint_answers_every_role_as_specified(env: &Env) {
                     // A mutation gets fresh targets, so earlier cases cannot have used them up.
                     let ag = ids["agency"].clone();
                     fresh_agency_fixtures(env, &w.sys, &w.sec, &ag, &mut ids).await;
+                    if case.path.contains("{revision}") || case.path.contains("{verification}") {
+                        live_fixtures(env, &w.sys, &ag, &mut ids).await;
+                    }
                     ids.extend(w.fresh_platform(env).await);
                     if case.method == "DELETE" && case.path == "/v1/agencies/{agency}" {
                         ids.insert("agency", env.agency(&w.sys, &rand_name()).await);

@@ -79,7 +79,7 @@ async fn reports_come_as_csv_with_bom_and_as_json(env: &Env) {
     assert_eq!(auditor["role_title"], "审计管理员");
     assert_eq!(
         auditor["permissions"],
-        "audit-read alert-read inspection-read report-read"
+        "audit-read alert-read inspection-read report-read verification-read"
     );
     assert_eq!(auditor["totp"], "是");
     let op_row = items.iter().find(|u| u["username"] == "social-op").unwrap();

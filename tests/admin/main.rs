@@ -29,4 +29,5 @@ mod resources;
 mod schemathesis;
 mod serve;
 mod tls;
+mod verification;
 mod walkthrough;

@@ -56,6 +56,7 @@ async fn publish_adds_channels_and_apps_and_offline_removes_only_the_named_ones(
         json!({}),
     )
     .await;
+    env.verified(&sys, &svc).await;
     let v = publish(
         env,
         &sys,
@@ -298,6 +299,7 @@ async fn overlapping_routes_of_two_agencies_are_published_only_when_a_system_adm
         json!({}),
     )
     .await;
+    env.verified(&sys, &svc_b).await;
     publish(env, &sys, &svc_b, json!({"channels": ["wechat"]})).await;
 
     // A's operator registers a route shadowing B's (a prefix over B's path, any method).
@@ -323,6 +325,7 @@ async fn overlapping_routes_of_two_agencies_are_published_only_when_a_system_adm
         json!({}),
     )
     .await;
+    env.verified(&sys, &svc_a).await;
     // Publishing it is refused, naming the route and the route it overlaps.
     let version = env.version().await;
     let e = env

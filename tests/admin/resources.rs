@@ -84,7 +84,8 @@ async fn service_lifecycle_draft_submit_publish_offline(env: &Env) {
         json!({"channels": ["wechat"]}),
     )
     .await;
-    // The system admin publishes on two channels.
+    // The system admin publishes on two channels, once the service is verified.
+    env.verified(&sys, &svc).await;
     let before = env.version().await;
     let v = env
         .expect(

@@ -236,6 +236,7 @@ macro_rules! ep {
 pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
     use crate::alerts::api as al;
     use crate::inspection::api as ins;
+    use crate::verification::api as vf;
     use accounts as ac;
     use resources as rs;
     use services as sv;
@@ -258,10 +259,24 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep!("GET", "/v1/services/{id}", "services", ServiceRead, "system-admin, security-admin, agency-operator (own)", false, "Get a service"), get(sv::get_one)),
         (ep!("PUT", "/v1/services/{id}", "services", ServiceWrite, "system-admin, agency-operator (own; draft or offline only)", true, "Update a service"), put(sv::update)),
         (ep!("DELETE", "/v1/services/{id}", "services", ServiceWrite, "system-admin, agency-operator (own; not published)", false, "Delete a service without routes or limits"), delete(sv::remove)),
-        (ep!("POST", "/v1/services/{id}/submit", "services", ServiceSubmit, "system-admin, agency-operator (own)", false, "Submit for verification: draft|offline → submitted"), post(sv::submit)),
-        (ep!("POST", "/v1/services/{id}/publish", "services", ServicePublish, "system-admin", true, "Publish on channels (and apps): → published"), post(sv::publish)),
+        (ep!("POST", "/v1/services/{id}/submit", "services", ServiceSubmit, "system-admin, agency-operator (own)", false, "Submit for verification: draft|offline|returned → submitted"), post(sv::submit)),
+        (ep!("POST", "/v1/services/{id}/verifications", "verification", VerificationRun, "system-admin, security-admin", true, "Verify a submitted service (接口核验: connectivity, load, data sensitivity, baseline); a failure returns it to its agency"), post(vf::run_for_service)),
+        (ep!("POST", "/v1/services/{id}/publish", "services", ServicePublish, "system-admin", true, "Publish on channels (and apps): → published; a service not yet published needs a passing (or overridden) verification of its current definition"), post(sv::publish)),
         (ep!("POST", "/v1/services/{id}/offline", "services", ServicePublish, "system-admin", true, "Withdraw from channels (all by default)"), post(sv::offline)),
         (ep!("POST", "/v1/services/{id}/reject", "services", ServicePublish, "system-admin", true, "Send a submitted service back: submitted → draft"), post(sv::reject)),
+
+        (ep!("POST", "/v1/services/{id}/revisions", "revisions", ServiceWrite, "system-admin, agency-operator (own)", false, "Open a revision of a published service: a copy of its live definition to edit while it keeps serving"), post(crate::revisions::open)),
+        (ep!("GET", "/v1/revisions", "revisions", ServiceRead, "system-admin, security-admin, agency-operator (own)", false, "List revisions (`?service_id=`)"), get(crate::revisions::list)),
+        (ep!("GET", "/v1/revisions/{id}", "revisions", ServiceRead, "system-admin, security-admin, agency-operator (own)", false, "Get a revision"), get(crate::revisions::get_one)),
+        (ep!("PUT", "/v1/revisions/{id}", "revisions", ServiceWrite, "system-admin, agency-operator (own; draft or returned)", true, "Replace a revision's upstream, capacity, masking and routes"), put(crate::revisions::update)),
+        (ep!("POST", "/v1/revisions/{id}/submit", "revisions", ServiceSubmit, "system-admin, agency-operator (own)", false, "Submit a revision for verification: draft|returned → submitted"), post(crate::revisions::submit)),
+        (ep!("POST", "/v1/revisions/{id}/verifications", "verification", VerificationRun, "system-admin, security-admin", true, "Verify a submitted revision; a failure returns it to its agency"), post(crate::revisions::verify)),
+        (ep!("POST", "/v1/revisions/{id}/apply", "revisions", ServicePublish, "system-admin", false, "Replace the live definition with the verified revision, in one config version"), post(crate::revisions::apply_now)),
+        (ep!("POST", "/v1/revisions/{id}/discard", "revisions", ServiceWrite, "system-admin, agency-operator (own)", false, "Discard an open revision"), post(crate::revisions::discard)),
+
+        (ep!("GET", "/v1/verifications", "verification", VerificationRead, "system-admin, security-admin, audit-admin, agency-operator (own)", false, "Verification runs, newest first (`?service_id=`, `?limit=`)"), get(vf::list)),
+        (ep!("GET", "/v1/verifications/{id}", "verification", VerificationRead, "system-admin, security-admin, audit-admin, agency-operator (own)", false, "One verification with every check's findings and evidence"), get(vf::get_one)),
+        (ep!("POST", "/v1/verifications/{id}/override", "verification", VerificationOverride, "security-admin", true, "Let a failed verification go live, with a written reason (admin audit)"), post(vf::override_failure)),
 
         (ep!("GET", "/v1/routes", "routes", RouteRead, "system-admin, security-admin, agency-operator (own)", false, "List routes (interfaces) (`?service_id=`)"), get(rs::list_routes)),
         (ep!("POST", "/v1/routes", "routes", RouteWrite, "system-admin, agency-operator (own)", true, "Register a route (interface) of a service"), post(rs::create_route)),

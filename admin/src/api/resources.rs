@@ -293,6 +293,7 @@ fn build_route(p: &Principal, id: String, input: RouteInput, created_at: i64, no
             by: p.username.clone(),
             at: now,
         }),
+        samples: input.samples,
         created_at,
         updated_at: now,
     }
@@ -332,6 +333,7 @@ pub async fn create_route(
     let c = commit(&app, &Actor::from(&p), "route.create", |s, now| {
         route_service(&p, s, &input.service_id)?;
         check_route_space(s, &input)?;
+        crate::inspection::sample::check(&input.samples, "samples")?;
         if s.routes.iter().any(|r| r.name == input.name) {
             return Err(taken("name", format!("a route named `{}`", input.name)));
         }
@@ -357,6 +359,7 @@ pub async fn update_route(
         route_service(&p, s, &s.routes[i].service_id.clone())?;
         route_service(&p, s, &input.service_id)?;
         check_route_space(s, &input)?;
+        crate::inspection::sample::check(&input.samples, "samples")?;
         if s.routes.iter().any(|r| r.name == input.name && r.id != id) {
             return Err(taken("name", format!("a route named `{}`", input.name)));
         }

@@ -1,9 +1,12 @@
-//! Services and their lifecycle: draft → submitted → published ⇄ offline, publication per
-//! channel (and optionally per app).
+//! Services and their lifecycle: draft → submitted → (verified) published ⇄ offline, publication
+//! per channel (and optionally per app); a failed verification sends a submitted service back to
+//! its agency as `returned` (`crate::verification`).
 //!
-//! Agency operators register and edit their own services while they are drafts (or offline),
-//! and submit them; a submitted or published service is frozen for them (409). Only a system
-//! admin publishes, takes offline, or sends a submission back.
+//! Agency operators register and edit their own services while they are drafts, returned or
+//! offline, and submit them; a submitted or published service is frozen for them (409: a
+//! published one changes through a revision, `crate::revisions`). Only a system admin publishes
+//! — a service not yet published only with a passing or overridden verification of its current
+//! definition —, takes offline, or sends a submission back.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -34,7 +37,7 @@ pub fn check_editable(p: &Principal, svc: &Service) -> ApiResult<()> {
         && matches!(svc.status, Lifecycle::Submitted | Lifecycle::Published)
     {
         return Err(ApiError::Conflict(format!(
-            "service `{}` is {}; it can be changed again once it is offline or sent back to draft",
+            "service `{}` is {}; it can be changed again once it is offline, returned or sent back to draft (a published service changes through a revision)",
             svc.name,
             svc.status.as_str()
         )));
@@ -66,6 +69,7 @@ fn check_input(p: &Principal, s: &Snapshot, input: &ServiceInput, id: &str) -> A
             "CA bundle files are local to a gateway node and cannot be set through the control plane",
         ));
     }
+    check_definition(input.capacity_rps, input.masking.as_ref())?;
     if s.services
         .iter()
         .any(|x| x.name == input.name && x.id != id)
@@ -76,6 +80,30 @@ fn check_input(p: &Principal, s: &Snapshot, input: &ServiceInput, id: &str) -> A
         ));
     }
     Ok(agency)
+}
+
+/// Checks the parts of a definition the gateway compiler does not see: the declared capacity and
+/// the masking config (parsed by the `response-masking` plugin itself).
+pub fn check_definition(capacity_rps: Option<u32>, masking: Option<&Value>) -> ApiResult<()> {
+    if let Some(c) = capacity_rps {
+        if !(1..=MAX_CAPACITY_RPS).contains(&c) {
+            return Err(ApiError::invalid(
+                "capacity_rps",
+                format!("expected 1 to {MAX_CAPACITY_RPS} requests per second, got {c}"),
+            ));
+        }
+    }
+    if let Some(m) = masking {
+        fenfa_plugins::response_masking::policy_of(m).map_err(|e| {
+            let path = if e.path.is_empty() {
+                "masking".to_string()
+            } else {
+                format!("masking.{}", e.path)
+            };
+            ApiError::invalid(path, e.message)
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -137,6 +165,9 @@ pub async fn create(
             channels: Vec::new(),
             apps: Vec::new(),
             review_note: None,
+            capacity_rps: input.capacity_rps,
+            masking: input.masking,
+            verification: None,
             created_at: now,
             updated_at: now,
         });
@@ -170,6 +201,8 @@ pub async fn update(
         x.kind = input.kind;
         x.description = input.description;
         x.upstream = input.upstream;
+        x.capacity_rps = input.capacity_rps;
+        x.masking = input.masking;
         x.updated_at = now;
         Ok(Touched::new(kind::SERVICE, id.clone()))
     })
@@ -224,9 +257,12 @@ pub async fn submit(
     let c = commit(&app, &Actor::from(&p), "service.submit", |s, now| {
         let i = find(&p, s, &id)?;
         let x = &s.services[i];
-        if !matches!(x.status, Lifecycle::Draft | Lifecycle::Offline) {
+        if !matches!(
+            x.status,
+            Lifecycle::Draft | Lifecycle::Offline | Lifecycle::Returned
+        ) {
             return Err(ApiError::Conflict(format!(
-                "a {} service cannot be submitted; only drafts and offline services can",
+                "a {} service cannot be submitted; only drafts, returned and offline services can",
                 x.status.as_str()
             )));
         }
@@ -250,10 +286,27 @@ pub async fn publish(
     p.authorize(Action::ServicePublish)?;
     let c = commit(&app, &Actor::from(&p), "service.publish", |s, now| {
         let i = find(&p, s, &id)?;
-        if s.services[i].status == Lifecycle::Draft {
-            return Err(ApiError::Conflict(
-                "a draft must be submitted for verification before it is published".into(),
-            ));
+        match s.services[i].status {
+            Lifecycle::Draft => {
+                return Err(ApiError::Conflict(
+                    "a draft must be submitted for verification before it is published".into(),
+                ))
+            }
+            Lifecycle::Returned => {
+                return Err(ApiError::Conflict(
+                    "the service was returned to its agency after a failed verification; it is fixed, submitted and verified again".into(),
+                ))
+            }
+            Lifecycle::Published => {}
+            Lifecycle::Submitted | Lifecycle::Offline => {
+                let digest =
+                    crate::verification::Definition::of_service(s, &s.services[i]).digest();
+                crate::verification::api::check_verdict(
+                    s.services[i].verification.as_ref(),
+                    &digest,
+                    "service",
+                )?;
+            }
         }
         if input.channels.is_empty() {
             return Err(ApiError::invalid("channels", "name at least one channel"));

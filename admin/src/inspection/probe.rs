@@ -120,7 +120,24 @@ pub struct Outcome {
     pub latency_ms: Option<u64>,
     /// Days until the upstream certificate expires (https only).
     pub cert_days_left: Option<i64>,
+    /// What came back, for verification's checks of the answer (never stored: it may hold
+    /// personal data).
+    #[serde(skip)]
+    pub answer: Option<Answer>,
 }
+
+/// An answer's head and the first [`BODY_KEPT`] bytes of its body.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    /// The body was longer than what was kept.
+    pub truncated: bool,
+}
+
+/// How much of an answer's body a probe keeps.
+pub const BODY_KEPT: usize = 64 << 10;
 
 /// Probes `target` (`host:port`) of `upstream` with `sample`. `now`: the app clock, for the
 /// certificate's days left.
@@ -141,6 +158,7 @@ pub async fn probe(
         status: None,
         latency_ms: None,
         cert_days_left: None,
+        answer: None,
     };
     let connect_timeout = upstream.timeouts.connect.0.min(limits.timeout);
     let read_timeout = upstream.timeouts.read.0.min(limits.timeout);
@@ -198,7 +216,9 @@ pub async fn probe(
     };
     let elapsed = started.elapsed();
     match answer {
-        Ok(status) => {
+        Ok(a) => {
+            let status = a.status;
+            out.answer = Some(a);
             out.status = Some(status);
             out.latency_ms = Some(elapsed.as_millis() as u64);
             match sample.expect_status {
@@ -254,13 +274,13 @@ fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
     Some(cert.validity().not_after.timestamp())
 }
 
-/// Sends the sample on `io` and reads the answer's head (and at most 64 KiB of its body).
+/// Sends the sample on `io` and reads the answer's head and at most [`BODY_KEPT`] of its body.
 async fn exchange<S>(
     io: S,
     host: &str,
     sample: &Sample,
     timeout: Duration,
-) -> Result<u16, (Cause, String)>
+) -> Result<Answer, (Cause, String)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -290,9 +310,27 @@ where
             .await
             .map_err(|e| (Cause::Protocol, e.to_string()))?;
         let status = resp.status().as_u16();
-        let limited = http_body_util::Limited::new(resp.into_body(), 64 << 10);
-        let _ = limited.collect().await;
-        Ok(status)
+        let (parts, mut body) = resp.into_parts();
+        let mut kept = bytes::BytesMut::new();
+        let mut truncated = false;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                let room = BODY_KEPT - kept.len();
+                if data.len() > room {
+                    kept.extend_from_slice(&data[..room]);
+                    truncated = true;
+                    break;
+                }
+                kept.extend_from_slice(&data);
+            }
+        }
+        Ok(Answer {
+            status,
+            headers: parts.headers,
+            body: kept.freeze(),
+            truncated,
+        })
     };
     match tokio::time::timeout(timeout, run).await {
         Ok(r) => r,

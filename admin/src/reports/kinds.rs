@@ -402,8 +402,7 @@ async fn weekly_status(app: &App, from: i64, to: i64, now: i64) -> ApiResult<Doc
     Ok(d)
 }
 
-/// A label for an admin audit action on a service; unknown ones (e.g. verification events) are
-/// shown as they are.
+/// A label for an admin audit action on a service; unknown ones are shown as they are.
 fn action_zh(a: &str) -> String {
     match a {
         "service.create" => "登记".into(),
@@ -413,6 +412,13 @@ fn action_zh(a: &str) -> String {
         "service.offline" => "下线".into(),
         "service.reject" => "退回".into(),
         "service.delete" => "删除".into(),
+        "verification.run" => "核验".into(),
+        "verification.override" => "核验豁免".into(),
+        "revision.create" => "发起变更".into(),
+        "revision.update" => "修改变更".into(),
+        "revision.submit" => "提交变更核验".into(),
+        "revision.apply" => "变更上线".into(),
+        "revision.discard" => "放弃变更".into(),
         x => x.to_string(),
     }
 }
