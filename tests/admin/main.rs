@@ -26,6 +26,7 @@ mod openapi;
 mod publishing;
 mod reports;
 mod resources;
+mod revisions;
 mod schemathesis;
 mod serve;
 mod tls;

@@ -36,15 +36,24 @@ const CITIZEN: &str = r#"{"code":0,"data":{"xm":"张三","sfzh":"110105194912310
 
 async fn handle(State(seen): State<Seen>, req: axum::extract::Request) -> axum::response::Response {
     let path = req.uri().path().to_string();
-    let n = {
+    let now = Instant::now();
+    let (n, since_last) = {
         let mut s = seen.0.lock().unwrap();
-        s.push((path.clone(), Instant::now()));
-        s.iter().filter(|(p, _)| *p == path).count()
+        let last = s.iter().rev().find(|(p, _)| *p == path).map(|(_, t)| *t);
+        s.push((path.clone(), now));
+        (
+            s.iter().filter(|(p, _)| *p == path).count(),
+            last.map(|t| now.duration_since(t)),
+        )
     };
+    // Slow (400 ms) when requests come faster than one per 130 ms: above ~7.7 rps.
+    if path == "/load/slow" && since_last.is_some_and(|d| d.as_millis() < 130) {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
     let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
     match path.as_str() {
         "/social/pension/balance" => (json, CITIZEN).into_response(),
-        "/load/ok" => (json, r#"{"ok":true}"#).into_response(),
+        "/load/ok" | "/load/slow" => (json, r#"{"ok":true}"#).into_response(),
         // Healthy for its first 4 requests, then failing.
         "/load/flaky" if n <= 4 => (json, r#"{"ok":true}"#).into_response(),
         "/load/flaky" => {
@@ -494,5 +503,46 @@ async fn the_load_stops_at_the_first_step_that_breaks_the_threshold() {
     let s = env.get(&format!("/v1/services/{svc}"), &sys).await;
     assert_eq!(s["status"], "returned");
     assert!(s["review_note"].as_str().unwrap().contains("load:"), "{s}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_stops_where_the_backend_slows_down_past_a_rate() {
+    let env = Env::start(Backend::Sqlite).await.unwrap();
+    let (port, seen) = backend().await;
+    let sys = env.admin().await;
+    // Answers slower than 200 ms count as slow (the inspection settings' threshold).
+    env.expect(
+        200,
+        "PUT",
+        "/v1/inspection-settings",
+        &sys,
+        json!({"daily_at": "08:30", "timeout_ms": 5000, "slow_ms": 200, "cert_warn_days": 30,
+               "availability_target": 99.0, "min_requests": 20}),
+    )
+    .await;
+    let svc = submitted(&env, &sys, port, 20, "/load/slow").await;
+    let v = verify(&env, &sys, &svc, 1000).await;
+    assert_eq!(v["result"], "failed", "{v}");
+    let load = check(&v, "load");
+    let items = load["items"].as_array().unwrap();
+    // 5 rps (200 ms apart) is answered at once; at 10 rps the backend slows to 400 ms: p99
+    // breaks the threshold and the load stops before 20 rps.
+    assert_eq!(items.len(), 2, "{load}");
+    assert_eq!(items[0]["result"], "pass", "{load}");
+    assert_eq!(items[1]["result"], "fail");
+    assert_eq!(items[1]["evidence"]["errors"], 0);
+    assert!(
+        items[1]["evidence"]["p99_ms"].as_u64().unwrap() > 200,
+        "{load}"
+    );
+    assert!(
+        items[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("p99 above 200 ms"),
+        "{load}"
+    );
+    assert_eq!(seen.on("/load/slow").len(), 1 + 5 + 10);
     env.finish().await;
 }

@@ -7,7 +7,8 @@
 //! expected status) or its p99 is slower than the inspection's slow threshold; the load stops
 //! there for that interface and the check fails. Interfaces are loaded one after another, so the
 //! backend never sees more than the capacity at once; the pace never catches up on a late tick
-//! (`MissedTickBehavior::Delay`), so it never bursts above it either.
+//! (`MissedTickBehavior::Delay`), and a step's first request waits one interval, so it never
+//! bursts above it either.
 //!
 //! Per step it reports the rate, requests sent, errors, error rate, p50, p99 and the sustained
 //! rate (correct answers per second of the step's wall time).
@@ -85,7 +86,10 @@ pub async fn check(
         let host = r.hosts.first().cloned();
         for rate in rates(def.capacity()) {
             let n = ((rate as u128 * step.as_millis()).div_ceil(1000) as usize).max(1);
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            // The first request one interval after the step starts: the step before it never
+            // adds to this one's pace.
+            let period = Duration::from_secs_f64(1.0 / rate as f64);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let started = Instant::now();
             let mut set = tokio::task::JoinSet::new();
