@@ -302,7 +302,13 @@ fn local_config(text: &str, opts: &Options) -> Result<String, String> {
 
 /// The HTTP router: every endpoint of [`crate::api::endpoints`], JSON 404/405 answers.
 pub fn router(app: AppState) -> Router {
-    crate::api::router(app)
+    let api = crate::api::router(app.clone());
+    let console = crate::console::router(app, api.clone());
+    // The overview is `/console`; `/console/` leads there.
+    api.nest("/console", console).route(
+        "/console/",
+        axum::routing::get(|| async { axum::response::Redirect::permanent("/console") }),
+    )
 }
 
 /// Serves until the listener fails or the process ends.
@@ -325,7 +331,9 @@ pub async fn serve_tls(
     let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
     axum::serve(
         listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        router(app)
+            .layer(axum::Extension(crate::console::session::OverTls))
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
 }

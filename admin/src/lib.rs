@@ -26,6 +26,7 @@ pub mod auth;
 pub mod authz;
 pub mod clock;
 pub mod commit;
+pub mod console;
 pub mod crypto;
 pub mod dataplane;
 pub mod demo_env;

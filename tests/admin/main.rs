@@ -15,6 +15,7 @@ mod architecture;
 mod audit;
 mod authz;
 mod cluster;
+mod console;
 mod dataplane;
 mod deploy;
 mod duties;

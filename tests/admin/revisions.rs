@@ -4,7 +4,6 @@
 //! calls the service without pause; not one call fails, and the new route is live after the
 //! apply. Applying needs a passing verification of the revision; one open revision at a time.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -31,36 +30,14 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_replaces_a_live_service_without_a_failed_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_port, gw_port, status_port, echo_port) =
-        (free_port(), free_port(), free_port(), free_port());
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    let cp = spawn(
-        Command::new(env!("CARGO_BIN_EXE_fenfa-admin"))
-            .arg("serve")
-            .arg("--demo")
-            .args(["--listen", &format!("127.0.0.1:{admin_port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--gateway-http", &format!("127.0.0.1:{gw_port}")])
-            .args(["--gateway-status", &format!("127.0.0.1:{status_port}")])
-            .args(["--demo-upstream", &format!("127.0.0.1:{echo_port}")])
-            .env("FENFA_ADMIN_PASSWORD", ADMIN_PW)
-            .env("FENFA_ADMIN_TOTP_SECRET", ADMIN_TOTP)
-            .env("FENFA_SECURITY_PASSWORD", SECURITY_PW)
-            .env("FENFA_SECURITY_TOTP_SECRET", SECURITY_TOTP)
-            .env("FENFA_AUDIT_PASSWORD", AUDIT_PW)
-            .env("FENFA_AUDIT_TOTP_SECRET", AUDIT_TOTP)
-            .env("FENFA_MASTER_KEY", MASTER_KEY)
-            .env("FENFA_LOG", "info"),
-        &dir.path().join("admin.log"),
+    let demo = start_demo().await;
+    let (admin, token, url, cp) = (
+        demo.admin.clone(),
+        demo.token.clone(),
+        demo.url.clone(),
+        &demo.cp,
     );
-    let (token, url) = demo_curl(&cp).await;
     let http = reqwest::Client::new();
-    wait_for("the demo call", &cp, async || {
-        status_of(&http, &url, &token).await == 200
-    })
-    .await;
     let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
     let svc = first_service(&http, &admin, &sys).await;
 
@@ -172,12 +149,7 @@ async fn a_revision_replaces_a_live_service_without_a_failed_call() {
     assert_eq!(v["revision_id"], rid.as_str());
     // Until the apply the live service is the old one.
     assert_eq!(
-        status_of(
-            &http,
-            &format!("http://127.0.0.1:{gw_port}/extra/x"),
-            &token
-        )
-        .await,
+        status_of(&http, &format!("{}/extra/x", demo.gw), &token).await,
         404
     );
     let (st, s) = send(
@@ -190,19 +162,13 @@ async fn a_revision_replaces_a_live_service_without_a_failed_call() {
     .await;
     assert_eq!((st, s["status"].as_str()), (200, Some("published")), "{s}");
     assert_eq!(s["capacity_rps"], 4);
-    wait_for("the new route", &cp, async || {
-        status_of(
-            &http,
-            &format!("http://127.0.0.1:{gw_port}/extra/x"),
-            &token,
-        )
-        .await
-            == 200
+    wait_for("the new route", cp, async || {
+        status_of(&http, &format!("{}/extra/x", demo.gw), &token).await == 200
     })
     .await;
     // Keep calling a little after the switch, then count.
     let seen = calls.load(Relaxed);
-    wait_for("calls after the switch", &cp, async || {
+    wait_for("calls after the switch", cp, async || {
         calls.load(Relaxed) > seen + 20
     })
     .await;

@@ -215,20 +215,32 @@ pub(crate) async fn post(http: &reqwest::Client, url: String, token: &str, body:
     r.json().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() {
+/// `fenfa-admin serve --demo` on free ports with the harness's accounts, its demo call live.
+pub(crate) struct Demo {
+    pub cp: Proc,
+    /// `http://127.0.0.1:<port>` of the control plane.
+    pub admin: String,
+    /// `http://127.0.0.1:<port>` of the in-process gateway.
+    pub gw: String,
+    /// The demo client's token and URL.
+    pub token: String,
+    pub url: String,
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) async fn start_demo() -> Demo {
     let dir = tempfile::tempdir().unwrap();
     let (admin_port, gw_port, status_port, echo_port) =
         (free_port(), free_port(), free_port(), free_port());
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    let log = dir.path().join("admin.log");
+    let data = dir.path().join("data");
     let cp = spawn(
         Command::new(env!("CARGO_BIN_EXE_fenfa-admin"))
             .arg("serve")
             .arg("--demo")
             .args(["--listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(&data)
             .args(["--gateway-http", &format!("127.0.0.1:{gw_port}")])
             .args(["--gateway-status", &format!("127.0.0.1:{status_port}")])
             .args(["--demo-upstream", &format!("127.0.0.1:{echo_port}")])
@@ -240,15 +252,37 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
             .env("FENFA_AUDIT_TOTP_SECRET", AUDIT_TOTP)
             .env("FENFA_MASTER_KEY", MASTER_KEY)
             .env("FENFA_LOG", "info"),
-        &log,
+        &dir.path().join("admin.log"),
     );
     let (token, url) = demo_curl(&cp).await;
-    assert_eq!(url, format!("http://127.0.0.1:{gw_port}/demo/hello"));
     let http = reqwest::Client::new();
     wait_for("the demo call", &cp, async || {
         status_of(&http, &url, &token).await == 200
     })
     .await;
+    Demo {
+        cp,
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        gw: format!("http://127.0.0.1:{gw_port}"),
+        token,
+        url,
+        data,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() {
+    let demo = start_demo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, token, url, cp) = (
+        demo.admin.clone(),
+        demo.token.clone(),
+        demo.url.clone(),
+        demo.cp,
+    );
+    assert_eq!(url, format!("{}/demo/hello", demo.gw));
+    let http = reqwest::Client::new();
     let echo: Value = get_json(&http, &url, &token).await;
     assert_eq!(echo["headers"]["x-fenfa-app"], "wx-demo-app");
     assert_eq!(echo["headers"]["x-fenfa-channel"], "wechat");
@@ -282,7 +316,7 @@ async fn serve_demo_prints_a_working_curl_and_changes_go_live_within_a_second() 
         json!({"service_id": svc, "name": "demo-two", "paths": ["/two/*"], "strip_prefix": true}),
     )
     .await;
-    let took = time_to_live(&http, &format!("http://127.0.0.1:{gw_port}/two/x"), &token).await;
+    let took = time_to_live(&http, &format!("{}/two/x", demo.gw), &token).await;
     assert!(
         took < Duration::from_secs(1),
         "in-process gateway took {took:?}"
