@@ -134,13 +134,16 @@ impl Browser {
         e.text().await.unwrap()
     }
 
-    /// Waits up to 10 s for `css` to read `want` (after a click that reloads the same page).
+    /// Waits up to 10 s for an element matching `css` to read `want` (after a click that reloads
+    /// the same page).
     async fn wait_text(&self, css: &str, want: &str) {
         let t = Instant::now();
         loop {
-            if let Ok(e) = self.c.find(Locator::Css(css)).await {
-                if e.text().await.is_ok_and(|x| x == want) {
-                    return;
+            if let Ok(all) = self.c.find_all(Locator::Css(css)).await {
+                for e in all {
+                    if e.text().await.is_ok_and(|x| x == want) {
+                        return;
+                    }
                 }
             }
             assert!(
@@ -202,6 +205,17 @@ impl Browser {
             .unwrap()
             .value()
             .to_string()
+    }
+
+    /// Chooses the option of `value` in the select `#id`.
+    async fn choose(&self, id: &str, value: &str) {
+        self.c
+            .find(Locator::Css(&format!("#{id} option[value='{value}']")))
+            .await
+            .unwrap_or_else(|e| panic!("#{id} = {value}: {e}"))
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Puts back a session (the cookie, through the WebDriver endpoint itself).
@@ -297,7 +311,7 @@ async fn operators_security_staff_and_auditors_work_in_the_console() {
     b.check("overview").await;
     let sys = b.session_token().await;
 
-    // Setup through the API with the same session: an agency, its policy, its operator.
+    // The system admin registers an agency and its operator in the console.
     let env: Vec<(String, String)> = std::fs::read_to_string(demo.data.join("demo.env"))
         .unwrap()
         .lines()
@@ -316,19 +330,58 @@ async fn operators_security_staff_and_auditors_work_in_the_console() {
             .unwrap()
     };
     let (echo_host, echo_port) = (var("ECHO_HOST"), var("ECHO_PORT"));
-    let ag = post(
-        &http,
-        format!("{}/v1/agencies", demo.admin),
-        &sys,
-        json!({"name": "social", "title": "人力资源和社会保障局", "path_prefixes": ["/social/"]}),
-    )
-    .await;
-    let ag = ag["id"].as_str().unwrap().to_string();
-    post(&http, format!("{}/v1/users", demo.admin), &sys,
-        json!({"username": "social-op", "role": "agency-operator", "agency_id": ag, "password": OPERATOR_PW})).await;
-    let sec = login(&http, &demo.admin, "security", SECURITY_PW, SECURITY_TOTP).await;
-    post(&http, format!("{}/v1/network-policies", demo.admin), &sec,
-        json!({"agency_id": ag, "name": "social-dc", "rules": [{"destination": echo_host, "port": echo_port.parse::<u16>().unwrap(), "protocol": "http"}]})).await;
+    Browser::open("/console/t/agencies", &mut b).await;
+    b.click("new-toggle").await;
+    b.fill("new-name", "social").await;
+    b.fill("new-title", "人力资源和社会保障局").await;
+    b.fill("new-path_prefixes", "/social/").await;
+    b.click("new-submit").await;
+    b.wait_text("td", "social").await;
+    let agencies = get_json(&http, format!("{}/v1/agencies", demo.admin), &sys).await;
+    let ag = agencies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "social")
+        .expect("the agency registered in the console")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Browser::open("/console/t/users", &mut b).await;
+    b.click("new-toggle").await;
+    b.fill("new-username", "social-op").await;
+    b.choose("new-role", "agency-operator").await;
+    b.choose("new-agency_id", &ag).await;
+    b.fill("new-password", OPERATOR_PW).await;
+    b.click("new-submit").await;
+    b.wait_text("td", "social-op").await;
+    // A bad field is the API's 422, shown on the page, and nothing is created.
+    Browser::open("/console/t/agencies", &mut b).await;
+    b.click("new-toggle").await;
+    b.fill("new-name", "Not A Name!").await;
+    b.fill("new-title", "x").await;
+    b.click("new-submit").await;
+    assert!(
+        b.text("#flash").await.contains("name"),
+        "the refusal names the field"
+    );
+    b.drain_logs().await;
+
+    // The security admin allows the agency's backend in a network policy, in the console.
+    b.c.delete_all_cookies().await.unwrap();
+    b.sign_in("security", SECURITY_PW, Some(SECURITY_TOTP))
+        .await;
+    Browser::open("/console/t/network-policies", &mut b).await;
+    b.click("new-toggle").await;
+    b.choose("new-agency_id", &ag).await;
+    b.fill("new-name", "social-dc").await;
+    b.fill("new-destination", &echo_host).await;
+    b.fill("new-port", &echo_port).await;
+    b.choose("new-protocol", "http").await;
+    b.click("new-submit").await;
+    b.wait_text("td", "social-dc").await;
+    b.check("table-network-policies-security").await;
+    b.use_session(&sys).await;
 
     // Every page the system admin may open.
     for slug in [

@@ -324,10 +324,73 @@ pub async fn table(
     Query(q): Query<std::collections::BTreeMap<String, String>>,
 ) -> Page {
     let me = me(&b, &v).await?;
-    let Some(t) = tables::find(&slug) else {
+    render_table(&b, &v, &me, &slug, &q, StatusCode::OK, None, None).await
+}
+
+type Params = std::collections::BTreeMap<String, String>;
+
+/// The "new" form of a table, for the templates (`None` when the role may not use it).
+async fn form_of(
+    b: &Bridge,
+    v: &Visit,
+    me: &Me,
+    t: &tables::Table,
+    open: bool,
+) -> Result<Value, Response> {
+    let Some(c) = t.create.as_ref().filter(|c| may(me, c.action)) else {
+        return Ok(Value::Null);
+    };
+    let mut fields = Vec::new();
+    for f in c.fields {
+        let options: Option<Vec<Value>> = match f.kind {
+            tables::Kind::Choice(list) => Some(
+                list.iter()
+                    .map(|o| json!({"value": o, "label": o}))
+                    .collect(),
+            ),
+            tables::Kind::Agency => {
+                let a = read(b, v, me, "/v1/agencies").await?;
+                Some(
+                    a["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| json!({"value": x["id"], "label": x["title"]}))
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        let ty = match f.kind {
+            tables::Kind::Number => "number",
+            tables::Kind::Password => "password",
+            _ => "text",
+        };
+        fields.push(json!({
+            "name": f.name, "label": v.lang.pick(f.zh, f.en), "options": options, "type": ty,
+            "required": !matches!(f.kind, tables::Kind::Optional),
+        }));
+    }
+    Ok(
+        json!({"title": format!("{} · {}", v.lang.pick("新建", "New"), t.title(v.lang)), "fields": fields, "open": open}),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn render_table(
+    b: &Bridge,
+    v: &Visit,
+    me: &Me,
+    slug: &str,
+    q: &Params,
+    status: StatusCode,
+    flash: Option<Value>,
+    shown: Option<String>,
+) -> Page {
+    let Some(t) = tables::find(slug) else {
         return Ok(message(
-            &v,
-            Some(&me),
+            v,
+            Some(me),
             StatusCode::NOT_FOUND,
             &word(v.lang, "not_found"),
             "",
@@ -349,11 +412,31 @@ pub async fn table(
         }
         filters.push(json!({"name": f, "value": val}));
     }
-    let body = read(&b, &v, &me, &uri).await?;
+    let body = read(b, v, me, &uri).await?;
+    // Ids of agencies and services are shown by their names.
+    let mut names: std::collections::HashMap<String, String> = Default::default();
+    for (col, api, action, label) in [
+        ("agency_id", "/v1/agencies", Action::AgencyRead, "title"),
+        ("service_id", "/v1/services", Action::ServiceRead, "name"),
+    ] {
+        if t.columns.iter().any(|(k, _, _)| *k == col) && may(me, action) {
+            for x in read(b, v, me, api).await?["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(id), Some(n)) = (x["id"].as_str(), x[label].as_str()) {
+                    names.insert(id.to_string(), n.to_string());
+                }
+            }
+        }
+    }
     let needle = q
         .get("q")
         .map(|s| s.trim().to_lowercase())
         .unwrap_or_default();
+    let actions: Vec<&tables::RowAction> =
+        t.row_actions.iter().filter(|a| may(me, a.action)).collect();
     let rows: Vec<Value> = body["items"]
         .as_array()
         .into_iter()
@@ -362,7 +445,10 @@ pub async fn table(
             let cells: Vec<String> = t
                 .columns
                 .iter()
-                .map(|(k, _, _)| cell(k, &item[*k]))
+                .map(|(k, _, _)| {
+                    let c = cell(k, &item[*k]);
+                    names.get(&c).cloned().unwrap_or(c)
+                })
                 .collect();
             if !needle.is_empty() && !cells.iter().any(|c| c.to_lowercase().contains(&needle)) {
                 return None;
@@ -374,7 +460,12 @@ pub async fn table(
                 }
                 l
             });
-            Some(json!({"cells": cells, "link": link}))
+            let row_actions: Vec<Value> = actions
+                .iter()
+                .filter(|a| item[a.when.0] == a.when.1)
+                .map(|a| json!({"step": a.step, "label": v.lang.pick(a.zh, a.en)}))
+                .collect();
+            Some(json!({"cells": cells, "link": link, "id": item["id"], "actions": row_actions}))
         })
         .collect();
     let total = rows.len();
@@ -384,7 +475,7 @@ pub async fn table(
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(1)
         .clamp(1, pages);
-    let shown: Vec<Value> = rows
+    let shown_rows: Vec<Value> = rows
         .into_iter()
         .skip((page_no - 1) * PAGE_SIZE)
         .take(PAGE_SIZE)
@@ -403,24 +494,211 @@ pub async fn table(
         .iter()
         .map(|(_, zh, en)| v.lang.pick(zh, en))
         .collect();
-    let new_link = (t.slug == "services" && may(&me, Action::ServiceWrite)).then(
+    let new_link = (t.slug == "services" && may(me, Action::ServiceWrite)).then(
         || json!({"href": "/console/services/new", "label": word(v.lang, "register_service")}),
     );
+    let form = form_of(b, v, me, t, flash.is_some()).await?;
     Ok(page(
-        StatusCode::OK,
+        status,
         "table.html",
-        &v,
-        Some(&me),
+        v,
+        Some(me),
         t.title(v.lang),
         &format!("/console/t/{slug}"),
         json!({
-            "headers": headers, "rows": shown, "total": total, "page": page_no, "pages": pages,
+            "slug": slug, "headers": headers, "rows": shown_rows, "total": total, "page": page_no, "pages": pages,
             "prev": (page_no > 1).then(|| link_to(page_no - 1)),
             "next": (page_no < pages).then(|| link_to(page_no + 1)),
             "q": q.get("q").cloned().unwrap_or_default(), "filters": filters,
-            "new_link": new_link,
+            "new_link": new_link, "form": form, "has_actions": !actions.is_empty(),
+            "flash": flash, "shown": shown,
         }),
     ))
+}
+
+/// `POST /console/t/{slug}/new`: the table's "new" form, through the API.
+pub async fn table_create(
+    State(b): State<Bridge>,
+    v: Visit,
+    Path(slug): Path<String>,
+    Form(f): Form<Params>,
+) -> Page {
+    if !v.may_change(f.get("_csrf").map(String::as_str)) {
+        return Err(csrf_refused(&v, None));
+    }
+    let me = me(&b, &v).await?;
+    let Some(c) = tables::find(&slug).and_then(|t| t.create.as_ref().map(|c| (t, c))) else {
+        return Ok(message(
+            &v,
+            Some(&me),
+            StatusCode::NOT_FOUND,
+            &word(v.lang, "not_found"),
+            "",
+        ));
+    };
+    let (t, c) = c;
+    let body = (c.build)(&f);
+    let a = b
+        .call(v.token.as_deref(), v.peer, Method::POST, t.api, Some(&body))
+        .await;
+    if matches!(a.status.as_u16(), 401 | 403) {
+        return Err(refused(&v, &me, &a));
+    }
+    let none = Params::new();
+    if !a.ok() {
+        let flash = json!({"kind": "error", "text": a.message()});
+        return render_table(&b, &v, &me, &slug, &none, a.status, Some(flash), None).await;
+    }
+    // A secret the API shows once (a node token, a signing key's secret) is shown here once.
+    let once = ["token", "secret"].iter().find_map(|k| {
+        a.body[*k].as_str().map(|x| {
+            format!(
+                "{}: {x}",
+                v.lang
+                    .pick("仅显示一次，请妥善保存", "shown once, keep it now")
+            )
+        })
+    });
+    if once.is_some() {
+        return render_table(&b, &v, &me, &slug, &none, StatusCode::CREATED, None, once).await;
+    }
+    Ok(see_other(&format!("/console/t/{slug}")))
+}
+
+/// `POST /console/t/{slug}/{id}/{step}`: a row's button (acknowledge, resolve, close) with a
+/// note, through the API.
+pub async fn table_step(
+    State(b): State<Bridge>,
+    v: Visit,
+    Path((slug, id, step)): Path<(String, String, String)>,
+    Form(f): Form<Params>,
+) -> Page {
+    if !v.may_change(f.get("_csrf").map(String::as_str)) {
+        return Err(csrf_refused(&v, None));
+    }
+    let me = me(&b, &v).await?;
+    let Some(t) = tables::find(&slug).filter(|t| t.row_actions.iter().any(|a| a.step == step))
+    else {
+        return Ok(message(
+            &v,
+            Some(&me),
+            StatusCode::NOT_FOUND,
+            &word(v.lang, "not_found"),
+            "",
+        ));
+    };
+    let uri = format!("{}/{}/{step}", t.api, enc(&id));
+    let note = f.get("note").cloned().unwrap_or_default();
+    let a = b
+        .call(
+            v.token.as_deref(),
+            v.peer,
+            Method::POST,
+            &uri,
+            Some(&json!({"note": note})),
+        )
+        .await;
+    if a.ok() {
+        return Ok(see_other(&format!("/console/t/{slug}")));
+    }
+    if matches!(a.status.as_u16(), 401 | 403 | 404) {
+        return Err(refused(&v, &me, &a));
+    }
+    let flash = json!({"kind": "error", "text": a.message()});
+    render_table(
+        &b,
+        &v,
+        &me,
+        &slug,
+        &Params::new(),
+        a.status,
+        Some(flash),
+        None,
+    )
+    .await
+}
+
+const EXPORTS: &[(&str, Action, &str, &str)] = &[
+    (
+        "interfaces",
+        Action::ExportInterfaces,
+        "注册接口信息表",
+        "Registered interfaces",
+    ),
+    (
+        "network-policies",
+        Action::ExportPolicies,
+        "网络策略清单",
+        "Network policy inventory",
+    ),
+    (
+        "accounts",
+        Action::ExportAccounts,
+        "账户权限配置清单",
+        "Accounts and permissions",
+    ),
+];
+
+pub async fn exports(State(b): State<Bridge>, v: Visit) -> Page {
+    let me = me(&b, &v).await?;
+    let list: Vec<Value> = EXPORTS
+        .iter()
+        .filter(|(_, a, _, _)| may(&me, *a))
+        .map(|(n, _, zh, en)| json!({"name": n, "title": v.lang.pick(zh, en)}))
+        .collect();
+    Ok(page(
+        StatusCode::OK,
+        "exports.html",
+        &v,
+        Some(&me),
+        v.lang.pick("导出", "Exports"),
+        "/console/exports",
+        json!({"exports": list}),
+    ))
+}
+
+/// `/console/exports/{name}?format=csv|json`: the API's export, passed on.
+pub async fn export(
+    State(b): State<Bridge>,
+    v: Visit,
+    Path(name): Path<String>,
+    Query(q): Query<Params>,
+) -> Page {
+    let me = me(&b, &v).await?;
+    if !EXPORTS.iter().any(|(n, _, _, _)| *n == name) {
+        return Ok(message(
+            &v,
+            Some(&me),
+            StatusCode::NOT_FOUND,
+            &word(v.lang, "not_found"),
+            "",
+        ));
+    }
+    let format = if q.get("format").map(String::as_str) == Some("json") {
+        "json"
+    } else {
+        "csv"
+    };
+    let a = b
+        .call(
+            v.token.as_deref(),
+            v.peer,
+            Method::GET,
+            &format!("/v1/exports/{name}?format={format}"),
+            None,
+        )
+        .await;
+    if !a.ok() {
+        return Err(refused(&v, &me, &a));
+    }
+    let ct = a.content_type.clone().unwrap_or_else(|| "text/csv".into());
+    let mut r = ([(header::CONTENT_TYPE, ct)], a.raw).into_response();
+    if format == "csv" {
+        if let Ok(h) = format!("attachment; filename=\"{name}.csv\"").parse() {
+            r.headers_mut().insert(header::CONTENT_DISPOSITION, h);
+        }
+    }
+    Ok(r)
 }
 
 /// `/console/reports/{id}?format=html|csv|json`: the API's download, passed on.

@@ -32,6 +32,7 @@ fn env() -> &'static Environment<'static> {
             ),
             ("audit.html", include_str!("templates/audit.html")),
             ("message.html", include_str!("templates/message.html")),
+            ("exports.html", include_str!("templates/exports.html")),
         ] {
             e.add_template(name, text)
                 .unwrap_or_else(|err| panic!("console template {name}: {err}"));
@@ -118,15 +119,48 @@ pub fn cell(key: &str, v: &Value) -> String {
         Value::Array(a) => a
             .iter()
             .map(|x| match x {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+                Value::Object(_) => cell(key, x),
+                other => cell("", other),
             })
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(if a.iter().any(Value::is_object) {
+                " | "
+            } else {
+                ", "
+            }),
         Value::Object(o) => o
             .iter()
-            .map(|(k, v)| format!("{k}: {}", cell(k, v)))
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k} {}", cell(k, v)))
             .collect::<Vec<_>>()
-            .join("; "),
+            .join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_show_local_times_and_readable_lists() {
+        // 2026-12-05T00:30:00Z is 08:30 in Asia/Shanghai.
+        assert_eq!(
+            cell("created_at", &json!(1_796_430_600)),
+            "2026-12-05 08:30:00"
+        );
+        assert_eq!(
+            cell("time", &json!("2026-12-05T00:30:00Z")),
+            "2026-12-05 08:30:00"
+        );
+        assert_eq!(cell("port", &json!(8080)), "8080");
+        assert_eq!(cell("paths", &json!(["/a", "/b"])), "/a, /b");
+        assert_eq!(
+            cell(
+                "rules",
+                &json!([{"destination": "10.0.0.0/8", "port": 443}, {"destination": "h", "port": 80}])
+            ),
+            "destination 10.0.0.0/8, port 443 | destination h, port 80"
+        );
+        assert_eq!(cell("x", &Value::Null), "");
     }
 }

@@ -1,10 +1,78 @@
 //! The list pages: which API list each shows, who may read it (the API's permission table),
 //! its columns, and where a row leads.
 
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
 use crate::authz::{allowed, Action};
 use crate::model::Role;
 
 use super::i18n::Lang;
+
+/// A form field of a list page's "new" form.
+pub struct Field {
+    pub name: &'static str,
+    pub zh: &'static str,
+    pub en: &'static str,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Number,
+    Password,
+    /// One of these values.
+    Choice(&'static [&'static str]),
+    /// An agency, chosen from those the account may see.
+    Agency,
+    /// Optional text.
+    Optional,
+}
+
+/// The "new" form of a list page: who may use it (the API's action) and how its fields become
+/// the API's JSON body (the API validates it).
+pub struct Create {
+    pub action: Action,
+    pub fields: &'static [Field],
+    pub build: fn(&BTreeMap<String, String>) -> Value,
+}
+
+/// A button on each row: `POST {api}/{id}/{step}` with a note.
+pub struct RowAction {
+    pub step: &'static str,
+    pub zh: &'static str,
+    pub en: &'static str,
+    pub action: Action,
+    /// Shown only on rows whose `key` has this value.
+    pub when: (&'static str, &'static str),
+}
+
+fn get<'a>(f: &'a BTreeMap<String, String>, k: &str) -> &'a str {
+    f.get(k).map(|s| s.trim()).unwrap_or("")
+}
+
+fn opt(f: &BTreeMap<String, String>, k: &str) -> Value {
+    match get(f, k) {
+        "" => Value::Null,
+        v => json!(v),
+    }
+}
+
+fn num(f: &BTreeMap<String, String>, k: &str) -> Value {
+    let v = get(f, k);
+    v.parse::<u64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| json!(v))
+}
+
+fn list(f: &BTreeMap<String, String>, k: &str) -> Value {
+    json!(get(f, k)
+        .split([',', ' ', '，'])
+        .filter(|x| !x.is_empty())
+        .collect::<Vec<_>>())
+}
 
 pub struct Table {
     /// `/console/t/{slug}`.
@@ -21,6 +89,8 @@ pub struct Table {
     pub link: Option<&'static str>,
     /// Query parameters passed on to the API as filters.
     pub filters: &'static [&'static str],
+    pub create: Option<Create>,
+    pub row_actions: &'static [RowAction],
 }
 
 impl Table {
@@ -46,6 +116,8 @@ pub const TABLES: &[Table] = &[
         ],
         link: Some("/console/services/{id}"),
         filters: &["status", "agency_id"],
+        create: None,
+        row_actions: &[],
     },
     Table {
         slug: "routes",
@@ -62,6 +134,8 @@ pub const TABLES: &[Table] = &[
         ],
         link: Some("/console/services/{service_id}"),
         filters: &["service_id"],
+        create: None,
+        row_actions: &[],
     },
     Table {
         slug: "agencies",
@@ -77,6 +151,31 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: Some(Create {
+            action: Action::AgencyWrite,
+            fields: &[
+                Field {
+                    name: "name",
+                    zh: "标识",
+                    en: "Name",
+                    kind: Kind::Text,
+                },
+                Field {
+                    name: "title",
+                    zh: "名称",
+                    en: "Title",
+                    kind: Kind::Text,
+                },
+                Field {
+                    name: "path_prefixes",
+                    zh: "路径前缀",
+                    en: "Path prefixes",
+                    kind: Kind::Optional,
+                },
+            ],
+            build: |f| json!({"name": get(f, "name"), "title": get(f, "title"), "path_prefixes": list(f, "path_prefixes")}),
+        }),
+        row_actions: &[],
     },
     Table {
         slug: "apps",
@@ -91,6 +190,8 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: None,
+        row_actions: &[],
     },
     Table {
         slug: "network-policies",
@@ -105,6 +206,46 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: Some(Create {
+            action: Action::PolicyWrite,
+            fields: &[
+                Field {
+                    name: "agency_id",
+                    zh: "委办局",
+                    en: "Agency",
+                    kind: Kind::Agency,
+                },
+                Field {
+                    name: "name",
+                    zh: "标识",
+                    en: "Name",
+                    kind: Kind::Text,
+                },
+                Field {
+                    name: "destination",
+                    zh: "目的地址",
+                    en: "Destination",
+                    kind: Kind::Text,
+                },
+                Field {
+                    name: "port",
+                    zh: "端口",
+                    en: "Port",
+                    kind: Kind::Number,
+                },
+                Field {
+                    name: "protocol",
+                    zh: "协议",
+                    en: "Protocol",
+                    kind: Kind::Choice(&["https", "http"]),
+                },
+            ],
+            build: |f| {
+                json!({"agency_id": get(f, "agency_id"), "name": get(f, "name"),
+                "rules": [{"destination": get(f, "destination"), "port": num(f, "port"), "protocol": get(f, "protocol")}]})
+            },
+        }),
+        row_actions: &[],
     },
     Table {
         slug: "token-keys",
@@ -119,6 +260,8 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: None,
+        row_actions: &[],
     },
     Table {
         slug: "signing-keys",
@@ -133,6 +276,17 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: Some(Create {
+            action: Action::SigningKeyWrite,
+            fields: &[Field {
+                name: "agency_id",
+                zh: "委办局",
+                en: "Agency",
+                kind: Kind::Agency,
+            }],
+            build: |f| json!({"agency_id": get(f, "agency_id")}),
+        }),
+        row_actions: &[],
     },
     Table {
         slug: "limits",
@@ -146,6 +300,40 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: Some(Create {
+            action: Action::LimitWrite,
+            fields: &[
+                Field {
+                    name: "service_id",
+                    zh: "服务标识",
+                    en: "Service id",
+                    kind: Kind::Text,
+                },
+                Field {
+                    name: "key",
+                    zh: "限流维度",
+                    en: "Key",
+                    kind: Kind::Choice(&["app", "user", "channel", "ip", "route", "service"]),
+                },
+                Field {
+                    name: "rate",
+                    zh: "次数",
+                    en: "Rate",
+                    kind: Kind::Number,
+                },
+                Field {
+                    name: "per",
+                    zh: "时间窗",
+                    en: "Per",
+                    kind: Kind::Choice(&["1s", "1m", "1h"]),
+                },
+            ],
+            build: |f| {
+                json!({"service_id": get(f, "service_id"),
+                "limits": [{"key": get(f, "key"), "rate": num(f, "rate"), "per": get(f, "per")}]})
+            },
+        }),
+        row_actions: &[],
     },
     Table {
         slug: "users",
@@ -162,6 +350,46 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: Some(Create {
+            action: Action::UserCreate,
+            fields: &[
+                Field {
+                    name: "username",
+                    zh: "用户名",
+                    en: "User name",
+                    kind: Kind::Text,
+                },
+                Field {
+                    name: "role",
+                    zh: "角色",
+                    en: "Role",
+                    kind: Kind::Choice(&[
+                        "agency-operator",
+                        "system-admin",
+                        "security-admin",
+                        "audit-admin",
+                    ]),
+                },
+                Field {
+                    name: "agency_id",
+                    zh: "委办局 (机构操作员)",
+                    en: "Agency (operators)",
+                    kind: Kind::Agency,
+                },
+                Field {
+                    name: "password",
+                    zh: "初始密码",
+                    en: "Initial password",
+                    kind: Kind::Password,
+                },
+            ],
+            build: |f| {
+                json!({"username": get(f, "username"), "role": get(f, "role"),
+                "agency_id": if get(f, "role") == "agency-operator" { opt(f, "agency_id") } else { Value::Null },
+                "password": get(f, "password")})
+            },
+        }),
+        row_actions: &[],
     },
     Table {
         slug: "nodes",
@@ -176,6 +404,17 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: Some(Create {
+            action: Action::NodeWrite,
+            fields: &[Field {
+                name: "name",
+                zh: "节点名称",
+                en: "Node name",
+                kind: Kind::Text,
+            }],
+            build: |f| json!({"name": get(f, "name")}),
+        }),
+        row_actions: &[],
     },
     Table {
         slug: "verifications",
@@ -192,6 +431,8 @@ pub const TABLES: &[Table] = &[
         ],
         link: Some("/console/verifications/{id}"),
         filters: &["service_id"],
+        create: None,
+        row_actions: &[],
     },
     Table {
         slug: "alerts",
@@ -208,6 +449,23 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &["state"],
+        create: None,
+        row_actions: &[
+            RowAction {
+                step: "acknowledge",
+                zh: "确认",
+                en: "Acknowledge",
+                action: Action::AlertWrite,
+                when: ("state", "open"),
+            },
+            RowAction {
+                step: "resolve",
+                zh: "解决",
+                en: "Resolve",
+                action: Action::AlertWrite,
+                when: ("state", "acknowledged"),
+            },
+        ],
     },
     Table {
         slug: "inspections",
@@ -223,6 +481,8 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
+        create: None,
+        row_actions: &[],
     },
     Table {
         slug: "faults",
@@ -239,6 +499,14 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &["state"],
+        create: None,
+        row_actions: &[RowAction {
+            step: "close",
+            zh: "关闭",
+            en: "Close",
+            action: Action::InspectionWrite,
+            when: ("state", "open"),
+        }],
     },
     Table {
         slug: "reports",
@@ -255,6 +523,36 @@ pub const TABLES: &[Table] = &[
         ],
         link: Some("/console/reports/{id}"),
         filters: &["kind"],
+        create: Some(Create {
+            action: Action::ReportWrite,
+            fields: &[
+                Field {
+                    name: "kind",
+                    zh: "报告类型",
+                    en: "Kind",
+                    kind: Kind::Choice(&[
+                        "daily-inspection",
+                        "weekly-status",
+                        "go-live-records",
+                        "security-monthly",
+                    ]),
+                },
+                Field {
+                    name: "from",
+                    zh: "开始日期 (可选)",
+                    en: "From (optional)",
+                    kind: Kind::Optional,
+                },
+                Field {
+                    name: "to",
+                    zh: "结束日期 (可选)",
+                    en: "To (optional)",
+                    kind: Kind::Optional,
+                },
+            ],
+            build: |f| json!({"kind": get(f, "kind"), "from": opt(f, "from"), "to": opt(f, "to")}),
+        }),
+        row_actions: &[],
     },
 ];
 
@@ -269,6 +567,16 @@ pub fn nav(role: Role, lang: Lang) -> Vec<(String, &'static str)> {
         if allowed(t.action).contains(&role) {
             out.push((format!("/console/t/{}", t.slug), t.title(lang)));
         }
+    }
+    if [
+        Action::ExportInterfaces,
+        Action::ExportPolicies,
+        Action::ExportAccounts,
+    ]
+    .iter()
+    .any(|a| allowed(*a).contains(&role))
+    {
+        out.push(("/console/exports".to_string(), lang.pick("导出", "Exports")));
     }
     if allowed(Action::AuditRead).contains(&role) {
         out.push((
