@@ -90,6 +90,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("language", "English", "中文"),
     ("actions", "操作", "Actions"),
     ("reason", "原因", "Reason"),
+    ("edit", "修改", "Edit"),
 ];
 
 /// Every word in `lang`, for the templates (`tr.sign_in`).

@@ -52,9 +52,14 @@ pub fn router(app: AppState, api: Router) -> Router {
             get(pages::service_form).post(pages::service_create),
         )
         .route("/services/{id}", get(pages::service))
+        .route(
+            "/services/{id}/edit",
+            get(pages::service_edit_form).post(pages::service_edit),
+        )
         .route("/services/{id}/routes", post(pages::route_create))
         .route("/services/{id}/{step}", post(pages::service_step))
         .route("/verifications/{id}", get(pages::verification))
+        .route("/inspections/{id}", get(pages::inspection))
         .route("/audit", get(pages::audit))
         .route("/reports/{id}", get(pages::report))
         .route("/alerts/{id}/{step}", post(pages::alert_step))
@@ -72,10 +77,9 @@ pub fn router(app: AppState, api: Router) -> Router {
 async fn headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A downloaded report sets its own (it styles itself inline, and runs no script either).
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CSP));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

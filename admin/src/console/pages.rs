@@ -364,6 +364,7 @@ async fn form_of(
         let ty = match f.kind {
             tables::Kind::Number => "number",
             tables::Kind::Password => "password",
+            tables::Kind::Json => "textarea",
             _ => "text",
         };
         fields.push(json!({
@@ -371,9 +372,16 @@ async fn form_of(
             "required": !matches!(f.kind, tables::Kind::Optional),
         }));
     }
-    Ok(
-        json!({"title": format!("{} · {}", v.lang.pick("新建", "New"), t.title(v.lang)), "fields": fields, "open": open}),
-    )
+    let title = if c.fields.is_empty() {
+        format!(
+            "{} · {}",
+            v.lang.pick("立即执行", "Run now"),
+            t.title(v.lang)
+        )
+    } else {
+        format!("{} · {}", v.lang.pick("新建", "New"), t.title(v.lang))
+    };
+    Ok(json!({"title": title, "fields": fields, "open": open}))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -462,8 +470,8 @@ async fn render_table(
             });
             let row_actions: Vec<Value> = actions
                 .iter()
-                .filter(|a| item[a.when.0] == a.when.1)
-                .map(|a| json!({"step": a.step, "label": v.lang.pick(a.zh, a.en)}))
+                .filter(|a| (a.when)(item))
+                .map(|a| json!({"step": a.step, "label": v.lang.pick(a.zh, a.en), "note": a.put.is_none()}))
                 .collect();
             Some(json!({"cells": cells, "link": link, "id": item["id"], "actions": row_actions}))
         })
@@ -498,6 +506,11 @@ async fn render_table(
         || json!({"href": "/console/services/new", "label": word(v.lang, "register_service")}),
     );
     let form = form_of(b, v, me, t, flash.is_some()).await?;
+    let running = b
+        .running
+        .lock()
+        .map(|r| r.contains(&format!("table:{slug}")))
+        .unwrap_or(false);
     Ok(page(
         status,
         "table.html",
@@ -512,6 +525,8 @@ async fn render_table(
             "q": q.get("q").cloned().unwrap_or_default(), "filters": filters,
             "new_link": new_link, "form": form, "has_actions": !actions.is_empty(),
             "flash": flash, "shown": shown,
+            "running": running.then(|| v.lang.pick("正在生成…", "Generating…")),
+            "refresh": running.then_some(2),
         }),
     ))
 }
@@ -538,6 +553,29 @@ pub async fn table_create(
     };
     let (t, c) = c;
     let body = (c.build)(&f);
+    if matches!(t.slug, "reports" | "inspections") {
+        // A long operation: it runs on, the list shows it in progress until it is done.
+        let key = format!("table:{slug}");
+        if b.running
+            .lock()
+            .map(|mut r| r.insert(key.clone()))
+            .unwrap_or(false)
+        {
+            let (b2, token, peer) = (b.clone(), v.token.clone(), v.peer);
+            tokio::spawn(async move {
+                let a = b2
+                    .call(token.as_deref(), peer, Method::POST, t.api, Some(&body))
+                    .await;
+                if !a.ok() {
+                    tracing::warn!(status = %a.status, error = %a.message(), "a console background operation failed");
+                }
+                if let Ok(mut r) = b2.running.lock() {
+                    r.remove(&key);
+                }
+            });
+        }
+        return Ok(see_other(&format!("/console/t/{slug}")));
+    }
     let a = b
         .call(v.token.as_deref(), v.peer, Method::POST, t.api, Some(&body))
         .await;
@@ -577,8 +615,13 @@ pub async fn table_step(
         return Err(csrf_refused(&v, None));
     }
     let me = me(&b, &v).await?;
-    let Some(t) = tables::find(&slug).filter(|t| t.row_actions.iter().any(|a| a.step == step))
-    else {
+    let found = tables::find(&slug).and_then(|t| {
+        t.row_actions
+            .iter()
+            .find(|a| a.step == step)
+            .map(|a| (t, a))
+    });
+    let Some((t, action)) = found else {
         return Ok(message(
             &v,
             Some(&me),
@@ -587,17 +630,32 @@ pub async fn table_step(
             "",
         ));
     };
-    let uri = format!("{}/{}/{step}", t.api, enc(&id));
-    let note = f.get("note").cloned().unwrap_or_default();
-    let a = b
-        .call(
-            v.token.as_deref(),
-            v.peer,
-            Method::POST,
-            &uri,
-            Some(&json!({"note": note})),
-        )
-        .await;
+    let a = match action.put {
+        Some(build) => {
+            let uri = format!("{}/{}", t.api, enc(&id));
+            let row = read(&b, &v, &me, &uri).await?;
+            b.call(
+                v.token.as_deref(),
+                v.peer,
+                Method::PUT,
+                &uri,
+                Some(&build(&row)),
+            )
+            .await
+        }
+        None => {
+            let uri = format!("{}/{}/{step}", t.api, enc(&id));
+            let note = f.get("note").cloned().unwrap_or_default();
+            b.call(
+                v.token.as_deref(),
+                v.peer,
+                Method::POST,
+                &uri,
+                Some(&json!({"note": note})),
+            )
+            .await
+        }
+    };
     if a.ok() {
         return Ok(see_other(&format!("/console/t/{slug}")));
     }
@@ -701,6 +759,9 @@ pub async fn export(
     Ok(r)
 }
 
+/// A report's own page: its inline styles and SVG, nothing loaded, no script.
+const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// `/console/reports/{id}?format=html|csv|json`: the API's download, passed on.
 pub async fn report(
     State(b): State<Bridge>,
@@ -730,7 +791,14 @@ pub async fn report(
         .content_type
         .clone()
         .unwrap_or_else(|| "application/octet-stream".into());
-    Ok(([(header::CONTENT_TYPE, ct)], a.raw).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CONTENT_SECURITY_POLICY, REPORT_CSP.to_string()),
+        ],
+        a.raw,
+    )
+        .into_response())
 }
 
 // ---- services ------------------------------------------------------------------------------
@@ -747,6 +815,18 @@ async fn render_service_form(
     status: StatusCode,
     error: Option<String>,
 ) -> Page {
+    render_form(b, v, me, status, error, None).await
+}
+
+/// The service form: a new service, or `svc` to edit.
+async fn render_form(
+    b: &Bridge,
+    v: &Visit,
+    me: &Me,
+    status: StatusCode,
+    error: Option<String>,
+    svc: Option<&Value>,
+) -> Page {
     let agencies = if me.role == Role::AgencyOperator {
         Vec::new()
     } else {
@@ -755,15 +835,110 @@ async fn render_service_form(
             .cloned()
             .unwrap_or_default()
     };
+    let (title, action) = match svc {
+        Some(x) => (
+            v.lang.pick("修改服务", "Edit the service").to_string(),
+            format!(
+                "/console/services/{}/edit",
+                enc(x["id"].as_str().unwrap_or(""))
+            ),
+        ),
+        None => (
+            word(v.lang, "register_service"),
+            "/console/services/new".to_string(),
+        ),
+    };
+    let targets = svc
+        .map(|x| {
+            x["upstream"]["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["addr"].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
     Ok(page(
         status,
         "service_form.html",
         v,
         Some(me),
-        &word(v.lang, "register_service"),
+        &title,
         "/console/t/services",
-        json!({"agencies": agencies, "flash": error.map(|e| json!({"kind": "error", "text": e}))}),
+        json!({"agencies": agencies, "svc": svc, "action": action, "targets": targets,
+               "flash": error.map(|e| json!({"kind": "error", "text": e}))}),
     ))
+}
+
+pub async fn service_edit_form(State(b): State<Bridge>, v: Visit, Path(id): Path<String>) -> Page {
+    let me = me(&b, &v).await?;
+    let svc = read(&b, &v, &me, &format!("/v1/services/{}", enc(&id))).await?;
+    render_form(&b, &v, &me, StatusCode::OK, None, Some(&svc)).await
+}
+
+/// `POST /console/services/{id}/edit`: the form's fields over the service as it is (the rest of
+/// its upstream — timeouts, TLS, balancing — is kept), through `PUT /v1/services/{id}`.
+pub async fn service_edit(
+    State(b): State<Bridge>,
+    v: Visit,
+    Path(id): Path<String>,
+    Form(f): Form<ServiceForm>,
+) -> Page {
+    if !v.may_change(f.csrf.as_deref()) {
+        return Err(csrf_refused(&v, None));
+    }
+    let me = me(&b, &v).await?;
+    let uri = format!("/v1/services/{}", enc(&id));
+    let svc = read(&b, &v, &me, &uri).await?;
+    let mut upstream = svc["upstream"].clone();
+    upstream["targets"] = Value::Array(
+        words_of(&f.upstream)
+            .into_iter()
+            .map(|addr| {
+                // A target kept keeps its weight.
+                svc["upstream"]["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["addr"] == addr.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| json!({"addr": addr}))
+            })
+            .collect(),
+    );
+    let body = json!({
+        "agency_id": f.agency_id.clone().filter(|a| !a.is_empty()).map(Value::from).unwrap_or(svc["agency_id"].clone()),
+        "name": f.name.trim(),
+        "title": f.title.trim(),
+        "kind": f.kind,
+        "description": svc["description"],
+        "upstream": upstream,
+        "capacity_rps": capacity(&f),
+        "masking": if f.masking.is_some() { if svc["masking"].is_null() { json!({}) } else { svc["masking"].clone() } } else { Value::Null },
+    });
+    let a = b
+        .call(v.token.as_deref(), v.peer, Method::PUT, &uri, Some(&body))
+        .await;
+    if a.ok() {
+        return Ok(see_other(&format!("/console/services/{}", enc(&id))));
+    }
+    if matches!(a.status.as_u16(), 401 | 403) {
+        return Err(refused(&v, &me, &a));
+    }
+    render_form(&b, &v, &me, a.status, Some(a.message()), Some(&svc)).await
+}
+
+fn capacity(f: &ServiceForm) -> Option<Value> {
+    f.capacity_rps
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<u64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| json!(c))
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -787,23 +962,13 @@ pub async fn service_create(State(b): State<Bridge>, v: Visit, Form(f): Form<Ser
         return Err(csrf_refused(&v, None));
     }
     let me = me(&b, &v).await?;
-    let capacity = f
-        .capacity_rps
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            c.parse::<u64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| json!(c))
-        });
     let body = json!({
-        "agency_id": f.agency_id.filter(|a| !a.is_empty()),
+        "agency_id": f.agency_id.clone().filter(|a| !a.is_empty()),
         "name": f.name.trim(),
         "title": f.title.trim(),
         "kind": f.kind,
         "upstream": {"targets": [{"addr": f.upstream.trim()}]},
-        "capacity_rps": capacity,
+        "capacity_rps": capacity(&f),
         "masking": f.masking.is_some().then(|| json!({})),
     });
     let a = b
@@ -906,6 +1071,7 @@ async fn render_service(
             "svc": svc, "routes": routes, "verifications": verifications, "actions": actions,
             "channels": cell("channels", &svc["channels"]), "upstream": upstream,
             "can_add_route": may(me, Action::RouteWrite) && editable,
+            "can_edit": may(me, Action::ServiceWrite) && editable,
             "running": running.then(|| v.lang.pick("接口核验进行中…", "Verification in progress…")),
             "refresh": running.then_some(2),
             "flash": flash,
@@ -1073,6 +1239,49 @@ pub async fn service_step(
         )));
     }
     after_change(&b, &v, &me, &id, a).await
+}
+
+pub async fn inspection(State(b): State<Bridge>, v: Visit, Path(id): Path<String>) -> Page {
+    let me = me(&b, &v).await?;
+    let x = read(&b, &v, &me, &format!("/v1/inspections/{}", enc(&id))).await?;
+    let mut rows = Vec::new();
+    for s in x["services"].as_array().into_iter().flatten() {
+        for i in s["interfaces"].as_array().into_iter().flatten() {
+            for p in i["probes"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    cell("", &s["service"]),
+                    cell("", &i["route"]),
+                    cell("", &p["target"]),
+                    cell("", &p["status"]),
+                    cell("", &p["latency_ms"]),
+                    cell("", &p["causes"]),
+                    cell("", &p["detail"]),
+                ]);
+            }
+        }
+    }
+    let headers = [
+        v.lang.pick("服务", "Service"),
+        v.lang.pick("接口", "Interface"),
+        v.lang.pick("后端", "Target"),
+        v.lang.pick("状态码", "Status"),
+        v.lang.pick("耗时 ms", "Latency ms"),
+        v.lang.pick("问题", "Causes"),
+        v.lang.pick("详情", "Detail"),
+    ];
+    Ok(page(
+        StatusCode::OK,
+        "audit.html",
+        &v,
+        Some(&me),
+        &format!(
+            "{} {}",
+            v.lang.pick("巡检", "Inspection"),
+            cell("started_at", &x["started_at"])
+        ),
+        "/console/t/inspections",
+        json!({"inspection": true, "headers": headers, "rows": rows, "summary": cell("summary", &x["summary"])}),
+    ))
 }
 
 pub async fn verification(State(b): State<Bridge>, v: Visit, Path(id): Path<String>) -> Page {

@@ -29,6 +29,8 @@ pub enum Kind {
     Agency,
     /// Optional text.
     Optional,
+    /// A JSON document (a textarea), sent as parsed JSON.
+    Json,
 }
 
 /// The "new" form of a list page: who may use it (the API's action) and how its fields become
@@ -39,14 +41,20 @@ pub struct Create {
     pub build: fn(&BTreeMap<String, String>) -> Value,
 }
 
-/// A button on each row: `POST {api}/{id}/{step}` with a note.
+/// A button on each row: `POST {api}/{id}/{step}` with a note, or, with `put`, `PUT {api}/{id}`
+/// with the body it builds from the row (no note).
 pub struct RowAction {
     pub step: &'static str,
     pub zh: &'static str,
     pub en: &'static str,
     pub action: Action,
-    /// Shown only on rows whose `key` has this value.
-    pub when: (&'static str, &'static str),
+    /// Shown only on rows it applies to.
+    pub when: fn(&Value) -> bool,
+    pub put: Option<fn(&Value) -> Value>,
+}
+
+fn state_is(row: &Value, s: &str) -> bool {
+    row["state"] == s
 }
 
 fn get<'a>(f: &'a BTreeMap<String, String>, k: &str) -> &'a str {
@@ -65,6 +73,10 @@ fn num(f: &BTreeMap<String, String>, k: &str) -> Value {
     v.parse::<u64>()
         .map(Value::from)
         .unwrap_or_else(|_| json!(v))
+}
+
+fn json_of(f: &BTreeMap<String, String>, k: &str) -> Value {
+    serde_json::from_str(get(f, k)).unwrap_or_else(|_| json!(get(f, k)))
 }
 
 fn list(f: &BTreeMap<String, String>, k: &str) -> Value {
@@ -260,7 +272,16 @@ pub const TABLES: &[Table] = &[
         ],
         link: None,
         filters: &[],
-        create: None,
+        create: Some(Create {
+            action: Action::TokenKeyWrite,
+            fields: &[Field {
+                name: "jwk",
+                zh: "JWK (含 kid 与 alg)",
+                en: "JWK (with kid and alg)",
+                kind: Kind::Json,
+            }],
+            build: |f| json!({"jwk": json_of(f, "jwk")}),
+        }),
         row_actions: &[],
     },
     Table {
@@ -389,7 +410,32 @@ pub const TABLES: &[Table] = &[
                 "password": get(f, "password")})
             },
         }),
-        row_actions: &[],
+        row_actions: &[
+            RowAction {
+                step: "disable",
+                zh: "停用",
+                en: "Disable",
+                action: Action::UserWrite,
+                when: |r| r["disabled"] == false,
+                put: Some(|_| json!({"disabled": true})),
+            },
+            RowAction {
+                step: "enable",
+                zh: "启用",
+                en: "Enable",
+                action: Action::UserWrite,
+                when: |r| r["disabled"] == true,
+                put: Some(|_| json!({"disabled": false})),
+            },
+            RowAction {
+                step: "grant",
+                zh: "授予角色",
+                en: "Grant the role",
+                action: Action::UserWrite,
+                when: |r| r["role_pending"] == true,
+                put: Some(|r| json!({"role": r["role"]})),
+            },
+        ],
     },
     Table {
         slug: "nodes",
@@ -456,14 +502,16 @@ pub const TABLES: &[Table] = &[
                 zh: "确认",
                 en: "Acknowledge",
                 action: Action::AlertWrite,
-                when: ("state", "open"),
+                when: |r| state_is(r, "open"),
+                put: None,
             },
             RowAction {
                 step: "resolve",
                 zh: "解决",
                 en: "Resolve",
                 action: Action::AlertWrite,
-                when: ("state", "acknowledged"),
+                when: |r| state_is(r, "open") || state_is(r, "acknowledged"),
+                put: None,
             },
         ],
     },
@@ -479,9 +527,13 @@ pub const TABLES: &[Table] = &[
             ("requested_by", "发起人", "By"),
             ("summary", "结果", "Summary"),
         ],
-        link: None,
+        link: Some("/console/inspections/{id}"),
         filters: &[],
-        create: None,
+        create: Some(Create {
+            action: Action::InspectionWrite,
+            fields: &[],
+            build: |_| json!({}),
+        }),
         row_actions: &[],
     },
     Table {
@@ -505,7 +557,8 @@ pub const TABLES: &[Table] = &[
             zh: "关闭",
             en: "Close",
             action: Action::InspectionWrite,
-            when: ("state", "open"),
+            when: |r| state_is(r, "open"),
+            put: None,
         }],
     },
     Table {
