@@ -79,6 +79,9 @@ pub fn render(
         cfg.agencies.push(GwAgency {
             name: a.name.to_string(),
             signing_keys: signing,
+            // The control plane has no algorithm setting yet (issue 21): its agencies' backends
+            // get HMAC-SHA256.
+            signature_algorithm: None,
         });
         o.agencies.push(a.id.clone());
         o.signing_keys.push(ids);

@@ -697,7 +697,13 @@ fn generated_plugins(config: &Config) -> Result<Vec<Vec<Generated>>, ConfigError
                     format!("agencies[{j}].signing_keys"),
                     PluginRef {
                         name: "upstream-signature".into(),
-                        config: serde_json::json!({ "keys": keys }),
+                        config: serde_json::json!({
+                            "keys": keys,
+                            "algorithm": agency
+                                .signature_algorithm
+                                .unwrap_or(crate::model::SignatureAlgorithm::HmacSha256)
+                                .as_str(),
+                        }),
                         enabled: true,
                     },
                 ));

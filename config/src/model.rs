@@ -68,6 +68,26 @@ pub struct Agency {
     /// listed during a rotation. See `docs/upstream-signature.md`.
     #[serde(default)]
     pub signing_keys: Vec<SigningKey>,
+    /// The MAC of that signature: `hmac-sha256` (default) or `hmac-sm3` (国密 SM3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_algorithm: Option<SignatureAlgorithm>,
+}
+
+/// The upstream signature's MAC (`docs/upstream-signature.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureAlgorithm {
+    HmacSha256,
+    HmacSm3,
+}
+
+impl SignatureAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureAlgorithm::HmacSha256 => "hmac-sha256",
+            SignatureAlgorithm::HmacSm3 => "hmac-sm3",
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]

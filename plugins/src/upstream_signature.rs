@@ -8,8 +8,11 @@
 //! agency's services.
 //!
 //! In the upstream-request phase (after `jwt-auth` set the identity headers) it adds
-//! `X-Fenfa-Timestamp`, `X-Fenfa-Key-Id` and `X-Fenfa-Signature`: base64 (standard alphabet,
-//! padded) of HMAC-SHA256 under the key's decoded bytes over the [canonical string](canonical).
+//! `X-Fenfa-Timestamp`, `X-Fenfa-Key-Id`, `X-Fenfa-Signature-Algorithm` and `X-Fenfa-Signature`:
+//! base64 (standard alphabet, padded) of the HMAC under the key's decoded bytes over the
+//! [canonical string](canonical). `"algorithm": "hmac-sha256"` (default) or `"hmac-sm3"` (国密
+//! SM3, GB/T 32905); the canonical string's first line names the scheme (`FENFA-HMAC-SHA256`,
+//! `FENFA-HMAC-SM3`), so the algorithm is itself signed.
 //! `docs/upstream-signature.md` is the agencies' reference; keep the two in step (a test checks
 //! the doc's worked example).
 //!
@@ -30,6 +33,38 @@ pub const PRIORITY: i32 = 500;
 
 /// The first line of the canonical string: names the scheme and its version.
 pub const SCHEME: &str = "FENFA-HMAC-SHA256";
+/// The first line of the canonical string with `algorithm: hmac-sm3`.
+pub const SCHEME_SM3: &str = "FENFA-HMAC-SM3";
+
+pub const ALGORITHM_HEADER: HeaderName = HeaderName::from_static("x-fenfa-signature-algorithm");
+
+/// The MAC an agency's backend checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    #[default]
+    HmacSha256,
+    /// HMAC (RFC 2104) over SM3 (GB/T 32905), 32-byte tags.
+    HmacSm3,
+}
+
+impl Algorithm {
+    /// The canonical string's first line.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Algorithm::HmacSha256 => SCHEME,
+            Algorithm::HmacSm3 => SCHEME_SM3,
+        }
+    }
+
+    /// `X-Fenfa-Signature-Algorithm`.
+    pub fn header(self) -> &'static str {
+        match self {
+            Algorithm::HmacSha256 => "HMAC-SHA256",
+            Algorithm::HmacSm3 => "HMAC-SM3",
+        }
+    }
+}
 
 pub const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-fenfa-timestamp");
 pub const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-fenfa-key-id");
@@ -50,6 +85,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[serde(deny_unknown_fields)]
 struct Config {
     keys: Vec<KeyConfig>,
+    #[serde(default)]
+    algorithm: Algorithm,
 }
 
 #[derive(Deserialize)]
@@ -79,8 +116,13 @@ pub struct Canonical<'a> {
 /// `x-fenfa-app`, `x-request-id`. No field can contain a newline (HTTP forbids it in paths and
 /// header values), so the string is unambiguous.
 pub fn canonical(c: &Canonical<'_>) -> Vec<u8> {
+    canonical_for(Algorithm::HmacSha256, c)
+}
+
+/// [`canonical`] for `algorithm` (its scheme on the first line).
+pub fn canonical_for(algorithm: Algorithm, c: &Canonical<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + c.path.len() + c.query.len());
-    out.extend_from_slice(SCHEME.as_bytes());
+    out.extend_from_slice(algorithm.scheme().as_bytes());
     out.push(b'\n');
     out.extend_from_slice(c.timestamp.to_string().as_bytes());
     out.push(b'\n');
@@ -96,10 +138,18 @@ pub fn canonical(c: &Canonical<'_>) -> Vec<u8> {
     out
 }
 
+/// A keyed MAC, ready to sign.
+enum Signer {
+    Sha256(ring::hmac::Key),
+    /// Keyed once; each signature clones the keyed state.
+    Sm3(hmac::Hmac<sm3::Sm3>),
+}
+
 pub struct UpstreamSignature {
     /// The signing key's id (`X-Fenfa-Key-Id`).
     key_id: HeaderValue,
-    key: ring::hmac::Key,
+    algorithm: Algorithm,
+    key: Signer,
     /// Ids of the keys listed after the first (still accepted by the backend; not used here).
     other_key_ids: Vec<String>,
 }
@@ -108,6 +158,7 @@ impl fmt::Debug for UpstreamSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamSignature")
             .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
             .field("secret", &"<redacted>")
             .field("other_key_ids", &self.other_key_ids)
             .finish()
@@ -117,8 +168,17 @@ impl fmt::Debug for UpstreamSignature {
 impl UpstreamSignature {
     /// The signature (base64, standard alphabet, padded) of one canonical string.
     pub fn sign(&self, c: &Canonical<'_>) -> String {
-        let tag = ring::hmac::sign(&self.key, &canonical(c));
-        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        let text = canonical_for(self.algorithm, c);
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        match &self.key {
+            Signer::Sha256(k) => b64.encode(ring::hmac::sign(k, &text).as_ref()),
+            Signer::Sm3(k) => {
+                use hmac::Mac;
+                let mut mac = k.clone();
+                mac.update(&text);
+                b64.encode(mac.finalize().into_bytes())
+            }
+        }
     }
 }
 
@@ -159,6 +219,10 @@ impl Plugin for UpstreamSignature {
         };
         headers.insert(TIMESTAMP_HEADER, HeaderValue::from(timestamp));
         headers.insert(KEY_ID_HEADER, self.key_id.clone());
+        headers.insert(
+            ALGORITHM_HEADER,
+            HeaderValue::from_static(self.algorithm.header()),
+        );
         if let Ok(v) = HeaderValue::from_str(&signature) {
             headers.insert(SIGNATURE_HEADER, v);
         }
@@ -173,49 +237,62 @@ impl PluginFactory for Factory {
     }
 
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, SchemaError> {
-        const FIELDS: [&str; 3] = ["keys", "id", "secret"];
-        let c: Config = SchemaError::parse(config).map_err(|e| SchemaError {
-            path: redact_path(&e.path, &FIELDS),
-            message: redact(&e.message, &FIELDS),
-        })?;
-        if c.keys.is_empty() {
+        Ok(Arc::new(build(config)?))
+    }
+}
+
+/// The plugin a config describes (secrets never in its errors).
+fn build(config: &serde_json::Value) -> Result<UpstreamSignature, SchemaError> {
+    const FIELDS: [&str; 4] = ["keys", "id", "secret", "algorithm"];
+    let c: Config = SchemaError::parse(config).map_err(|e| SchemaError {
+        path: redact_path(&e.path, &FIELDS),
+        message: redact(&e.message, &FIELDS),
+    })?;
+    if c.keys.is_empty() {
+        return Err(SchemaError::new(
+            "keys",
+            "list at least one key `{id, secret}`; the first one signs",
+        ));
+    }
+    let mut signing = None;
+    let mut other_key_ids = Vec::new();
+    for (i, k) in c.keys.iter().enumerate() {
+        check_key_id(&k.id).map_err(|m| SchemaError::new(format!("keys[{i}].id"), m))?;
+        if c.keys[..i].iter().any(|o| o.id == k.id) {
             return Err(SchemaError::new(
-                "keys",
-                "list at least one key `{id, secret}`; the first one signs",
+                format!("keys[{i}].id"),
+                format!("duplicate key id `{}`", k.id),
             ));
         }
-        let mut signing = None;
-        let mut other_key_ids = Vec::new();
-        for (i, k) in c.keys.iter().enumerate() {
-            check_key_id(&k.id).map_err(|m| SchemaError::new(format!("keys[{i}].id"), m))?;
-            if c.keys[..i].iter().any(|o| o.id == k.id) {
-                return Err(SchemaError::new(
-                    format!("keys[{i}].id"),
-                    format!("duplicate key id `{}`", k.id),
-                ));
-            }
-            let secret = decode_secret(&k.secret)
-                .map_err(|m| SchemaError::new(format!("keys[{i}].secret"), m))?;
-            if i == 0 {
-                let key_id = HeaderValue::from_str(&k.id)
-                    .map_err(|_| SchemaError::new("keys[0].id", "not a valid header value"))?;
-                signing = Some((
-                    key_id,
-                    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
-                ));
-            } else {
-                other_key_ids.push(k.id.clone());
-            }
+        let secret = decode_secret(&k.secret)
+            .map_err(|m| SchemaError::new(format!("keys[{i}].secret"), m))?;
+        if i == 0 {
+            let key_id = HeaderValue::from_str(&k.id)
+                .map_err(|_| SchemaError::new("keys[0].id", "not a valid header value"))?;
+            let key = match c.algorithm {
+                Algorithm::HmacSha256 => {
+                    Signer::Sha256(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
+                }
+                Algorithm::HmacSm3 => Signer::Sm3(
+                    <hmac::Hmac<sm3::Sm3> as hmac::Mac>::new_from_slice(&secret).map_err(|_| {
+                        SchemaError::new(format!("keys[{i}].secret"), "unusable key")
+                    })?,
+                ),
+            };
+            signing = Some((key_id, key));
+        } else {
+            other_key_ids.push(k.id.clone());
         }
-        let Some((key_id, key)) = signing else {
-            return Err(SchemaError::new("keys", "list at least one key"));
-        };
-        Ok(Arc::new(UpstreamSignature {
-            key_id,
-            key,
-            other_key_ids,
-        }))
     }
+    let Some((key_id, key)) = signing else {
+        return Err(SchemaError::new("keys", "list at least one key"));
+    };
+    Ok(UpstreamSignature {
+        key_id,
+        algorithm: c.algorithm,
+        key,
+        other_key_ids,
+    })
 }
 
 fn check_key_id(id: &str) -> Result<(), String> {
@@ -328,15 +405,8 @@ mod tests {
     }
 
     fn plugin(config: serde_json::Value) -> UpstreamSignature {
-        // Build through the factory (as the gateway does), then sign through the concrete type.
-        Factory.build(&config).unwrap();
-        let c: Config = SchemaError::parse(&config).unwrap();
-        let k = &c.keys[0];
-        UpstreamSignature {
-            key_id: HeaderValue::from_str(&k.id).unwrap(),
-            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &decode_secret(&k.secret).unwrap()),
-            other_key_ids: c.keys[1..].iter().map(|k| k.id.clone()).collect(),
-        }
+        // What the factory builds (as the gateway does), as the concrete type.
+        build(&config).unwrap()
     }
 
     fn example_plugin() -> UpstreamSignature {
@@ -402,6 +472,10 @@ print(base64.b64encode(mac).decode("ascii"), end="")
         assert!(
             doc.contains(EXAMPLE_SIGNATURE),
             "the doc shows another signature"
+        );
+        assert!(
+            doc.contains(EXAMPLE_SM3_SIGNATURE),
+            "the doc shows another HMAC-SM3 signature"
         );
     }
 
@@ -519,6 +593,7 @@ print(base64.b64encode(mac).decode("ascii"), end="")
         let ts: u64 = h.0["x-fenfa-timestamp"].to_str().unwrap().parse().unwrap();
         assert!(ts >= before && ts <= before + 5);
         assert_eq!(h.0["x-fenfa-key-id"], "k2026a");
+        assert_eq!(h.0["x-fenfa-signature-algorithm"], "HMAC-SHA256");
         let expected = python_signature(
             &Canonical {
                 timestamp: ts,
@@ -527,6 +602,87 @@ print(base64.b64encode(mac).decode("ascii"), end="")
             SECRET,
         );
         assert_eq!(h.0["x-fenfa-signature"], expected.as_str());
+    }
+
+    /// GB/T 32905-2016 appendix A: SM3 of `abc` and of `abcd` × 16, before trusting the crate.
+    #[test]
+    fn sm3_matches_the_standards_test_vectors() {
+        use sm3::Digest;
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(&sm3::Sm3::digest(b"abc")),
+            "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+        );
+        assert_eq!(
+            hex(&sm3::Sm3::digest("abcd".repeat(16).as_bytes())),
+            "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"
+        );
+    }
+
+    /// HMAC-SM3 of the worked example by Python's `gmssl` SM3 and an HMAC written out in the
+    /// test (RFC 2104, 64-byte blocks), independently of this crate.
+    fn python_sm3_signature(c: &Canonical<'_>, secret_b64: &str) -> String {
+        let script = r#"
+import base64, sys
+from gmssl import sm3, func
+def h(b): return bytes.fromhex(sm3.sm3_hash(func.bytes_to_list(b)))
+secret_b64, ts, method, path, query, user, channel, app, request_id = sys.argv[1:]
+canonical = "\n".join(["FENFA-HMAC-SM3", ts, method.upper(), path, query,
+                       user, channel, app, request_id]).encode("utf-8")
+key = base64.b64decode(secret_b64, validate=True)
+if len(key) > 64: key = h(key)
+key = key.ljust(64, b"\0")
+inner = h(bytes(k ^ 0x36 for k in key) + canonical)
+mac = h(bytes(k ^ 0x5c for k in key) + inner)
+print(base64.b64encode(mac).decode("ascii"), end="")
+"#;
+        let h = |i: usize| std::str::from_utf8(c.headers[i]).unwrap().to_string();
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(secret_b64)
+            .arg(c.timestamp.to_string())
+            .arg(c.method)
+            .arg(c.path)
+            .arg(c.query)
+            .args([h(0), h(1), h(2), h(3)])
+            .output()
+            .expect("python3 is needed to check the signature independently");
+        assert!(
+            out.status.success(),
+            "python3 with gmssl (pip install gmssl) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The SM3 worked example of `docs/upstream-signature.md`, pinned.
+    const EXAMPLE_SM3_SIGNATURE: &str = "TnHsP1NAZfjYLaKzhHzC1iS9uAzjnIJnI4wO7/28jQ8=";
+
+    #[test]
+    fn hmac_sm3_signature_matches_an_independent_gmssl_implementation() {
+        let p =
+            plugin(json!({"keys": [{"id": "k2026a", "secret": SECRET}], "algorithm": "hmac-sm3"}));
+        let rust = p.sign(&EXAMPLE);
+        assert_eq!(rust, python_sm3_signature(&EXAMPLE, SECRET));
+        assert_eq!(rust, EXAMPLE_SM3_SIGNATURE);
+        assert_ne!(rust, EXAMPLE_SIGNATURE);
+        // The algorithm is named in what is signed and in a header.
+        assert!(canonical_for(Algorithm::HmacSm3, &EXAMPLE).starts_with(b"FENFA-HMAC-SM3\n"));
+        let mut h = Headers(http::HeaderMap::new());
+        let ctx = RequestCtx {
+            identity: Some(identity()),
+            ..RequestCtx::default()
+        };
+        let view = UpstreamView {
+            method: &http::Method::GET,
+            path: "/x",
+            query: None,
+        };
+        p.upstream_request(&view, &ctx, &mut h);
+        assert_eq!(h.0["x-fenfa-signature-algorithm"], "HMAC-SM3");
+        let e = err(json!({"keys": [{"id": "k", "secret": SECRET}], "algorithm": "hmac-md5"}));
+        assert_eq!(e.path, "algorithm");
     }
 
     #[test]

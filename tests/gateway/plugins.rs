@@ -265,6 +265,89 @@ print(base64.b64encode(hmac.new(base64.b64decode(secret), msg, hashlib.sha256).d
     assert_eq!(seen.path, "/account/7/statement");
 }
 
+/// 国密: an agency set to `hmac-sm3` gets HMAC-SM3, named in a header and in the signed string,
+/// which Python's `gmssl` (SM3) with the HMAC written out accepts; another agency keeps SHA-256.
+#[tokio::test]
+async fn backends_of_a_guomi_agency_receive_an_hmac_sm3_signature_gmssl_accepts() {
+    let up = Upstream::start("a");
+    let body = format!(
+        r#"
+agencies:
+  - name: tax
+    signing_keys: [{{ id: k2026a, secret: "{SECRET}" }}]
+    signature_algorithm: hmac-sm3
+  - name: health
+    signing_keys: [{{ id: h1, secret: "{SECRET}" }}]
+services:
+  - name: s
+    agency: tax
+    upstream:
+      targets: [{{ addr: "{0}" }}]
+  - name: h
+    agency: health
+    upstream:
+      targets: [{{ addr: "{0}" }}]
+routes:
+  - name: r
+    service: s
+    paths: ["/svc/*"]
+    strip_prefix: true
+  - name: rh
+    service: h
+    paths: ["/health/*"]
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&body);
+    let resp = client()
+        .get(gw.url("/svc/account/7?month=2026-10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.header("x-fenfa-signature-algorithm"), Some("HMAC-SM3"));
+    let ts = seen.header("x-fenfa-timestamp").unwrap();
+    let sig = seen.header("x-fenfa-signature").unwrap();
+    let rid = seen.header("x-request-id").unwrap();
+    let script = r#"
+import base64, sys
+from gmssl import sm3, func
+def h(b): return bytes.fromhex(sm3.sm3_hash(func.bytes_to_list(b)))
+secret, ts, method, path, query, rid = sys.argv[1:7]
+msg = "\n".join(["FENFA-HMAC-SM3", ts, method, path, query, "", "", "", rid]).encode()
+key = base64.b64decode(secret).ljust(64, b"\0")
+mac = h(bytes(k ^ 0x5C for k in key) + h(bytes(k ^ 0x36 for k in key) + msg))
+print(base64.b64encode(mac).decode())
+"#;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            SECRET,
+            ts,
+            "GET",
+            &seen.path,
+            seen.query.as_deref().unwrap_or(""),
+            rid,
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 with gmssl (pip install gmssl): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sig);
+    // The other agency's backend still gets HMAC-SHA256.
+    let resp = client().get(gw.url("/health/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        up.last().header("x-fenfa-signature-algorithm"),
+        Some("HMAC-SHA256")
+    );
+}
+
 #[tokio::test]
 async fn a_bad_plugin_config_names_the_field_inside_the_plugin() {
     let up = Upstream::start("a");
