@@ -185,6 +185,25 @@ async fn unmasked_personal_data_returns_the_service_until_the_agency_masks_it(en
     )
     .await;
 
+    // The load settings are an object: an array (which serde would read by position) and an
+    // out-of-range step are refused, naming the field.
+    for (body, path) in [
+        (json!({"load": []}), "load"),
+        (json!({"load": [1000]}), "load"),
+        (json!({"load": {"step_ms": 10}}), "load.step_ms"),
+    ] {
+        let e = env
+            .expect(
+                422,
+                "POST",
+                &format!("/v1/services/{svc}/verifications"),
+                &sys,
+                body,
+            )
+            .await;
+        assert_eq!(e["error"]["fields"][0]["path"], path, "{e}");
+    }
+
     let v = verify(env, &sys, &svc, 200).await;
     assert_eq!(v["result"], "failed", "{v}");
     assert_eq!(check(&v, "connectivity")["result"], "pass", "{v}");

@@ -132,6 +132,38 @@ async fn next_frame(body: &mut axum::body::Body) -> Option<Result<Bytes, axum::E
     Some(frame.map(|f| f.into_data().unwrap_or_default()))
 }
 
+/// `#[serde(deserialize_with = "crate::api::object")]` for an optional nested object of an
+/// input: serde's derived structs also accept a JSON array (the fields by position), which the
+/// schema does not allow, so `{"load": []}` would pass as `{"load": {}}`. This accepts only an
+/// object or `null`, and hands the object's entries straight to `T` (so an error inside still
+/// names its full path).
+pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_option(ObjectOrNull(std::marker::PhantomData))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
     type Rejection = ApiError;
 

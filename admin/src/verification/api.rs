@@ -25,7 +25,7 @@ use crate::store::kind;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::object")]
     pub load: Option<LoadInput>,
 }
 
