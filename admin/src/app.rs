@@ -182,6 +182,20 @@ impl App {
         } else {
             app.write_gateway_file().await;
         }
+        // The admin audit chain follows `settings.algorithms.audit_chain` (a change made by a
+        // process that stopped before writing the switch is caught up here).
+        let snapshot = crate::commit::snapshot(&app)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::audit::follow(
+            &app.store.pool,
+            &app.master,
+            snapshot.settings.audit_chain(),
+            app.now(),
+            "fenfa-admin",
+        )
+        .await
+        .map_err(|e| format!("admin audit: {e}"))?;
         if app.opts.gateway_file.is_some() {
             tokio::spawn(follow_database(Arc::downgrade(&app)));
         }

@@ -8,15 +8,37 @@
 //! The first record's `prev_hash` is 64 zeros. Records are appended inside the transaction of the
 //! change they describe: no change without its record, no record without its change.
 //!
+//! 国密: with `settings.algorithms.audit_chain: hmac-sm3` the HMAC is HMAC-SM3 (same derived
+//! key). The switch is itself a record, action [`SWITCH`], `before`/`after` `{"alg": …}`, whose
+//! own hash is computed with the algorithm it switches to; every record after it uses that one
+//! until the next switch. The verifier reads the algorithm from the chain, never from settings,
+//! so a trail of several algorithms verifies record by record. [`follow`] writes the switch when
+//! the setting changes and at every start.
+//!
 //! There is no code path that updates or deletes a record, and the API has no such endpoint.
 
 use serde_json::{json, Value};
 use sqlx::AnyConnection;
 
+use fenfa_config::model::ChainAlgorithm;
+
 use crate::crypto::MasterKey;
 use crate::store::{self, AuditRow};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The action of a record that switches the chain's algorithm.
+pub const SWITCH: &str = "audit.chain-algorithm";
+
+fn parse_alg(s: &str) -> Option<ChainAlgorithm> {
+    serde_json::from_value(Value::String(s.to_string())).ok()
+}
+
+/// The algorithm a switch record names in `after` (`None` if it names none).
+fn switched_to(r: &AuditRow) -> Option<ChainAlgorithm> {
+    let after: Value = serde_json::from_str(r.after.as_deref()?).ok()?;
+    parse_alg(after["alg"].as_str()?)
+}
 
 /// What happened, before it is chained.
 #[derive(Debug, Clone)]
@@ -50,11 +72,11 @@ fn canonical(r: &AuditRow) -> String {
     .to_string()
 }
 
-fn mac(master: &MasterKey, prev: &str, r: &AuditRow) -> String {
+fn mac(master: &MasterKey, alg: ChainAlgorithm, prev: &str, r: &AuditRow) -> String {
     let mut data = prev.as_bytes().to_vec();
     data.push(b'\n');
     data.extend_from_slice(canonical(r).as_bytes());
-    master.audit_mac(&data)
+    master.audit_mac_with(alg, &data)
 }
 
 /// Appends `e` to the chain inside the caller's transaction.
@@ -63,7 +85,10 @@ pub async fn append(
     master: &MasterKey,
     e: Entry,
 ) -> Result<i64, sqlx::Error> {
-    let (seq, prev) = store::audit_next(conn).await?;
+    let (seq, prev, alg) = store::audit_next(conn).await?;
+    let alg = parse_alg(&alg).ok_or_else(|| {
+        sqlx::Error::Protocol(format!("audit_head names an unknown algorithm {alg:?}"))
+    })?;
     let mut row = AuditRow {
         seq,
         at: e.at,
@@ -79,9 +104,48 @@ pub async fn append(
         prev_hash: prev.clone(),
         hash: String::new(),
     };
-    row.hash = mac(master, &prev, &row);
+    row.hash = mac(master, alg, &prev, &row);
     store::audit_insert(conn, &row).await?;
     Ok(seq)
+}
+
+/// Makes the chain use `wanted` from now on: if it does not already, appends the switch record
+/// (chained with `wanted`) in its own transaction. Several control-plane processes may call it
+/// at once: the head row serialises them, and only the first writes a record.
+pub async fn follow(
+    pool: &sqlx::AnyPool,
+    master: &MasterKey,
+    wanted: ChainAlgorithm,
+    at: i64,
+    actor: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (seq, prev, current) = store::audit_next(&mut tx).await?;
+    if parse_alg(&current) == Some(wanted) {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let mut row = AuditRow {
+        seq,
+        at,
+        actor: actor.to_string(),
+        role: "system".into(),
+        source_ip: String::new(),
+        action: SWITCH.into(),
+        resource_kind: "settings".into(),
+        resource_id: "audit_chain".into(),
+        agency_id: None,
+        before: Some(json!({ "alg": current }).to_string()),
+        after: Some(json!({ "alg": wanted.as_str() }).to_string()),
+        prev_hash: prev.clone(),
+        hash: String::new(),
+    };
+    row.hash = mac(master, wanted, &prev, &row);
+    store::audit_insert(&mut tx, &row).await?;
+    store::audit_set_alg(&mut tx, wanted.as_str()).await?;
+    tx.commit().await?;
+    tracing::info!(from = %current, to = %wanted, seq, "admin audit: the chain algorithm switched");
+    Ok(true)
 }
 
 /// The outcome of checking the whole chain.
@@ -92,6 +156,8 @@ pub struct Verification {
     /// The first record that does not verify (missing, altered or out of order).
     pub first_bad_seq: Option<i64>,
     pub message: String,
+    /// Where each algorithm starts: `(first record, algorithm)`, oldest first.
+    pub algorithms: Vec<(i64, ChainAlgorithm)>,
 }
 
 /// Recomputes every link from the first record to the head.
@@ -100,6 +166,8 @@ pub async fn verify(pool: &sqlx::AnyPool, master: &MasterKey) -> Result<Verifica
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
     let mut count = 0;
+    let mut alg = ChainAlgorithm::HmacSha256;
+    let mut algorithms = vec![(1, alg)];
     loop {
         let batch = store::audit_range(pool, expected_seq - 1, 1000).await?;
         if batch.is_empty() {
@@ -111,6 +179,7 @@ pub async fn verify(pool: &sqlx::AnyPool, master: &MasterKey) -> Result<Verifica
                 records: count,
                 first_bad_seq: Some(expected_seq),
                 message: msg,
+                algorithms: algorithms.clone(),
             };
             if r.seq != expected_seq {
                 return Ok(bad(format!(
@@ -124,8 +193,25 @@ pub async fn verify(pool: &sqlx::AnyPool, master: &MasterKey) -> Result<Verifica
                     r.seq
                 )));
             }
-            if mac(master, &prev, &r) != r.hash {
-                return Ok(bad(format!("record {} was altered", r.seq)));
+            let this = if r.action == SWITCH {
+                match switched_to(&r) {
+                    Some(a) => a,
+                    None => {
+                        return Ok(bad(format!(
+                            "record {} switches the algorithm but names none it knows",
+                            r.seq
+                        )))
+                    }
+                }
+            } else {
+                alg
+            };
+            if mac(master, this, &prev, &r) != r.hash {
+                return Ok(bad(format!("record {} was altered ({this})", r.seq)));
+            }
+            if this != alg {
+                algorithms.push((r.seq, this));
+                alg = this;
             }
             prev = r.hash;
             expected_seq += 1;
@@ -140,13 +226,19 @@ pub async fn verify(pool: &sqlx::AnyPool, master: &MasterKey) -> Result<Verifica
             message: format!(
                 "the chain ends at record {count} but the head says {head_seq}: records were removed from the end"
             ),
+            algorithms,
         });
     }
+    let used: Vec<String> = algorithms
+        .iter()
+        .map(|(from, a)| format!("{a} from record {from}"))
+        .collect();
     Ok(Verification {
         ok: true,
         records: count,
         first_bad_seq: None,
-        message: format!("{count} records verified"),
+        message: format!("{count} records verified ({})", used.join(", ")),
+        algorithms,
     })
 }
 

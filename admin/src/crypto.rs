@@ -10,6 +10,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use fenfa_config::model::ChainAlgorithm;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac};
@@ -22,6 +23,8 @@ const SEALED_PREFIX: &str = "v1:";
 pub struct MasterKey {
     aead: LessSafeKey,
     audit: hmac::Key,
+    /// The same derived key for HMAC-SM3 (`settings.algorithms.audit_chain: hmac-sm3`).
+    audit_sm3: ::hmac::Hmac<sm3::Sm3>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -36,9 +39,12 @@ impl MasterKey {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
         let derive = hmac::Key::new(hmac::HMAC_SHA256, bytes);
         let audit_key = hmac::sign(&derive, b"fenfa-admin audit chain v1");
+        let audit_sm3 = <::hmac::Hmac<sm3::Sm3> as ::hmac::Mac>::new_from_slice(audit_key.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
         Self {
             aead: LessSafeKey::new(unbound),
             audit: hmac::Key::new(hmac::HMAC_SHA256, audit_key.as_ref()),
+            audit_sm3,
         }
     }
 
@@ -130,6 +136,19 @@ impl MasterKey {
     /// HMAC-SHA256 under the audit chain key, hex.
     pub fn audit_mac(&self, data: &[u8]) -> String {
         hex(hmac::sign(&self.audit, data).as_ref())
+    }
+
+    /// HMAC with `alg` under the audit chain key, hex.
+    pub fn audit_mac_with(&self, alg: ChainAlgorithm, data: &[u8]) -> String {
+        match alg {
+            ChainAlgorithm::HmacSha256 => self.audit_mac(data),
+            ChainAlgorithm::HmacSm3 => {
+                use ::hmac::Mac as _;
+                let mut m = self.audit_sm3.clone();
+                m.update(data);
+                hex(&m.finalize().into_bytes())
+            }
+        }
     }
 }
 

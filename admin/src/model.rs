@@ -865,6 +865,13 @@ pub struct Settings {
     pub token_issuer: String,
     /// Required `aud` of client tokens.
     pub token_audience: String,
+    /// Cryptographic algorithms of the platform (国密, `docs/guomi.md`); absent: the defaults.
+    #[serde(
+        default,
+        deserialize_with = "crate::api::object",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub algorithms: Option<Algorithms>,
 }
 
 impl Default for Settings {
@@ -872,6 +879,43 @@ impl Default for Settings {
         Self {
             token_issuer: "https://id.city.example".into(),
             token_audience: "fenfa".into(),
+            algorithms: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The admin audit chain's algorithm.
+    pub fn audit_chain(&self) -> fenfa_config::model::ChainAlgorithm {
+        self.algorithms
+            .as_ref()
+            .map_or(MacAlgorithm::HmacSha256, |a| a.audit_chain)
+            .into()
+    }
+}
+
+/// `settings.algorithms`: which algorithms protect what (`docs/guomi.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Algorithms {
+    /// The MAC of the admin audit chain; a change is itself a chained record.
+    pub audit_chain: MacAlgorithm,
+}
+
+/// An HMAC: `hmac-sha256` (default) or `hmac-sm3` (GB/T 32905).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MacAlgorithm {
+    #[default]
+    HmacSha256,
+    HmacSm3,
+}
+
+impl From<MacAlgorithm> for fenfa_config::model::ChainAlgorithm {
+    fn from(a: MacAlgorithm) -> Self {
+        match a {
+            MacAlgorithm::HmacSha256 => Self::HmacSha256,
+            MacAlgorithm::HmacSm3 => Self::HmacSm3,
         }
     }
 }

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "verification",
         include_str!("../migrations/0006_verification.sql"),
     ),
+    (7, "guomi", include_str!("../migrations/0007_guomi.sql")),
 ];
 
 #[derive(Debug)]
@@ -858,15 +859,25 @@ fn audit_from_row(r: &AnyRow) -> DbResult<AuditRow> {
     })
 }
 
-/// Advances the chain head (row lock) and returns `(seq, prev_hash)` for the new record.
-pub async fn audit_next(conn: &mut AnyConnection) -> DbResult<(i64, String)> {
+/// Advances the chain head (row lock) and returns `(seq, prev_hash, algorithm)` for the new
+/// record.
+pub async fn audit_next(conn: &mut AnyConnection) -> DbResult<(i64, String, String)> {
     sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
         .execute(&mut *conn)
         .await?;
-    let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+    let r = sqlx::query("SELECT seq, hash, alg FROM audit_head WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;
-    Ok((r.try_get("seq")?, r.try_get("hash")?))
+    Ok((r.try_get("seq")?, r.try_get("hash")?, r.try_get("alg")?))
+}
+
+/// Sets the algorithm later records are chained with (inside the switch record's transaction).
+pub async fn audit_set_alg(conn: &mut AnyConnection, alg: &str) -> DbResult<()> {
+    sqlx::query("UPDATE audit_head SET alg = $1 WHERE id = 1")
+        .bind(alg)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn audit_insert(conn: &mut AnyConnection, a: &AuditRow) -> DbResult<()> {

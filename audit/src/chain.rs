@@ -7,7 +7,7 @@
 //! {"time":"…",…,"seq":17,"prev":"<64 hex>","mac":"<64 hex>"}
 //! ```
 //!
-//! `mac = HMAC-SHA256(key, prev || canonical)` where `prev` is the previous line's `mac` (raw 32
+//! `mac = HMAC(key, prev || canonical)` where `prev` is the previous line's `mac` (raw 32
 //! bytes; the trail's first line uses 32 zero bytes, or the `prev` recorded by retention), and
 //! `canonical` is the line's own bytes with the `,"prev":…,"mac":…` tail removed and `}` put back,
 //! i.e. exactly the JSON object the writer chained, byte for byte. Nothing is re-serialised to
@@ -17,6 +17,14 @@
 //! next `prev`. Without the key nobody can compute a valid `mac`, so the key must be kept where
 //! whoever can edit the log cannot read it (see `docs/audit.md`).
 //!
+//! The HMAC is HMAC-SHA256 or, with `audit.chain: hmac-sm3`, HMAC-SM3 (GB/T 32905, 国密), both
+//! with 32-byte tags, so a line looks the same either way. All lines of a segment use one
+//! algorithm: a segment chained with HMAC-SM3, and the first segment after a switch, opens with
+//! a chained header line (`{"chain":{"alg":"hmac-sm3","previous":"hmac-sha256",…}}`, see
+//! `segment::ChainHeader`) whose own mac is computed with the algorithm it names; a segment
+//! without one is HMAC-SHA256 (every trail written before the setting existed). The verifier
+//! reads the algorithm of each segment from there. Both algorithms use the same key bytes.
+//!
 //! The same sealing signs the two small state files (`head.json`, `retention.json`), with a
 //! fixed per-file "prev" so that one can never be passed off as the other or as a record.
 
@@ -24,6 +32,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use ::hmac::Mac as _;
 use ring::hmac;
 
 /// Length of the `,"prev":"…","mac":"…"}` tail of every line.
@@ -37,16 +46,34 @@ pub type Mac = [u8; 32];
 /// The `prev` of the very first line of a trail.
 pub const GENESIS: Mac = [0; 32];
 
+/// The MAC that chains the lines of a segment (`audit.chain` in the config).
+pub use fenfa_config::model::ChainAlgorithm as Algorithm;
+
+/// The other algorithm: a signed state file is opened with either.
+fn other(alg: Algorithm) -> Algorithm {
+    match alg {
+        Algorithm::HmacSha256 => Algorithm::HmacSm3,
+        Algorithm::HmacSm3 => Algorithm::HmacSha256,
+    }
+}
+
 /// The chaining key.
 pub struct Key {
     key: hmac::Key,
+    /// The same key bytes for HMAC-SM3, keyed once and cloned per line.
+    sm3: ::hmac::Hmac<sm3::Sm3>,
+    /// What new segments are chained with.
+    alg: Algorithm,
     /// Short fingerprint (first 8 hex digits of SHA-256 of the key) for messages.
     pub id: String,
 }
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("id", &self.id).finish()
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -60,10 +87,25 @@ impl Key {
             ));
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let sm3 = <::hmac::Hmac<sm3::Sm3>>::new_from_slice(bytes)
+            .map_err(|_| "the audit key cannot key HMAC-SM3".to_string())?;
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            sm3,
+            alg: Algorithm::default(),
             id: hex(&digest.as_ref()[..4]),
         })
+    }
+
+    /// The same key, chaining new segments with `alg`.
+    pub fn with_algorithm(mut self, alg: Algorithm) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// What new segments are chained with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
     }
 
     /// Reads a key file: hex text (64 or more hex digits, whitespace ignored).
@@ -111,33 +153,50 @@ impl Key {
         Self::from_bytes(&raw)
     }
 
-    /// `HMAC(key, prev || canonical)`, where `canonical = head || "}"`.
-    pub fn link(&self, prev: &Mac, head: &[u8]) -> Mac {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(prev);
-        ctx.update(head);
-        ctx.update(b"}");
-        let tag = ctx.sign();
+    /// `HMAC(key, prev || canonical)` with `alg`, where `canonical = head || "}"`.
+    pub fn link(&self, alg: Algorithm, prev: &Mac, head: &[u8]) -> Mac {
         let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
+        match alg {
+            Algorithm::HmacSha256 => {
+                let mut ctx = hmac::Context::with_key(&self.key);
+                ctx.update(prev);
+                ctx.update(head);
+                ctx.update(b"}");
+                out.copy_from_slice(ctx.sign().as_ref());
+            }
+            Algorithm::HmacSm3 => {
+                let mut m = self.sm3.clone();
+                m.update(prev);
+                m.update(head);
+                m.update(b"}");
+                out.copy_from_slice(&m.finalize().into_bytes());
+            }
+        }
         out
     }
 
-    /// Chains `body` (a JSON object ending in `}`) after `prev`: returns the line (with its
-    /// newline) and its mac. `extra` is inserted before the tail, e.g. `,"seq":17`.
-    pub fn seal(&self, prev: &Mac, body: &[u8], extra: &[u8], out: &mut Vec<u8>) -> Mac {
+    /// Chains `body` (a JSON object ending in `}`) after `prev` with `alg`: returns the line
+    /// (with its newline) and its mac. `extra` is inserted before the tail, e.g. `,"seq":17`.
+    pub fn seal(
+        &self,
+        alg: Algorithm,
+        prev: &Mac,
+        body: &[u8],
+        extra: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Mac {
         let start = out.len();
         out.extend_from_slice(body.strip_suffix(b"}").unwrap_or(body));
         out.extend_from_slice(extra);
-        let mac = self.link(prev, &out[start..]);
+        let mac = self.link(alg, prev, &out[start..]);
         push_tail(out, prev, &mac);
         out.push(b'\n');
         mac
     }
 
-    /// Checks a line's own mac (not its link to the line before).
-    pub fn check(&self, line: &Line<'_>) -> bool {
-        let want = self.link(&line.prev, line.head);
+    /// Checks a line's own mac under `alg` (not its link to the line before).
+    pub fn check(&self, alg: Algorithm, line: &Line<'_>) -> bool {
+        let want = self.link(alg, &line.prev, line.head);
         // Constant time: no early exit on the first differing byte.
         want.iter()
             .zip(line.mac.iter())
@@ -148,7 +207,7 @@ impl Key {
     /// Signs a standalone document (`head.json`, `retention.json`) under `domain`.
     pub fn sign_doc(&self, domain: &str, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(body.len() + TAIL_LEN + 1);
-        self.seal(&domain_prev(domain), body, b"", &mut out);
+        self.seal(self.alg, &domain_prev(domain), body, b"", &mut out);
         out
     }
 
@@ -160,7 +219,10 @@ impl Key {
             .strip_suffix(b"\n")
             .ok_or("not a signed document (its final newline is missing)")?;
         let line = Line::split(bytes).ok_or("not a signed document")?;
-        if line.prev != domain_prev(domain) || !self.check(&line) {
+        // Signed with what chained the trail when it was written: either algorithm opens it
+        // (both need the key).
+        let signed = self.check(self.alg, &line) || self.check(other(self.alg), &line);
+        if line.prev != domain_prev(domain) || !signed {
             return Err("its signature does not match (modified, replaced, or a different key)");
         }
         Ok(line.canonical())
@@ -294,15 +356,40 @@ fn lower_nibble(c: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
+    const SHA: Algorithm = Algorithm::HmacSha256;
+    const SM3_VECTOR: &str = "80f910a2d35a9f87c2894ed5e109d3640b09b8bc73874ef7934c27184479749e";
+
     fn key() -> Key {
         Key::from_bytes(&[7u8; 32]).unwrap()
+    }
+
+    /// HMAC-SM3 as RFC 2104 defines HMAC, over the SM3 of GB/T 32905 (whose own vectors are
+    /// checked in `fenfa-plugins`' upstream-signature tests): key `0x0b` × 32 (no padding
+    /// beyond the 64-byte block), message `prev || head || "}"`; the tag was computed with
+    /// Python's gmssl (`sm3.sm3_hash`) and the RFC 2104 construction written out by hand, and
+    /// agrees with `openssl dgst -sm3 -mac HMAC` (OpenSSL 3).
+    #[test]
+    fn hmac_sm3_links_match_an_independent_implementation() {
+        let k = Key::from_bytes(&[0x0b; 32]).unwrap();
+        let mac = k.link(Algorithm::HmacSm3, &GENESIS, br#"{"a":1"#);
+        assert_eq!(hex(&mac), SM3_VECTOR);
+        assert_ne!(mac, k.link(SHA, &GENESIS, br#"{"a":1"#));
+        let sm3 = Key::from_bytes(&[0x0b; 32])
+            .unwrap()
+            .with_algorithm(Algorithm::HmacSm3);
+        let doc = sm3.sign_doc("head", br#"{"head":{}}"#);
+        assert!(sm3.open_doc("head", &doc).is_ok());
+        assert!(
+            k.open_doc("head", &doc).is_ok(),
+            "either algorithm opens a state file"
+        );
     }
 
     #[test]
     fn a_sealed_line_is_json_and_verifies() {
         let k = key();
         let mut out = Vec::new();
-        let mac = k.seal(&GENESIS, br#"{"a":1}"#, br#","seq":1"#, &mut out);
+        let mac = k.seal(SHA, &GENESIS, br#"{"a":1}"#, br#","seq":1"#, &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
         let text = &out[..out.len() - 1];
         let v: serde_json::Value = serde_json::from_slice(text).unwrap();
@@ -310,7 +397,8 @@ mod tests {
         assert_eq!(v["seq"], 1);
         assert_eq!(v["mac"], hex(&mac));
         let line = Line::split(text).unwrap();
-        assert!(k.check(&line));
+        assert!(k.check(SHA, &line));
+        assert!(!k.check(Algorithm::HmacSm3, &line));
         assert_eq!(line.prev, GENESIS);
         assert_eq!(line.canonical(), br#"{"a":1,"seq":1}"#);
     }
@@ -319,20 +407,20 @@ mod tests {
     fn any_changed_byte_breaks_the_mac() {
         let k = key();
         let mut out = Vec::new();
-        k.seal(&GENESIS, br#"{"status":200}"#, b"", &mut out);
+        k.seal(SHA, &GENESIS, br#"{"status":200}"#, b"", &mut out);
         let text = String::from_utf8(out)
             .unwrap()
             .trim_end()
             .replace("200", "201");
-        assert!(!k.check(&Line::split(text.as_bytes()).unwrap()));
+        assert!(!k.check(SHA, &Line::split(text.as_bytes()).unwrap()));
     }
 
     #[test]
     fn a_different_key_does_not_verify() {
         let mut out = Vec::new();
-        key().seal(&GENESIS, br#"{"a":1}"#, b"", &mut out);
+        key().seal(SHA, &GENESIS, br#"{"a":1}"#, b"", &mut out);
         let other = Key::from_bytes(&[8u8; 32]).unwrap();
-        assert!(!other.check(&Line::split(&out[..out.len() - 1]).unwrap()));
+        assert!(!other.check(SHA, &Line::split(&out[..out.len() - 1]).unwrap()));
     }
 
     #[test]

@@ -111,11 +111,14 @@ impl Audit {
         let recorder = Recorder::new(node, settings)?;
         let dir = dir(settings, data_dir);
         let key_path = key_path(settings, data_dir);
-        let key = Arc::new(if settings.key_file.is_some() {
-            chain::Key::load(&key_path)?
-        } else {
-            chain::Key::load_or_create(&key_path)?
-        });
+        let key = Arc::new(
+            if settings.key_file.is_some() {
+                chain::Key::load(&key_path)?
+            } else {
+                chain::Key::load_or_create(&key_path)?
+            }
+            .with_algorithm(settings.chain),
+        );
         let trail = writer::Trail::open(&dir, key.clone(), node)?;
         let policy = writer::Policy {
             max_bytes: settings.segment_max_bytes,

@@ -128,11 +128,14 @@ pub fn run(
             if filter.limit.is_some_and(|l| matched >= l) {
                 break 'segments;
             }
-            // Only whole chained record lines; checkpoints and damaged lines are skipped.
+            // Only whole chained record lines; checkpoints, incidents, chain headers and damaged
+            // lines are skipped.
             let Some(line) = Line::split(raw) else {
                 continue;
             };
-            if line.head.starts_with(b"{\"checkpoint\"") || line.head.starts_with(b"{\"incident\"")
+            if [&b"{\"checkpoint\""[..], b"{\"incident\"", b"{\"chain\""]
+                .iter()
+                .any(|p| line.head.starts_with(p))
             {
                 continue;
             }

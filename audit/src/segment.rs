@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::chain::{self, Key, Line, Mac, GENESIS};
+use super::chain::{self, Algorithm, Key, Line, Mac, GENESIS};
 
 pub const HEAD_FILE: &str = "head.json";
 pub const RETENTION_FILE: &str = "retention.json";
@@ -71,12 +71,27 @@ pub struct Checkpoint {
     pub reason: String,
 }
 
+/// The first line of a segment chained with HMAC-SM3, or of the first segment after the
+/// algorithm changed: `{"chain":{…}}`, chained (its mac under `alg`) like any line, so a switch
+/// is itself on the record and cannot be added, removed or altered unnoticed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChainHeader {
+    /// The algorithm of this line and every later line of the segment.
+    pub alg: Algorithm,
+    /// The algorithm of the segment before (`None` where the trail starts).
+    pub previous: Option<Algorithm>,
+    pub segment: u64,
+    pub node: String,
+    pub at: String,
+}
+
 /// How the verifier and the writer see a line's chained JSON.
 #[derive(Debug, Default, Deserialize)]
 pub struct LineInfo {
     pub seq: Option<u64>,
     pub checkpoint: Option<Checkpoint>,
     pub incident: Option<super::writer::Incident>,
+    pub chain: Option<ChainHeader>,
 }
 
 impl LineInfo {
@@ -192,6 +207,8 @@ pub struct Tail {
     /// Bytes after the last newline (a torn write).
     pub torn: u64,
     pub opened_at: Option<String>,
+    /// What the segment is chained with (its header's, else HMAC-SHA256).
+    pub alg: Algorithm,
 }
 
 /// Scans a segment for its last complete line and counts.
@@ -216,6 +233,9 @@ pub fn scan(path: &Path) -> std::io::Result<Tail> {
         };
         t.last_mac = Some(line.mac);
         let info = LineInfo::of(&line).unwrap_or_default();
+        if let (1, Some(h)) = (t.lines, &info.chain) {
+            t.alg = h.alg;
+        }
         t.sealed = info.checkpoint.is_some();
         if let Some(seq) = info.seq {
             t.records += 1;

@@ -9,6 +9,11 @@
 //! every segment but the newest must be sealed, and the newest must reach at least as far as the
 //! signed `head.json` says the writer wrote (else the tail was cut).
 //!
+//! Each segment's algorithm (HMAC-SHA256 or HMAC-SM3) is read from its first line: a chain
+//! header (`segment::ChainHeader`) names it, and its own mac must verify under it; a segment
+//! without one is HMAC-SHA256. A header anywhere else is an inserted line. The report lists
+//! which segments use which algorithm.
+//!
 //! What a chain cannot show on its own: an attacker who holds the key, or who rolls the whole
 //! directory back to an older copy (head included). Shipping to the control plane covers the
 //! latter; keeping the key out of reach covers the former.
@@ -16,7 +21,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::chain::{self, Key, Line, Mac};
+use super::chain::{self, Algorithm, Key, Line, Mac};
 use super::segment::{self, LineInfo};
 
 /// Where and how a trail is broken.
@@ -87,6 +92,8 @@ pub struct Report {
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub key_id: String,
+    /// Runs of consecutive segments chained with one algorithm: (first, last, algorithm).
+    pub algorithms: Vec<(u64, u64, Algorithm)>,
     /// The first problem; `None` means the trail verifies.
     pub problem: Option<Problem>,
 }
@@ -104,7 +111,16 @@ impl fmt::Display for Report {
                 if let (Some(a), Some(b)) = (self.first_seq, self.last_seq) {
                     write!(f, ", seq {a}..{b}")?;
                 }
-                write!(f, ", key {}", self.key_id)
+                write!(f, ", key {}", self.key_id)?;
+                for (i, (a, b, alg)) in self.algorithms.iter().enumerate() {
+                    let sep = if i == 0 { "; chained with" } else { "," };
+                    if a == b {
+                        write!(f, "{sep} {alg} (segment {a})")?;
+                    } else {
+                        write!(f, "{sep} {alg} (segments {a}–{b})")?;
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -173,6 +189,7 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
         let mut n = 0u64;
         let head_here = head.as_ref().filter(|h| h.segment == *index);
         let mut head_mac = None;
+        let mut alg = Algorithm::HmacSha256;
         let mut rest: &[u8] = &bytes;
         while !rest.is_empty() {
             n += 1;
@@ -206,11 +223,14 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                     "not an audit line (no `prev`/`mac` tail): inserted or damaged",
                 ));
             };
-            if !key.check(&line) {
-                return Ok(problem(&file, n, Kind::Modified,
-                    "the line does not match its mac: it was changed, or forged and inserted (or this is not the trail's key)"));
-            }
             let info = LineInfo::of(&line).unwrap_or_default();
+            if let (1, Some(h)) = (n, &info.chain) {
+                alg = h.alg;
+            }
+            if !key.check(alg, &line) {
+                return Ok(problem(&file, n, Kind::Modified, format!(
+                    "the line does not match its {alg} mac: it was changed, or forged and inserted (or this is not the trail's key)")));
+            }
             if line.prev != prev {
                 let (kind, detail) = match (info.seq, &info.checkpoint) {
                     (Some(seq), _) if seq > expect_seq && has_seq(rest, expect_seq) => (Kind::Reordered, format!(
@@ -240,6 +260,21 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
                 });
             }
             match (info.seq, info.checkpoint) {
+                (None, None) if info.chain.is_some() => {
+                    let segment = info.chain.as_ref().map_or(0, |h| h.segment);
+                    if n != 1 {
+                        return Ok(problem(
+                            &file,
+                            n,
+                            Kind::Inserted,
+                            "a chain header where only the first line of a segment may have one",
+                        ));
+                    }
+                    if segment != *index {
+                        return Ok(problem(&file, n, Kind::Reordered, format!(
+                            "the chain header opens segment {segment} but this file is segment {index} (renamed)")));
+                    }
+                }
                 (Some(seq), None) => {
                     if seq != expect_seq {
                         return Ok(problem(
@@ -287,6 +322,10 @@ fn walk(dir: &Path, key: &Key, report: &mut Report) -> std::io::Result<Option<Pr
             }
         }
         report.records += records;
+        match report.algorithms.last_mut() {
+            Some((_, last, a)) if *a == alg => *last = *index,
+            _ => report.algorithms.push((*index, *index, alg)),
+        }
         if checkpoint_at.is_some() {
             report.sealed += 1;
         } else if Some(*index) != last_index {
@@ -388,6 +427,93 @@ mod tests {
         r.problem
             .clone()
             .unwrap_or_else(|| panic!("expected a problem, got {r}"))
+    }
+
+    /// `trail(n)` written on: the trail reopened with `key` chaining new segments, `n` more.
+    fn continue_with(dir: &Path, key: Key, from: usize, n: usize) {
+        let mut t = Trail::open(dir, Arc::new(key), "n").unwrap();
+        let p = Policy {
+            max_bytes: 600,
+            max_age: std::time::Duration::from_secs(3600),
+            retention: std::time::Duration::from_secs(3600),
+            fsync_interval: std::time::Duration::from_secs(1),
+        };
+        for i in from..from + n {
+            t.append(format!(r#"{{"time":"t","i":{i}}}"#).as_bytes(), &p)
+                .unwrap();
+        }
+        t.seal("shutdown").unwrap();
+    }
+
+    fn sm3_key() -> Key {
+        Key::from_bytes(&[5u8; 32])
+            .unwrap()
+            .with_algorithm(Algorithm::HmacSm3)
+    }
+
+    #[test]
+    fn a_switch_to_hmac_sm3_and_back_is_chained_and_each_segment_verifies_with_its_own() {
+        let dir = trail(6);
+        let before = segment::list(dir.path()).unwrap().len() as u64;
+        continue_with(dir.path(), sm3_key(), 6, 6);
+        let after_sm3 = segment::list(dir.path()).unwrap().len() as u64;
+        continue_with(dir.path(), Key::from_bytes(&[5u8; 32]).unwrap(), 12, 2);
+        let all = segment::list(dir.path()).unwrap().len() as u64;
+
+        // Every SM3 segment opens with a header; the first names the switch.
+        let first_sm3 = lines(dir.path(), before + 1);
+        let header: serde_json::Value = serde_json::from_str(&first_sm3[0]).unwrap();
+        assert_eq!(header["chain"]["alg"], "hmac-sm3", "{header}");
+        assert_eq!(header["chain"]["previous"], "hmac-sha256", "{header}");
+        let second_sm3: serde_json::Value =
+            serde_json::from_str(&lines(dir.path(), before + 2)[0]).unwrap();
+        assert_eq!(second_sm3["chain"]["previous"], "hmac-sm3");
+        // Back to SHA-256: one header for the switch back.
+        let back: serde_json::Value =
+            serde_json::from_str(&lines(dir.path(), after_sm3 + 1)[0]).unwrap();
+        assert_eq!(back["chain"]["alg"], "hmac-sha256");
+        assert_eq!(back["chain"]["previous"], "hmac-sm3");
+
+        // Either key object verifies: the algorithm is read per segment, not configured.
+        for k in [key(), Arc::new(sm3_key())] {
+            let r = verify(dir.path(), &k).unwrap();
+            assert!(r.problem.is_none(), "{r}");
+            assert_eq!(r.records, 14);
+            assert_eq!(
+                r.algorithms,
+                vec![
+                    (1, before, Algorithm::HmacSha256),
+                    (before + 1, after_sm3, Algorithm::HmacSm3),
+                    (after_sm3 + 1, all, Algorithm::HmacSha256)
+                ]
+            );
+            assert!(r.to_string().contains("hmac-sm3 (segments"), "{r}");
+        }
+    }
+
+    #[test]
+    fn an_sm3_segment_passed_off_as_sha256_or_a_header_moved_is_found() {
+        let dir = trail(3);
+        let before = segment::list(dir.path()).unwrap().len() as u64;
+        continue_with(dir.path(), sm3_key(), 3, 6);
+        let seg = before + 1;
+        let good = lines(dir.path(), seg);
+        // The header's algorithm changed: its mac no longer matches.
+        let mut l = good.clone();
+        l[0] = l[0].replace("\"alg\":\"hmac-sm3\"", "\"alg\":\"hmac-sha256\"");
+        write(dir.path(), seg, &l);
+        assert_eq!(broken(dir.path()).kind, Kind::Modified);
+        // The header removed: the records are checked as HMAC-SHA256 and fail.
+        write(dir.path(), seg, &good[1..]);
+        let p = broken(dir.path());
+        assert_eq!((p.line, p.kind), (1, Kind::Modified), "{p}");
+        // The header moved below a record.
+        let mut l = good.clone();
+        l.swap(0, 1);
+        write(dir.path(), seg, &l);
+        assert_eq!(broken(dir.path()).line, 1);
+        write(dir.path(), seg, &good);
+        assert!(verify(dir.path(), &key()).unwrap().problem.is_none());
     }
 
     #[test]

@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::chain::{self, Key, Mac};
+use super::chain::{self, Algorithm, Key, Mac};
 use super::queue::{self, Queue};
-use super::segment::{self, Checkpoint, Head};
+use super::segment::{self, ChainHeader, Checkpoint, Head};
 use crate::counters::AuditCounters;
 
 /// How often retention runs.
@@ -54,6 +54,9 @@ pub struct Trail {
     seq: u64,
     next_index: u64,
     active: Option<Active>,
+    /// What the newest segment is chained with; a new segment chained otherwise opens with a
+    /// [`ChainHeader`] that records the switch.
+    chain_alg: Algorithm,
     /// What `head.json` will vouch for: (segment, lines written to it). Its mac is `prev` and
     /// its seq is `seq`, so only these two are kept, and the hex is made only when it is written.
     head_at: (u64, u64),
@@ -61,6 +64,8 @@ pub struct Trail {
 
 struct Active {
     index: u64,
+    /// What every line of this segment is chained with.
+    alg: Algorithm,
     out: SegmentFile,
     bytes: u64,
     lines: u64,
@@ -79,7 +84,7 @@ impl Active {
     /// `prev`, which becomes the line's mac.
     fn chain(&mut self, key: &Key, prev: &mut Mac, body: &[u8], extra: &[u8]) {
         let before = self.out.pending.len();
-        *prev = key.seal(prev, body, extra, &mut self.out.pending);
+        *prev = key.seal(self.alg, prev, body, extra, &mut self.out.pending);
         self.lines += 1;
         self.bytes += (self.out.pending.len() - before) as u64;
     }
@@ -145,6 +150,7 @@ impl Trail {
             seq,
             next_index: first,
             active: None,
+            chain_alg: Algorithm::default(),
             head_at: (first.saturating_sub(1), 0),
         };
         let io = |e: std::io::Error| format!("audit dir {}: {e}", dir.display());
@@ -178,10 +184,12 @@ impl Trail {
                 }
             };
             trail.head_at = (index, tail.lines);
+            trail.chain_alg = tail.alg;
             if !tail.sealed && tail.last_mac.is_some() {
                 let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
                 trail.active = Some(Active {
                     index,
+                    alg: tail.alg,
                     out: SegmentFile::new(file),
                     bytes: tail.good_len,
                     lines: tail.lines,
@@ -291,18 +299,43 @@ impl Trail {
             .mode(0o600)
             .open(&path)?;
         self.next_index = index + 1;
-        self.active = Some(Active {
+        let alg = self.key.algorithm();
+        let opened_at = super::time::format(SystemTime::now());
+        let a = self.active.insert(Active {
             index,
+            alg,
             out: SegmentFile::new(file),
             bytes: 0,
             lines: 0,
             records: 0,
             first_seq: self.seq + 1,
             opened: Instant::now(),
-            opened_at: super::time::format(SystemTime::now()),
+            opened_at: opened_at.clone(),
             sealed: false,
             unsynced: false,
         });
+        if alg != Algorithm::HmacSha256 || alg != self.chain_alg {
+            let header = ChainHeader {
+                alg,
+                previous: (self.prev != chain::GENESIS).then_some(self.chain_alg),
+                segment: index,
+                node: self.node.clone(),
+                at: opened_at,
+            };
+            if alg != self.chain_alg {
+                tracing::info!(from = %self.chain_alg, to = %alg, segment = index, "audit: the chain algorithm changes with this segment; the switch is its first line");
+            }
+            #[derive(serde::Serialize)]
+            struct Doc<'a> {
+                chain: &'a ChainHeader,
+            }
+            let body =
+                serde_json::to_vec(&Doc { chain: &header }).map_err(std::io::Error::other)?;
+            a.chain(&self.key, &mut self.prev, &body, b"");
+            a.unsynced = true;
+            self.head_at = (index, a.lines);
+        }
+        self.chain_alg = alg;
         Ok(())
     }
 

@@ -140,6 +140,36 @@ pub struct AuditSettings {
     pub ship: Option<AuditShip>,
     /// Also export records as OpenTelemetry logs (OTLP/HTTP, JSON) to a collector.
     pub otlp: Option<AuditOtlp>,
+    /// The MAC that chains the trail: `hmac-sha256` (default) or `hmac-sm3` (国密,
+    /// `docs/guomi.md`). Takes effect with the next segment the writer opens (at the next
+    /// start), which records the switch as its first line.
+    pub chain: ChainAlgorithm,
+}
+
+/// `audit.chain`: the MAC of the request audit chain (`fenfa_audit::chain`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainAlgorithm {
+    /// HMAC-SHA256 (RFC 2104, FIPS 180-4): the default, and every trail before the setting.
+    #[default]
+    HmacSha256,
+    /// HMAC-SM3 (RFC 2104 over SM3, GB/T 32905-2016), for 商用密码 assessments.
+    HmacSm3,
+}
+
+impl ChainAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainAlgorithm::HmacSha256 => "hmac-sha256",
+            ChainAlgorithm::HmacSm3 => "hmac-sm3",
+        }
+    }
+}
+
+impl std::fmt::Display for ChainAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for AuditSettings {
@@ -166,6 +196,7 @@ impl Default for AuditSettings {
             keep_query_values: Vec::new(),
             ship: None,
             otlp: None,
+            chain: ChainAlgorithm::default(),
         }
     }
 }

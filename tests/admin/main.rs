@@ -20,6 +20,7 @@ mod dataplane;
 mod deploy;
 mod duties;
 mod exports;
+mod guomi;
 mod hardening;
 mod input;
 mod inspection;

@@ -408,6 +408,137 @@ async fn verify_notices_the_newest_segment_deleted() {
     assert_broken_at(&dir, "audit-0000000004.jsonl:1", "missing segment");
 }
 
+/// 国密: a trail switched to `chain: hmac-sm3` verifies, `audit verify` names each segment's
+/// algorithm, an SM3 line's mac is what Python's gmssl (SM3 with the HMAC written out) computes,
+/// and the five tampers are found in the SM3 segments as in SHA-256 ones.
+#[tokio::test]
+async fn an_hmac_sm3_trail_verifies_and_the_five_tampers_are_found() {
+    let up = Upstream::start("a");
+    let mut gw = Gateway::start(&config(up.addr, "audit:\n  segment_max_bytes: 1000\n"));
+    for _ in 0..4 {
+        assert_eq!(get(&gw, "/nowhere?x=1", None).await.0, 404);
+    }
+    stop(&mut gw);
+    let dir = audit_dir(&gw);
+    let sha_segments = segments(&dir).len();
+    gw.write_config(&config(
+        up.addr,
+        "audit:\n  segment_max_bytes: 1000\n  chain: hmac-sm3\n",
+    ));
+    gw.spawn();
+    gw.wait_ready();
+    for _ in 0..8 {
+        assert_eq!(get(&gw, "/nowhere?x=1", None).await.0, 404);
+    }
+    stop(&mut gw);
+    let all = segments(&dir).len();
+    assert!(all >= sha_segments + 3, "{all} segments");
+
+    let (ok, out) = verify(&dir);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "chained with hmac-sha256 (segments 1–{sha_segments}), hmac-sm3 (segments {}–{all})",
+            sha_segments + 1
+        )),
+        "{out}"
+    );
+    // The switch is the first line of the first SM3 segment, chained to the SHA-256 one before.
+    let first = sha_segments as u64 + 1;
+    let header: Value = serde_json::from_str(&seg_lines(&dir, first)[0]).unwrap();
+    assert_eq!(header["chain"]["alg"], "hmac-sm3", "{header}");
+    assert_eq!(header["chain"]["previous"], "hmac-sha256", "{header}");
+    let last_sha: Value = serde_json::from_str(seg_lines(&dir, first - 1).last().unwrap()).unwrap();
+    assert_eq!(header["prev"], last_sha["mac"]);
+
+    // An independent HMAC-SM3 of a record line (gmssl's SM3, RFC 2104 written out).
+    let record = seg_lines(&dir, first)[1].clone();
+    let v: Value = serde_json::from_str(&record).unwrap();
+    let tail = format!(
+        ",\"prev\":\"{}\",\"mac\":\"{}\"}}",
+        v["prev"].as_str().unwrap(),
+        v["mac"].as_str().unwrap()
+    );
+    let canonical = format!("{}}}", record.strip_suffix(&tail).expect("the chain tail"));
+    let key = std::fs::read_to_string(gw.dir.path().join("data").join("audit.key")).unwrap();
+    let script = r#"
+import sys
+from gmssl import sm3, func
+def h(b): return bytes.fromhex(sm3.sm3_hash(func.bytes_to_list(b)))
+key, prev = bytes.fromhex(sys.argv[1].strip()), bytes.fromhex(sys.argv[2])
+msg = prev + sys.stdin.buffer.read()
+key = key.ljust(64, b"\0")
+print(h(bytes(k ^ 0x5C for k in key) + h(bytes(k ^ 0x36 for k in key) + msg)).hex())
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, &key, v["prev"].as_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(canonical.as_bytes())
+        .unwrap();
+    let py = child.wait_with_output().unwrap();
+    assert!(
+        py.status.success(),
+        "python3 with gmssl (pip install gmssl): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), v["mac"]);
+
+    // The five tampers, each on the pristine trail, in SM3 segments.
+    let second = first + 1;
+    let pristine: Vec<Vec<String>> = (1..=all as u64).map(|n| seg_lines(&dir, n)).collect();
+    let restore = |dir: &Path| {
+        for (i, l) in pristine.iter().enumerate() {
+            write_seg(dir, i as u64 + 1, l);
+        }
+        let (ok, out) = verify(dir);
+        assert!(ok, "restored: {out}");
+    };
+    // A flipped byte.
+    let mut l = seg_lines(&dir, second);
+    l[1] = l[1].replace("\"status\":404", "\"status\":405");
+    write_seg(&dir, second, &l);
+    assert_broken_at(&dir, &format!("audit-{second:010}.jsonl:2"), "modified");
+    restore(&dir);
+    // A deleted line.
+    let mut l = seg_lines(&dir, second);
+    l.remove(1);
+    write_seg(&dir, second, &l);
+    assert_broken_at(&dir, &format!("audit-{second:010}.jsonl:2"), "deleted");
+    restore(&dir);
+    // Swapped lines (two records).
+    let mut l = seg_lines(&dir, second);
+    l.swap(1, 2);
+    write_seg(&dir, second, &l);
+    assert_broken_at(&dir, &format!("audit-{second:010}.jsonl:2"), "reordered");
+    restore(&dir);
+    // A cut tail.
+    let last = all as u64;
+    let l = seg_lines(&dir, last);
+    write_seg(&dir, last, &l[..l.len() - 2]);
+    assert_broken_at(
+        &dir,
+        &format!("audit-{last:010}.jsonl:{}", l.len() - 1),
+        "truncated",
+    );
+    restore(&dir);
+    // A removed segment.
+    std::fs::remove_file(dir.join(format!("audit-{second:010}.jsonl"))).unwrap();
+    assert_broken_at(
+        &dir,
+        &format!("audit-{:010}.jsonl:1", second + 1),
+        "missing segment",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_sigkill_what_was_written_verifies_and_the_next_start_seals_it() {
     let up = Upstream::start("a");

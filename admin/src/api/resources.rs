@@ -970,11 +970,15 @@ pub async fn put_settings(
             return Err(ApiError::invalid(path, "expected 1 to 256 characters"));
         }
     }
+    let chain = input.audit_chain();
     let c = commit(&app, &Actor::from(&p), "settings.update", |s, _| {
         s.settings = input;
         Ok(Touched::new(kind::SETTINGS, "global"))
     })
     .await?;
+    // The settings record is chained with the old algorithm; the switch record that follows
+    // it with the new one (a crash in between is healed at the next start).
+    crate::audit::follow(&app.store.pool, &app.master, chain, app.now(), &p.username).await?;
     Ok(updated(c))
 }
 

@@ -1,0 +1,191 @@
+//! 国密 in the control plane: the admin audit chain switched to HMAC-SM3 by the security admin's
+//! `settings.algorithms.audit_chain`; the switch is a chained record; the chain verifies record
+//! by record across algorithms, an SM3 hash is what Python's gmssl computes, and tampering with
+//! an SM3 record or with the switch itself is named. See `docs/guomi.md`.
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::harness::{Env, MASTER_KEY};
+
+/// HMAC-SM3 of `prev || "\n" || canonical` under the admin audit key (HMAC-SHA256 of the label
+/// under the master key), with gmssl's SM3 and RFC 2104 written out: nothing of Fenfa's.
+const PY_HMAC_SM3: &str = r#"
+import hashlib, hmac, json, sys
+from gmssl import sm3, func
+def h(b): return bytes.fromhex(sm3.sm3_hash(func.bytes_to_list(b)))
+master, row = bytes.fromhex(sys.argv[1]), json.loads(sys.stdin.read())
+key = hmac.new(master, b"fenfa-admin audit chain v1", hashlib.sha256).digest().ljust(64, b"\0")
+canonical = json.dumps([row[k] for k in ["seq", "at", "actor", "role", "source_ip", "action",
+    "resource_kind", "resource_id", "agency_id", "before", "after"]],
+    separators=(",", ":"), ensure_ascii=False)
+msg = row["prev_hash"].encode() + b"\n" + canonical.encode()
+print(h(bytes(k ^ 0x5C for k in key) + h(bytes(k ^ 0x36 for k in key) + msg)).hex())
+"#;
+
+/// The stored row `seq` as the chain saw it (`before`/`after` as their stored text).
+async fn raw_row(env: &Env, aud: &str, seq: i64) -> Value {
+    let v = env.get(&format!("/v1/audit/admin/{seq}"), aud).await;
+    let text = |k: &str| match &v[k] {
+        Value::Null => Value::Null,
+        other => Value::String(other.to_string()),
+    };
+    json!({
+        "seq": v["seq"], "at": v["at"], "actor": v["actor"], "role": v["role"],
+        "source_ip": v["source_ip"], "action": v["action"], "resource_kind": v["resource_kind"],
+        "resource_id": v["resource_id"], "agency_id": v["agency_id"],
+        "before": text("before"), "after": text("after"),
+        "prev_hash": v["prev_hash"], "hash": v["hash"],
+    })
+}
+
+fn gmssl_hmac_sm3(row: &Value) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PY_HMAC_SM3, MASTER_KEY])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(row.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 with gmssl (pip install gmssl): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn chain(env: &Env, aud: &str) -> Value {
+    env.get("/v1/audit/admin/verify", aud).await
+}
+
+async fn the_admin_audit_chain_switches_to_hmac_sm3_as_a_chained_record(env: &Env) {
+    let sys = env.admin().await;
+    let sec = env.security().await;
+    let aud = env.auditor().await;
+    env.agency(&sys, "before-switch").await;
+    let settings = env.get("/v1/settings", &sec).await;
+
+    // A bad algorithm is refused, naming the field, and changes nothing.
+    let mut bad = settings.clone();
+    bad["algorithms"] = json!({"audit_chain": "hmac-md5"});
+    let e = env.expect(422, "PUT", "/v1/settings", &sec, bad).await;
+    assert_eq!(
+        e["error"]["fields"][0]["path"], "algorithms.audit_chain",
+        "{e}"
+    );
+    let mut bad = settings.clone();
+    bad["algorithms"] = json!(["hmac-sm3"]);
+    env.expect(422, "PUT", "/v1/settings", &sec, bad).await;
+
+    let mut sm3 = settings.clone();
+    sm3["algorithms"] = json!({"audit_chain": "hmac-sm3"});
+    env.expect(200, "PUT", "/v1/settings", &sec, sm3).await;
+    let got = env.get("/v1/settings", &sec).await;
+    assert_eq!(got["algorithms"]["audit_chain"], "hmac-sm3", "{got}");
+    env.agency(&sys, "after-switch").await;
+
+    // The switch is a record of its own, right after the settings change.
+    let list = env.get("/v1/audit/admin?limit=10", &aud).await;
+    let items = list["items"].as_array().unwrap();
+    let switch = items
+        .iter()
+        .find(|r| r["action"] == "audit.chain-algorithm")
+        .unwrap_or_else(|| panic!("no switch record: {list}"));
+    assert_eq!(switch["before"]["alg"], "hmac-sha256", "{switch}");
+    assert_eq!(switch["after"]["alg"], "hmac-sm3", "{switch}");
+    assert_eq!(switch["actor"], "security", "{switch}");
+    let at = switch["seq"].as_i64().unwrap();
+    let settings_record = items.iter().find(|r| r["seq"] == at - 1).unwrap();
+    assert_eq!(settings_record["action"], "settings.update");
+
+    let v = chain(env, &aud).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["algorithms"],
+        json!([[1, "hmac-sha256"], [at, "hmac-sm3"]]),
+        "{v}"
+    );
+    // An independent HMAC-SM3 agrees with the switch and with the record after it.
+    for seq in [at, at + 1] {
+        let row = raw_row(env, &aud, seq).await;
+        assert_eq!(gmssl_hmac_sm3(&row), row["hash"].as_str().unwrap(), "{row}");
+    }
+
+    // Tampering with an SM3 record, or passing the switch off as SHA-256, is named.
+    let pool = &env.app.store.pool;
+    let original: (String,) = sqlx::query_as("SELECT actor FROM admin_audit WHERE seq = $1")
+        .bind(at + 1)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE admin_audit SET actor = 'mallory' WHERE seq = $1")
+        .bind(at + 1)
+        .execute(pool)
+        .await
+        .unwrap();
+    let v = chain(env, &aud).await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["first_bad_seq"], at + 1, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("altered (hmac-sm3)"),
+        "{v}"
+    );
+    sqlx::query("UPDATE admin_audit SET actor = $1 WHERE seq = $2")
+        .bind(&original.0)
+        .bind(at + 1)
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(chain(env, &aud).await["ok"], true);
+    sqlx::query("UPDATE admin_audit SET after_json = $1 WHERE seq = $2")
+        .bind(r#"{"alg":"hmac-sha256"}"#)
+        .bind(at)
+        .execute(pool)
+        .await
+        .unwrap();
+    let v = chain(env, &aud).await;
+    assert_eq!(
+        (v["ok"].clone(), v["first_bad_seq"].clone()),
+        (json!(false), json!(at)),
+        "{v}"
+    );
+    sqlx::query("UPDATE admin_audit SET after_json = $1 WHERE seq = $2")
+        .bind(r#"{"alg":"hmac-sm3"}"#)
+        .bind(at)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // Back to SHA-256: a second switch; the whole chain still verifies.
+    let mut back = settings.clone();
+    back["algorithms"] = json!({"audit_chain": "hmac-sha256"});
+    env.expect(200, "PUT", "/v1/settings", &sec, back).await;
+    // Saving the same settings again writes no switch.
+    let before = chain(env, &aud).await["records"].as_i64().unwrap();
+    let mut same = settings.clone();
+    same["algorithms"] = json!({"audit_chain": "hmac-sha256"});
+    env.expect(200, "PUT", "/v1/settings", &sec, same).await;
+    let v = chain(env, &aud).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["records"].as_i64().unwrap(),
+        before + 1,
+        "only the settings record"
+    );
+    let algs = v["algorithms"].as_array().unwrap();
+    assert_eq!(algs.len(), 3, "{v}");
+    assert_eq!(algs[2][1], "hmac-sha256", "{v}");
+}
+both_backends!(the_admin_audit_chain_switches_to_hmac_sm3_as_a_chained_record);
