@@ -71,12 +71,13 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-const ALL_ALGS: [(&str, &str); 5] = [
+const ALL_ALGS: [(&str, &str); 6] = [
     ("es-1", "ES256"),
     ("rs-1", "RS256"),
     ("ps-1", "PS256"),
     ("ed-1", "EdDSA"),
     ("hs-1", "HS256"),
+    ("sm-1", "SM2"),
 ];
 
 #[tokio::test]
@@ -84,7 +85,7 @@ async fn tokens_of_every_algorithm_pass_and_the_backend_gets_the_identity_not_th
     let keys = Keys::generate(&ALL_ALGS);
     let up = Upstream::start("a");
     let gw = Gateway::start(&single_route(&up, &jwt_auth(&keys.jwks(), "")));
-    let channels = ["wechat", "alipay", "baidu", "wechat", "alipay"];
+    let channels = ["wechat", "alipay", "baidu", "wechat", "alipay", "baidu"];
     let specs: Vec<Value> = ALL_ALGS
         .iter()
         .zip(channels)
@@ -222,6 +223,16 @@ async fn attacks_and_bad_claims_get_401_with_a_specific_code_and_a_challenge() {
             "tampered HS256",
             json!({"kid": "hs-1", "attack": "tamper"}),
             "bad_signature",
+        ),
+        (
+            "tampered SM2 (signed by gmssl)",
+            json!({"kid": "sm-1", "attack": "tamper"}),
+            "bad_signature",
+        ),
+        (
+            "an SM2 token under an ES256 key's kid",
+            json!({"kid": "sm-1", "header": {"kid": "es-1"}}),
+            "alg_mismatch",
         ),
         (
             "expired beyond the leeway",

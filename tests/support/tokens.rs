@@ -1,5 +1,6 @@
 //! Tokens minted by an implementation other than the gateway's: PyJWT (with `cryptography`), run
-//! as `python3` at test time.
+//! as `python3` at test time; `SM2` tokens (国密) signed with Python's `gmssl`, which PyJWT does
+//! not know.
 //!
 //! [`Keys::generate`] makes fresh key pairs in Python and returns the public JWKS (what the
 //! gateway is configured with) while keeping the private halves for later minting;
@@ -44,11 +45,24 @@ def b64u(b):
 def unb64u(s):
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
+def sm2_sign(key, data):
+    from gmssl import sm2, func
+    signer = sm2.CryptSM2(private_key=key["d"], public_key=key["public"])
+    # gmssl: SM3 over Z_A (user id 1234567812345678) || data, then SM2; r||s in hex.
+    return bytes.fromhex(signer.sign_with_sm3(data, func.random_hex(64)))
+
 private = req.get("private", {})
 jwks = []
 for spec in req.get("keys", []):
     kid, alg = spec["kid"], spec["alg"]
-    if alg == "HS256":
+    if alg == "SM2":
+        from gmssl import sm2, func
+        d = func.random_hex(64)
+        public = sm2.CryptSM2(private_key=d, public_key="")._kg(int(d, 16), sm2.default_ecc_table["g"])
+        jwk = {"kty": "EC", "crv": "SM2", "x": b64u(bytes.fromhex(public[:64])),
+               "y": b64u(bytes.fromhex(public[64:]))}
+        private[kid] = {"alg": alg, "d": d, "public": public}
+    elif alg == "HS256":
         secret = os.urandom(32)
         jwk = HMACAlgorithm.to_jwk(secret, as_dict=True)
         private[kid] = {"alg": alg, "secret": b64u(secret)}
@@ -98,8 +112,14 @@ for t in req.get("tokens", []):
         mac = hmac.new(key["public_pem"].encode(), (head + "." + body).encode(), hashlib.sha256)
         tok = head + "." + body + "." + b64u(mac.digest())
     else:
-        signing_key = unb64u(key["secret"]) if alg == "HS256" else key["pem"]
-        tok = jwt.encode(claims, signing_key, algorithm=alg, headers=headers)
+        if alg == "SM2":
+            compact = dict(separators=(",", ":"))
+            head = b64u(json.dumps(dict({"alg": "SM2", "typ": "JWT"}, **headers), **compact).encode())
+            body = b64u(json.dumps(claims, **compact).encode())
+            tok = head + "." + body + "." + b64u(sm2_sign(key, (head + "." + body).encode()))
+        else:
+            signing_key = unb64u(key["secret"]) if alg == "HS256" else key["pem"]
+            tok = jwt.encode(claims, signing_key, algorithm=alg, headers=headers)
         if attack == "tamper":
             head, body, sig = tok.split(".")
             raw = bytearray(unb64u(body))
@@ -144,7 +164,8 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Fresh keys, one per `(kid, alg)`; `alg` is `ES256`, `RS256`, `PS256`, `EdDSA` or `HS256`.
+    /// Fresh keys, one per `(kid, alg)`; `alg` is `ES256`, `RS256`, `PS256`, `EdDSA`, `HS256`
+    /// or `SM2`.
     pub fn generate(keys: &[(&str, &str)]) -> Self {
         let keys: Vec<Value> = keys
             .iter()

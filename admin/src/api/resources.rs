@@ -668,7 +668,7 @@ pub async fn create_token_key(
             _ => {
                 return Err(ApiError::invalid(
                     "jwk.alg",
-                    "an alg is required (ES256, RS256, PS256, EdDSA or HS256)",
+                    "an alg is required (ES256, RS256, PS256, EdDSA, HS256 or SM2)",
                 ))
             }
         };

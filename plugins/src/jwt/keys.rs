@@ -47,6 +47,12 @@ pub enum Alg {
     /// HMAC-SHA-256 with a shared secret of at least 32 bytes.
     #[serde(rename = "HS256")]
     Hs256,
+    /// SM2 digital signature (GB/T 32918.2) over the recommended curve (GB/T 32918.5), which
+    /// by definition hashes with SM3 over `Z_A ‖ message`; `Z_A` with the default user id of
+    /// GM/T 0009 (`1234567812345678`). Fixed-width `r‖s` (64 bytes) as ES256. No JOSE name
+    /// is registered with IANA for it; `SM2` names the whole scheme as `EdDSA` does Ed25519.
+    #[serde(rename = "SM2")]
+    Sm2,
 }
 
 impl Alg {
@@ -58,6 +64,7 @@ impl Alg {
             "PS256" => Some(Self::Ps256),
             "EdDSA" => Some(Self::EdDsa),
             "HS256" => Some(Self::Hs256),
+            "SM2" => Some(Self::Sm2),
             _ => None,
         }
     }
@@ -69,13 +76,14 @@ impl Alg {
             Self::Ps256 => "PS256",
             Self::EdDsa => "EdDSA",
             Self::Hs256 => "HS256",
+            Self::Sm2 => "SM2",
         }
     }
 
     /// The JWK key type this algorithm needs.
     fn kty(self) -> Kty {
         match self {
-            Self::Es256 => Kty::Ec,
+            Self::Es256 | Self::Sm2 => Kty::Ec,
             Self::Rs256 | Self::Ps256 => Kty::Rsa,
             Self::EdDsa => Kty::Okp,
             Self::Hs256 => Kty::Oct,
@@ -191,7 +199,12 @@ enum Verifier {
     },
     Ed25519([u8; 32]),
     Hs256(hmac::Key),
+    /// The public key with its `Z_A` (user id hash) computed once.
+    Sm2(Box<sm2::dsa::VerifyingKey>),
 }
+
+/// The SM2 user id (distinguishing identifier) when none is agreed: GM/T 0009-2012 §10.
+pub const SM2_DEFAULT_ID: &str = "1234567812345678";
 
 impl std::fmt::Debug for Key {
     /// Never prints key material (an HMAC secret must not reach a log).
@@ -229,6 +242,11 @@ impl Key {
                     .is_ok()
             }
             Verifier::Hs256(key) => hmac::verify(key, message, sig).is_ok(),
+            Verifier::Sm2(key) => {
+                use sm2::dsa::signature::Verifier as _;
+                sm2::dsa::Signature::from_slice(sig)
+                    .is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
         }
     }
 }
@@ -396,6 +414,18 @@ fn parse_jwk(jwk: JwkConfig, at: &str) -> Result<Key, SchemaError> {
             }
             Verifier::Hs256(hmac::Key::new(hmac::HMAC_SHA256, &k))
         }
+        Alg::Sm2 => {
+            require_crv(jwk.crv.as_deref(), "SM2", at)?;
+            let x = decode_fixed(jwk.x.as_deref(), 32, at, "x", "SM2 coordinate")?;
+            let y = decode_fixed(jwk.y.as_deref(), 32, at, "y", "SM2 coordinate")?;
+            let mut point = Vec::with_capacity(65);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let key = sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_DEFAULT_ID, &point)
+                .map_err(|_| err("x", "(x, y) is not a point on the SM2 curve".into()))?;
+            Verifier::Sm2(Box::new(key))
+        }
     };
     Ok(Key {
         alg: jwk.alg,
@@ -487,6 +517,56 @@ mod tests {
         ]}))
         .expect("valid key");
         assert_eq!(keys["a"].alg, Alg::Es256);
+    }
+
+    /// The SM2 signature example of GB/T 32918.5-2017 (the recommended curve): private key
+    /// `3945208F…4DF7C5B8`, user id `1234567812345678`, message `message digest`, and the
+    /// published `(r, s)` for its fixed `k`; the public key as a JWK.
+    const SM2_X: &str = "CfnfMR5UIaFQ3X0WHkvFxnIXn60YM_wHa7CP81bzUCA";
+    const SM2_Y: &str = "zOpJDOJndaUtxupxjMGqYArtBfvzXghKZjL2By2prRM";
+    const SM2_R: &str = "F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3";
+    const SM2_S: &str = "B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn sm2_verifies_the_standards_example_signature_and_nothing_else() {
+        let keys = parse(serde_json::json!({"keys": [
+            {"kid": "g", "alg": "SM2", "kty": "EC", "crv": "SM2", "x": SM2_X, "y": SM2_Y}
+        ]}))
+        .expect("valid SM2 key");
+        let key = &keys["g"];
+        assert_eq!(key.alg, Alg::Sm2);
+        let sig = [unhex(SM2_R), unhex(SM2_S)].concat();
+        assert!(key.verify(b"message digest", &sig));
+        assert!(!key.verify(b"message digesT", &sig));
+        for i in [0, 31, 32, 63] {
+            let mut bad = sig.clone();
+            bad[i] ^= 1;
+            assert!(!key.verify(b"message digest", &bad), "bit flipped at {i}");
+        }
+        assert!(!key.verify(b"message digest", &sig[..63]));
+        // The same point under another user id would be another Z_A: the id is GM/T 0009's.
+        assert_eq!(SM2_DEFAULT_ID, "1234567812345678");
+    }
+
+    #[test]
+    fn an_sm2_key_off_the_curve_or_on_another_crv_is_refused() {
+        let e = parse(serde_json::json!({"keys": [
+            {"kid": "g", "alg": "SM2", "kty": "EC", "crv": "SM2", "x": SM2_X, "y": SM2_X}
+        ]}))
+        .expect_err("off-curve point");
+        assert_eq!(e.path, "keys.keys[0].x");
+        let e = parse(serde_json::json!({"keys": [
+            {"kid": "g", "alg": "SM2", "kty": "EC", "crv": "P-256", "x": SM2_X, "y": SM2_Y}
+        ]}))
+        .expect_err("wrong crv");
+        assert_eq!(e.path, "keys.keys[0].crv");
     }
 
     #[test]
