@@ -187,6 +187,7 @@ impl App {
         let snapshot = crate::commit::snapshot(&app)
             .await
             .map_err(|e| e.to_string())?;
+        app.master.set_cipher(snapshot.settings.secret_cipher());
         crate::audit::follow(
             &app.store.pool,
             &app.master,

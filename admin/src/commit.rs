@@ -190,6 +190,9 @@ where
     let mut tx = app.store.begin_write().await?;
     let version = store::bump_version(&mut tx).await?;
     let before_snap = store::load_snapshot(&mut tx).await?;
+    // Secrets sealed by this change use the platform's cipher as of now (another process may
+    // have changed it).
+    app.master.set_cipher(before_snap.settings.secret_cipher());
     let mut snap = before_snap.clone();
     let t = change(&mut snap, now)?;
     let before = resource_json(&before_snap, t.kind, &t.id);

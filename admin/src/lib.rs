@@ -38,6 +38,7 @@ pub mod model;
 pub mod openapi;
 pub mod password;
 pub mod policy;
+pub mod reencrypt;
 pub mod render;
 pub mod reports;
 pub mod revisions;

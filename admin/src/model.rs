@@ -885,6 +885,13 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The cipher of secrets at rest.
+    pub fn secret_cipher(&self) -> crate::crypto::SecretCipher {
+        self.algorithms
+            .as_ref()
+            .map_or(Default::default(), |a| a.secrets)
+    }
+
     /// The admin audit chain's algorithm.
     pub fn audit_chain(&self) -> fenfa_config::model::ChainAlgorithm {
         self.algorithms
@@ -900,6 +907,9 @@ impl Settings {
 pub struct Algorithms {
     /// The MAC of the admin audit chain; a change is itself a chained record.
     pub audit_chain: MacAlgorithm,
+    /// The cipher new secrets are sealed with at rest; `POST /v1/secrets/re-encrypt` re-seals
+    /// the stored ones.
+    pub secrets: crate::crypto::SecretCipher,
 }
 
 /// An HMAC: `hmac-sha256` (default) or `hmac-sm3` (GB/T 32905).

@@ -151,6 +151,7 @@ fn table() -> Vec<Case> {
         case!("DELETE", "/v1/limits/{limit}", &[C]),
         case!("GET", "/v1/settings", &[S, C]),
         case!("PUT", "/v1/settings", &[C]),
+        case!("POST", "/v1/secrets/re-encrypt", &[C]),
         case!("GET", "/v1/config", &[S, C]),
         case!("GET", "/v1/users", &[S, C]),
         case!("POST", "/v1/users", &[S]),

@@ -189,3 +189,146 @@ async fn the_admin_audit_chain_switches_to_hmac_sm3_as_a_chained_record(env: &En
     assert_eq!(algs[2][1], "hmac-sha256", "{v}");
 }
 both_backends!(the_admin_audit_chain_switches_to_hmac_sm3_as_a_chained_record);
+
+/// Every sealed value in the database: (where, prefix up to the first `:`).
+async fn sealed_values(env: &Env) -> Vec<(String, String)> {
+    use sqlx::Row;
+    let pool = &env.app.store.pool;
+    let mut out = Vec::new();
+    for r in
+        sqlx::query("SELECT id, body FROM resources WHERE kind IN ('signing-key', 'token-key')")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    {
+        let body: Value = serde_json::from_str(&r.get::<String, _>("body")).unwrap();
+        for field in ["sealed_secret", "sealed_k"] {
+            if let Some(s) = body[field].as_str() {
+                out.push((
+                    format!("{} {field}", r.get::<String, _>("id")),
+                    s.to_string(),
+                ));
+            }
+        }
+    }
+    for r in sqlx::query("SELECT id, sealed_totp FROM users WHERE sealed_totp IS NOT NULL")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    {
+        out.push((
+            format!("user {}", r.get::<String, _>("id")),
+            r.get::<String, _>("sealed_totp"),
+        ));
+    }
+    let cfg = sqlx::query("SELECT config FROM config_state WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    out.push(("config".into(), cfg.get::<String, _>("config")));
+    out.into_iter()
+        .map(|(at, s)| (at, s.split(':').next().unwrap_or_default().to_string()))
+        .collect()
+}
+
+async fn secrets_are_sealed_with_sm4_gcm_once_selected_and_re_encrypted_online(env: &Env) {
+    let sys = env.admin().await;
+    let sec = env.security().await;
+    let ag = env.agency(&sys, "sm4-agency").await;
+    env.expect(
+        201,
+        "POST",
+        "/v1/signing-keys",
+        &sec,
+        json!({"agency_id": ag, "key_id": "before-sm4"}),
+    )
+    .await;
+    let hs = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA";
+    env.expect(
+        201,
+        "POST",
+        "/v1/token-keys",
+        &sec,
+        json!({"jwk": {"kty": "oct", "kid": "hs-sm4", "alg": "HS256", "k": hs}}),
+    )
+    .await;
+    assert!(sealed_values(env).await.iter().all(|(_, p)| p == "v1"));
+
+    let mut settings = env.get("/v1/settings", &sec).await;
+    settings["algorithms"] = json!({"secrets": "sm4-gcm"});
+    env.expect(200, "PUT", "/v1/settings", &sec, settings.clone())
+        .await;
+    // A secret sealed from now on is SM4-GCM; the older ones still open (the config renders).
+    let created = env
+        .expect(
+            201,
+            "POST",
+            "/v1/signing-keys",
+            &sec,
+            json!({"agency_id": ag, "key_id": "after-sm4"}),
+        )
+        .await;
+    let prefixes = sealed_values(env).await;
+    assert!(
+        prefixes.contains(&(
+            format!("{} sealed_secret", created["id"].as_str().unwrap()),
+            "sm4".into()
+        )),
+        "{prefixes:?}"
+    );
+    assert!(prefixes.iter().any(|(_, p)| p == "v1"), "{prefixes:?}");
+
+    // Only the security admin re-encrypts.
+    env.expect(403, "POST", "/v1/secrets/re-encrypt", &sys, json!({}))
+        .await;
+    let r = env
+        .expect(200, "POST", "/v1/secrets/re-encrypt", &sec, json!({}))
+        .await;
+    assert_eq!(r["cipher"], "sm4-gcm", "{r}");
+    assert_eq!(r["re_encrypted"]["signing_keys"], 1, "{r}");
+    assert_eq!(r["re_encrypted"]["token_keys"], 1, "{r}");
+    assert!(
+        r["re_encrypted"]["totp_secrets"].as_u64().unwrap() >= 3,
+        "{r}"
+    );
+    let left: Vec<_> = sealed_values(env)
+        .await
+        .into_iter()
+        .filter(|(_, p)| p != "sm4")
+        .collect();
+    assert!(left.is_empty(), "not re-sealed: {left:?}");
+
+    // Everything still opens: sign-in with TOTP, the rendered config with both secrets.
+    let sec = env.security().await;
+    let cfg = env.get("/v1/config", &sec).await;
+    assert_eq!(
+        cfg["config"]["agencies"][0]["signing_keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{cfg}"
+    );
+    let (version, text) = fenfa_admin::commit::current_text(&env.app).await.unwrap();
+    assert!(version > 0 && text.contains("after-sm4") && text.contains("before-sm4"));
+    assert!(text.contains(hs), "the HMAC token key reaches the gateway");
+    // Idempotent, and on the admin audit trail.
+    let again = env
+        .expect(200, "POST", "/v1/secrets/re-encrypt", &sec, json!({}))
+        .await;
+    assert_eq!(again["re_encrypted"]["signing_keys"], 0, "{again}");
+    assert_eq!(again["re_encrypted"]["totp_secrets"], 0, "{again}");
+    let aud = env.auditor().await;
+    let list = env
+        .get("/v1/audit/admin?action=secrets.re-encrypt", &aud)
+        .await;
+    assert!(list["items"].as_array().unwrap().len() >= 2, "{list}");
+
+    // Back to AES-256-GCM, re-encrypted again: no SM4 left.
+    settings["algorithms"] = json!({"secrets": "aes-256-gcm"});
+    env.expect(200, "PUT", "/v1/settings", &sec, settings).await;
+    env.expect(200, "POST", "/v1/secrets/re-encrypt", &sec, json!({}))
+        .await;
+    assert!(sealed_values(env).await.iter().all(|(_, p)| p == "v1"));
+    env.security().await;
+}
+both_backends!(secrets_are_sealed_with_sm4_gcm_once_selected_and_re_encrypted_online);

@@ -348,6 +348,7 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
 
         (ep!("GET", "/v1/settings", "settings", SettingsRead, "system-admin, security-admin", false, "Token issuer and audience"), get(rs::get_settings)),
         (ep!("PUT", "/v1/settings", "settings", SettingsWrite, "security-admin", true, "Change the token issuer and audience"), put(rs::put_settings)),
+        (ep!("POST", "/v1/secrets/re-encrypt", "settings", SettingsWrite, "security-admin", false, "Re-seal every stored secret with the current cipher (`algorithms.secrets`), online"), post(crate::reencrypt::reencrypt)),
         (ep!("GET", "/v1/config", "settings", ConfigRead, "system-admin, security-admin", false, "The committed gateway config, secrets redacted"), get(rs::get_config)),
 
         (ep!("GET", "/v1/users", "accounts", UserRead, "system-admin, security-admin", false, "List accounts"), get(ac::list_users)),
