@@ -532,6 +532,10 @@ pub struct Agency {
     /// Hosts of its own; when set, its routes must name hosts inside them.
     #[serde(default)]
     pub hosts: Vec<HostPattern>,
+    /// The upstream signature its backends get, over the platform's
+    /// `algorithms.upstream_signature` (国密 agencies: `hmac-sm3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_algorithm: Option<MacAlgorithm>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -892,6 +896,13 @@ impl Settings {
             .map_or(Default::default(), |a| a.secrets)
     }
 
+    /// The upstream signature of agencies without their own.
+    pub fn upstream_signature(&self) -> MacAlgorithm {
+        self.algorithms
+            .as_ref()
+            .map_or(MacAlgorithm::HmacSha256, |a| a.upstream_signature)
+    }
+
     /// The admin audit chain's algorithm.
     pub fn audit_chain(&self) -> fenfa_config::model::ChainAlgorithm {
         self.algorithms
@@ -905,11 +916,15 @@ impl Settings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Algorithms {
-    /// The MAC of the admin audit chain; a change is itself a chained record.
+    /// The MAC of the admin audit chain (a change is itself a chained record) and of the
+    /// in-process gateway's request trail (`audit.chain`, from its next start; a node
+    /// configured from a file sets its own `audit.chain`).
     pub audit_chain: MacAlgorithm,
     /// The cipher new secrets are sealed with at rest; `POST /v1/secrets/re-encrypt` re-seals
     /// the stored ones.
     pub secrets: crate::crypto::SecretCipher,
+    /// The `X-Fenfa-Signature` agencies' backends get, unless an agency sets its own.
+    pub upstream_signature: MacAlgorithm,
 }
 
 /// An HMAC: `hmac-sha256` (default) or `hmac-sm3` (GB/T 32905).
@@ -946,6 +961,10 @@ pub struct AgencyInput {
     /// Hosts of its own (`["social.city.example", "*.social.city.example"]`); none = any.
     #[serde(default)]
     pub hosts: Vec<HostPattern>,
+    /// `hmac-sha256` or `hmac-sm3`: the `X-Fenfa-Signature` its backends get; absent or null:
+    /// the platform's `algorithms.upstream_signature`.
+    #[serde(default)]
+    pub signature_algorithm: Option<MacAlgorithm>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -11,14 +11,14 @@
 
 use fenfa_config::model::{
     Agency as GwAgency, Listeners, PluginRef, Publish, Route as GwRoute, Service as GwService,
-    SigningKey as GwSigningKey,
+    SignatureAlgorithm, SigningKey as GwSigningKey,
 };
 use fenfa_config::{Config, ConfigError};
 use serde_json::{json, Value};
 
 use crate::crypto::MasterKey;
 use crate::error::{ApiError, FieldError};
-use crate::model::{KeyStatus, Lifecycle, Snapshot};
+use crate::model::{KeyStatus, Lifecycle, MacAlgorithm, Snapshot};
 
 /// Which resource each rendered entry came from, to translate compiler errors.
 #[derive(Debug, Default)]
@@ -54,6 +54,9 @@ pub fn render(
         allow_empty: true,
         ..Config::default()
     };
+    // Nodes keep their own `audit:` section (`fenfa_gateway::control_plane::merge`); the
+    // in-process gateway of a single node takes this one, from its next start.
+    cfg.audit.chain = s.settings.audit_chain();
     let mut o = Origins::default();
 
     for a in &s.agencies {
@@ -79,9 +82,15 @@ pub fn render(
         cfg.agencies.push(GwAgency {
             name: a.name.to_string(),
             signing_keys: signing,
-            // The control plane has no algorithm setting yet (issue 21): its agencies' backends
-            // get HMAC-SHA256.
-            signature_algorithm: None,
+            // Named only when it is not the default, so a platform on HMAC-SHA256 renders as
+            // before.
+            signature_algorithm: match a
+                .signature_algorithm
+                .unwrap_or(s.settings.upstream_signature())
+            {
+                MacAlgorithm::HmacSha256 => None,
+                MacAlgorithm::HmacSm3 => Some(SignatureAlgorithm::HmacSm3),
+            },
         });
         o.agencies.push(a.id.clone());
         o.signing_keys.push(ids);

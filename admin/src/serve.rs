@@ -321,6 +321,7 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                     contact: None,
                     path_prefixes: Vec::new(),
                     hosts: Vec::new(),
+                    signature_algorithm: None,
                     created_at: now,
                     updated_at: now,
                 });

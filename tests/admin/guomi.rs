@@ -91,6 +91,9 @@ async fn the_admin_audit_chain_switches_to_hmac_sm3_as_a_chained_record(env: &En
     env.expect(200, "PUT", "/v1/settings", &sec, sm3).await;
     let got = env.get("/v1/settings", &sec).await;
     assert_eq!(got["algorithms"]["audit_chain"], "hmac-sm3", "{got}");
+    // The in-process gateway's request trail follows the platform (from its next start).
+    let cfg = env.get("/v1/config", &sec).await;
+    assert_eq!(cfg["config"]["audit"]["chain"], "hmac-sm3", "{cfg}");
     env.agency(&sys, "after-switch").await;
 
     // The switch is a record of its own, right after the settings change.
@@ -332,3 +335,75 @@ async fn secrets_are_sealed_with_sm4_gcm_once_selected_and_re_encrypted_online(e
     env.security().await;
 }
 both_backends!(secrets_are_sealed_with_sm4_gcm_once_selected_and_re_encrypted_online);
+
+/// `algorithms.upstream_signature` is the platform's default; an agency may set its own.
+async fn agencies_sign_for_their_backends_with_the_platforms_algorithm_or_their_own(env: &Env) {
+    let sys = env.admin().await;
+    let sec = env.security().await;
+    let follows = env.agency(&sys, "follows-platform").await;
+    let own = env
+        .expect(
+            201,
+            "POST",
+            "/v1/agencies",
+            &sys,
+            json!({"name": "keeps-sha256", "title": "自定", "signature_algorithm": "hmac-sha256"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (ag, key) in [(&follows, "f1"), (&own, "o1")] {
+        env.expect(
+            201,
+            "POST",
+            "/v1/signing-keys",
+            &sec,
+            json!({"agency_id": ag, "key_id": key}),
+        )
+        .await;
+    }
+    let e = env
+        .expect(
+            422,
+            "PUT",
+            &format!("/v1/agencies/{own}"),
+            &sys,
+            json!({"name": "keeps-sha256", "title": "自定", "signature_algorithm": "sm3"}),
+        )
+        .await;
+    assert_eq!(
+        e["error"]["fields"][0]["path"], "signature_algorithm",
+        "{e}"
+    );
+    let algorithm = |cfg: &Value, name: &str| {
+        cfg["config"]["agencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {cfg}"))["signature_algorithm"]
+            .clone()
+    };
+    let cfg = env.get("/v1/config", &sec).await;
+    assert_eq!(algorithm(&cfg, "follows-platform"), Value::Null, "{cfg}");
+
+    let mut settings = env.get("/v1/settings", &sec).await;
+    settings["algorithms"] = json!({"upstream_signature": "hmac-sm3"});
+    env.expect(200, "PUT", "/v1/settings", &sec, settings).await;
+    let cfg = env.get("/v1/config", &sec).await;
+    assert_eq!(algorithm(&cfg, "follows-platform"), "hmac-sm3", "{cfg}");
+    assert_eq!(algorithm(&cfg, "keeps-sha256"), Value::Null, "{cfg}");
+    // The agency switches to SM3 on its own too, and back to following the platform.
+    env.expect(
+        200,
+        "PUT",
+        &format!("/v1/agencies/{own}"),
+        &sys,
+        json!({"name": "keeps-sha256", "title": "自定", "signature_algorithm": "hmac-sm3"}),
+    )
+    .await;
+    let cfg = env.get("/v1/config", &sec).await;
+    assert_eq!(algorithm(&cfg, "keeps-sha256"), "hmac-sm3", "{cfg}");
+}
+both_backends!(agencies_sign_for_their_backends_with_the_platforms_algorithm_or_their_own);

@@ -152,6 +152,7 @@ pub async fn create_agency(
             contact: input.contact,
             path_prefixes: input.path_prefixes,
             hosts: input.hosts,
+            signature_algorithm: input.signature_algorithm,
             created_at: now,
             updated_at: now,
         });
@@ -183,6 +184,7 @@ pub async fn update_agency(
         a.contact = input.contact;
         a.path_prefixes = input.path_prefixes;
         a.hosts = input.hosts;
+        a.signature_algorithm = input.signature_algorithm;
         a.updated_at = now;
         check_agency_space(s, &id)?;
         Ok(Touched::new(kind::AGENCY, id.clone()))
