@@ -3,7 +3,8 @@
 //! thread-local hit that re-checks `exp`/`nbf` and `jti` revocation only).
 //!
 //! Tokens are minted with ring at start-up: ES256, EdDSA and HS256 keys are generated per run; the
-//! RSA key is the fixed 2048-bit test key in `plugins/src/jwt/testdata/`.
+//! RSA key is the fixed 2048-bit test key in `plugins/src/jwt/testdata/`; SM2 (国密) tokens are
+//! signed with RustCrypto's `sm2` under the GB/T 32918.5 example key.
 //!
 //! Beside them, the `jsonwebtoken` crate verifying the same tokens (why Fenfa does not use it:
 //! BENCHMARKS.md, "The crates the design named").
@@ -35,6 +36,7 @@ struct Keys {
     ed: sig::Ed25519KeyPair,
     rsa: sig::RsaKeyPair,
     hs: Vec<u8>,
+    sm: sm2::dsa::SigningKey,
 }
 
 impl Keys {
@@ -52,18 +54,26 @@ impl Keys {
         let rsa = sig::RsaKeyPair::from_pkcs8(&STANDARD.decode(body).expect("pem")).expect("rsa");
         let mut hs = vec![0u8; 32];
         rng.fill(&mut hs).expect("random");
+        let d: [u8; 32] = [
+            0x39, 0x45, 0x20, 0x8f, 0x7b, 0x21, 0x44, 0xb1, 0x3f, 0x36, 0xe3, 0x8a, 0xc6, 0xd3,
+            0x9f, 0x95, 0x88, 0x93, 0x93, 0x69, 0x28, 0x60, 0xb5, 0x1a, 0x42, 0xfb, 0x81, 0xef,
+            0x4d, 0xf7, 0xc5, 0xb8,
+        ];
+        let sm = sm2::dsa::SigningKey::from_bytes("1234567812345678", &d.into()).expect("sm2");
         Self {
             rng,
             es,
             ed,
             rsa,
             hs,
+            sm,
         }
     }
 
     fn jwks(&self) -> Value {
         let point = self.es.public_key().as_ref();
         let rsa: sig::RsaPublicKeyComponents<Vec<u8>> = self.rsa.public().into();
+        let sm_point = self.sm.verifying_key().to_sec1_bytes();
         let (n, e) = (B64.encode(&rsa.n), B64.encode(&rsa.e));
         json!({"keys": [
             {"kid": "es", "alg": "ES256", "kty": "EC", "crv": "P-256",
@@ -73,6 +83,8 @@ impl Keys {
             {"kid": "ed", "alg": "EdDSA", "kty": "OKP", "crv": "Ed25519",
              "x": B64.encode(self.ed.public_key().as_ref())},
             {"kid": "hs", "alg": "HS256", "kty": "oct", "k": B64.encode(&self.hs)},
+            {"kid": "sm", "alg": "SM2", "kty": "EC", "crv": "SM2",
+             "x": B64.encode(&sm_point[1..33]), "y": B64.encode(&sm_point[33..65])},
         ]})
     }
 
@@ -87,6 +99,7 @@ impl Keys {
             "RS256" => "rs",
             "PS256" => "ps",
             "EdDSA" => "ed",
+            "SM2" => "sm",
             _ => "hs",
         };
         let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
@@ -114,6 +127,11 @@ impl Keys {
                 out
             }
             "EdDSA" => self.ed.sign(m).as_ref().to_vec(),
+            "SM2" => {
+                use sm2::dsa::signature::Signer;
+                let s: sm2::dsa::Signature = self.sm.sign(m);
+                s.to_bytes().to_vec()
+            }
             _ => hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.hs), m)
                 .as_ref()
                 .to_vec(),
@@ -146,7 +164,7 @@ fn run(p: &dyn Plugin, headers: &HeaderMap) -> bool {
     matches!(p.request(&req, &mut ctx), Flow::Continue) && ctx.identity.is_some()
 }
 
-const ALGS: [&str; 5] = ["ES256", "RS256", "PS256", "EdDSA", "HS256"];
+const ALGS: [&str; 6] = ["ES256", "RS256", "PS256", "EdDSA", "HS256", "SM2"];
 
 fn verify(c: &mut Criterion) {
     let keys = Keys::new();
@@ -184,7 +202,8 @@ fn jsonwebtoken_crate(c: &mut Criterion) {
     };
     let s = |v: &Value| v.as_str().expect("string").to_owned();
     let mut g = c.benchmark_group("jsonwebtoken_decode");
-    for alg in ALGS {
+    // jsonwebtoken has no SM2.
+    for alg in ALGS.into_iter().filter(|a| *a != "SM2") {
         let (key, algorithm) = match alg {
             "ES256" => {
                 let k = jwk("es");

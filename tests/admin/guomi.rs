@@ -89,8 +89,15 @@ async fn the_admin_audit_chain_switches_to_hmac_sm3_as_a_chained_record(env: &En
     let mut sm3 = settings.clone();
     sm3["algorithms"] = json!({"audit_chain": "hmac-sm3"});
     env.expect(200, "PUT", "/v1/settings", &sec, sm3).await;
+    // Changing the token settings without `algorithms` keeps them.
+    let mut issuer_only = settings.clone();
+    issuer_only["token_issuer"] = json!("https://id2.city.example");
+    issuer_only.as_object_mut().unwrap().remove("algorithms");
+    env.expect(200, "PUT", "/v1/settings", &sec, issuer_only)
+        .await;
     let got = env.get("/v1/settings", &sec).await;
     assert_eq!(got["algorithms"]["audit_chain"], "hmac-sm3", "{got}");
+    assert_eq!(got["token_issuer"], "https://id2.city.example", "{got}");
     // The in-process gateway's request trail follows the platform (from its next start).
     let cfg = env.get("/v1/config", &sec).await;
     assert_eq!(cfg["config"]["audit"]["chain"], "hmac-sm3", "{cfg}");

@@ -972,8 +972,15 @@ pub async fn put_settings(
             return Err(ApiError::invalid(path, "expected 1 to 256 characters"));
         }
     }
-    let chain = input.audit_chain();
+    let mut chain = input.audit_chain();
     let c = commit(&app, &Actor::from(&p), "settings.update", |s, _| {
+        let mut input = input;
+        // Left out, the algorithms stay as they are: changing the token issuer must not
+        // switch the platform's cryptography back to its defaults.
+        if input.algorithms.is_none() {
+            input.algorithms = s.settings.algorithms.clone();
+        }
+        chain = input.audit_chain();
         s.settings = input;
         Ok(Touched::new(kind::SETTINGS, "global"))
     })
