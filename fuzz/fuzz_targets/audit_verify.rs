@@ -1,7 +1,8 @@
 //! `audit verify` on mutated trail files.
 //!
 //! The harness writes a real trail once (the gateway's own writer, several sealed segments of
-//! twelve records), then each input changes its files: flips, inserts or deletes bytes, truncates,
+//! twelve records: six chained with HMAC-SHA256, then six with HMAC-SM3 after a switch, so the
+//! chain headers are mutated too), then each input changes its files: flips, inserts or deletes bytes, truncates,
 //! removes or duplicates a file. Property: whenever the files differ from the original (and are
 //! not all gone), the verifier reports a problem; it never reports OK for a trail that differs,
 //! and never panics.
@@ -13,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use fenfa_gateway::audit::chain::Key;
+use fenfa_gateway::audit::chain::{Algorithm, Key};
 use fenfa_gateway::audit::verify::verify;
 use fenfa_gateway::audit::writer::{Policy, Trail};
 use libfuzzer_sys::fuzz_target;
@@ -27,22 +28,28 @@ fn original() -> &'static BTreeMap<String, Vec<u8>> {
     static T: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
     T.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut t = Trail::open(dir.path(), key(), "fuzz").expect("open trail");
         let p = Policy {
             max_bytes: 700,
             max_age: Duration::from_secs(3600),
             retention: Duration::from_secs(3600),
             fsync_interval: Duration::from_secs(1),
         };
-        for i in 0..12 {
-            let line = format!(
-                r#"{{"time":"2026-12-04T10:00:0{}.000Z","i":{i},"path":"/api/x"}}"#,
-                i % 10
-            );
-            t.append(line.as_bytes(), &p).expect("append");
+        let sm3 = Arc::new(
+            Key::from_bytes(&[7u8; 32])
+                .expect("32-byte key")
+                .with_algorithm(Algorithm::HmacSm3),
+        );
+        for (key, records) in [(key(), 0..6), (sm3, 6..12)] {
+            let mut t = Trail::open(dir.path(), key, "fuzz").expect("open trail");
+            for i in records {
+                let line = format!(
+                    r#"{{"time":"2026-12-04T10:00:0{}.000Z","i":{i},"path":"/api/x"}}"#,
+                    i % 10
+                );
+                t.append(line.as_bytes(), &p).expect("append");
+            }
+            t.seal("shutdown").expect("seal");
         }
-        t.seal("shutdown").expect("seal");
-        drop(t);
         read_dir(dir.path())
     })
 }
