@@ -1037,7 +1037,7 @@ pub struct RouteInput {
     #[serde(default)]
     pub priority: i32,
     /// System admins only: allow this route to overlap other agencies' routes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::object")]
     pub allow_overlap: Option<OverlapRequest>,
     /// Sample requests for verification and inspection (at most [`MAX_SAMPLES`]).
     #[serde(default)]

@@ -370,6 +370,19 @@ async fn overlapping_routes_of_two_agencies_are_published_only_when_a_system_adm
                "allow_overlap": {}}),
     )
     .await;
+    // The allowance is an object: the same reason as a one-element array (which serde would
+    // read by position) is refused at the field.
+    let e = env
+        .expect(
+            422,
+            "PUT",
+            &format!("/v1/routes/{rt}"),
+            &sys,
+            json!({"service_id": svc_a, "name": "shadow", "paths": ["/health/*"],
+                   "allow_overlap": ["tax takes over the health desk (order 2026-17)"]}),
+        )
+        .await;
+    assert_eq!(e["error"]["fields"][0]["path"], "allow_overlap", "{e}");
     let v = env
         .expect(
             200,

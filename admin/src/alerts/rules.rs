@@ -156,7 +156,7 @@ pub struct Rule {
     #[serde(default)]
     pub warmup_windows: u32,
     /// Deny the client IP on every gateway for a while when this rule raises an alert.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::object")]
     pub auto_deny: Option<AutoDeny>,
 }
 
