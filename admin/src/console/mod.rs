@@ -62,7 +62,6 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/inspections/{id}", get(pages::inspection))
         .route("/audit", get(pages::audit))
         .route("/reports/{id}", get(pages::report))
-        .route("/alerts/{id}/{step}", post(pages::alert_step))
         .route("/t/{table}", get(pages::table))
         .route("/t/{table}/new", post(pages::table_create))
         .route("/t/{table}/{id}/{step}", post(pages::table_step))
