@@ -7,20 +7,19 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::harness::{Env, MASTER_KEY};
+use crate::python;
 
 /// HMAC-SM3 of `prev || "\n" || canonical` under the admin audit key (HMAC-SHA256 of the label
-/// under the master key), with gmssl's SM3 and RFC 2104 written out: nothing of Fenfa's.
-const PY_HMAC_SM3: &str = r#"
+/// under the master key), the canonical JSON array built by Python's `json`, the MAC by gmssl's
+/// SM3 with RFC 2104 written out (`crate::python`): nothing of Fenfa's.
+const PY_ADMIN_MAC: &str = r#"
 import hashlib, hmac, json, sys
-from gmssl import sm3, func
-def h(b): return bytes.fromhex(sm3.sm3_hash(func.bytes_to_list(b)))
 master, row = bytes.fromhex(sys.argv[1]), json.loads(sys.stdin.read())
-key = hmac.new(master, b"fenfa-admin audit chain v1", hashlib.sha256).digest().ljust(64, b"\0")
+key = hmac.new(master, b"fenfa-admin audit chain v1", hashlib.sha256).digest()
 canonical = json.dumps([row[k] for k in ["seq", "at", "actor", "role", "source_ip", "action",
     "resource_kind", "resource_id", "agency_id", "before", "after"]],
     separators=(",", ":"), ensure_ascii=False)
-msg = row["prev_hash"].encode() + b"\n" + canonical.encode()
-print(h(bytes(k ^ 0x5C for k in key) + h(bytes(k ^ 0x36 for k in key) + msg)).hex())
+print(hmac_sm3(key, row["prev_hash"].encode() + b"\n" + canonical.encode()).hex())
 "#;
 
 /// The stored row `seq` as the chain saw it (`before`/`after` as their stored text).
@@ -40,27 +39,7 @@ async fn raw_row(env: &Env, aud: &str, seq: i64) -> Value {
 }
 
 fn gmssl_hmac_sm3(row: &Value) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", PY_HMAC_SM3, MASTER_KEY])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(row.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python3 with gmssl (pip install gmssl): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    python::run(PY_ADMIN_MAC, &[MASTER_KEY], row.to_string().as_bytes())
 }
 
 async fn chain(env: &Env, aud: &str) -> Value {

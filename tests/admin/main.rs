@@ -7,6 +7,8 @@
 mod harness;
 #[path = "../support/pki.rs"]
 mod pki;
+#[path = "../support/python.rs"]
+mod python;
 
 mod accounts;
 mod active_users;

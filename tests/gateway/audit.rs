@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::support::collector::Collector;
 use crate::support::otlp::OtlpReceiver;
-use crate::support::{client, wait_for, Gateway, Upstream};
+use crate::support::{client, python, wait_for, Gateway, Upstream};
 
 /// The HS256 secret of the test identity service (32 bytes).
 pub(crate) const SECRET: [u8; 32] = *b"fenfa-audit-test-secret-32-bytes";
@@ -463,34 +463,15 @@ async fn an_hmac_sm3_trail_verifies_and_the_five_tampers_are_found() {
     let key = std::fs::read_to_string(gw.dir.path().join("data").join("audit.key")).unwrap();
     let script = r#"
 import sys
-from gmssl import sm3, func
-def h(b): return bytes.fromhex(sm3.sm3_hash(func.bytes_to_list(b)))
 key, prev = bytes.fromhex(sys.argv[1].strip()), bytes.fromhex(sys.argv[2])
-msg = prev + sys.stdin.buffer.read()
-key = key.ljust(64, b"\0")
-print(h(bytes(k ^ 0x5C for k in key) + h(bytes(k ^ 0x36 for k in key) + msg)).hex())
+print(hmac_sm3(key, prev + sys.stdin.buffer.read()).hex())
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script, &key, v["prev"].as_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(canonical.as_bytes())
-        .unwrap();
-    let py = child.wait_with_output().unwrap();
-    assert!(
-        py.status.success(),
-        "python3 with gmssl (pip install gmssl): {}",
-        String::from_utf8_lossy(&py.stderr)
+    let mac = python::run(
+        script,
+        &[&key, v["prev"].as_str().unwrap()],
+        canonical.as_bytes(),
     );
-    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), v["mac"]);
+    assert_eq!(mac, v["mac"]);
 
     // The five tampers, each on the pristine trail, in SM3 segments.
     let second = first + 1;

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use crate::support::tokens::{jwt_auth, Keys};
-use crate::support::{client, error_code, Gateway, Upstream};
+use crate::support::{client, error_code, python, Gateway, Upstream};
 
 /// One service on `up`, one catch-all route with `plugins` (a YAML flow list).
 fn single_route(up: &Upstream, plugins: &str) -> String {
@@ -666,16 +666,8 @@ print(json.dumps(out))
         "app": h("x-fenfa-app"),
         "rid": h("x-request-id"),
     });
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, &args.to_string()])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sigs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = python::run(script, &[&args.to_string()], b"");
+    let sigs: Vec<String> = serde_json::from_str(&out).unwrap();
     let sent = h("x-fenfa-signature");
     assert_eq!(sigs[0], sent, "the backend can verify the signature");
     assert!(

@@ -8,6 +8,7 @@
 pub mod collector;
 pub mod otlp;
 pub mod pki;
+pub mod python;
 pub mod tokens;
 pub mod upstream;
 
