@@ -14,6 +14,8 @@ requests (fixed_load.py, 4 connections), and is stopped. The per-request figure 
 (Ir(N_LARGE) - Ir(N_SMALL)) / (N_LARGE - N_SMALL): start-up and shutdown cancel out.
 `--this-config` gives the second binary another config (`full-waf`, `full-masking`, ...);
 `callgrind_annotate` on the files it names shows where the difference goes.
+`--floor BARE_PINGORA_BIN` also measures `bare-pingora` (benches/src/bin/bare-pingora.rs) the
+same way: the framework floor the full chain is compared against (issue 19).
 """
 
 from __future__ import annotations
@@ -44,21 +46,28 @@ def total_ir(out: Path) -> int:
     raise RuntimeError(f"no totals in {out}")
 
 
-def measure(ctx: targets.Ctx, binary: Path, template: str, label: str, n: int,
+def measure(ctx: targets.Ctx, binary: Path, template: str | None, label: str, n: int,
             token: str | None, load_opts: list[str]) -> int:
+    """Ir of one process serving `n` requests; `template` None runs `binary` as bare-pingora."""
     port, status = procs.free_port(), procs.free_port()
-    data = ctx.run_dir / f"{label}-{n}-data"
-    data.mkdir()
-    conf = procs.render(ctx.configs / template,
-                        targets.fenfa_values(ctx, 1, port, status, True),
-                        ctx.run_dir / f"{label}-{n}.yaml")
     out = ctx.run_dir / f"callgrind.{label}.{n}"
     log = open(ctx.run_dir / f"{label}-{n}.log", "w")
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                          str(binary), "--config", str(conf), "--data-dir", str(data)],
+    if template is None:
+        argv = [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{ctx.upstream_port}", "1"]
+    else:
+        data = ctx.run_dir / f"{label}-{n}-data"
+        data.mkdir()
+        conf = procs.render(ctx.configs / template,
+                            targets.fenfa_values(ctx, 1, port, status, True),
+                            ctx.run_dir / f"{label}-{n}.yaml")
+        argv = [str(binary), "--config", str(conf), "--data-dir", str(data)]
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + argv,
                          stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_ready(status, p)
+        if template is None:
+            _wait_port(port, p)
+        else:
+            _wait_ready(status, p)
         argv = [sys.executable, str(HERE / "fixed_load.py"), str(port), str(n), "4"]
         if token:
             argv.append(token)
@@ -68,6 +77,21 @@ def measure(ctx: targets.Ctx, binary: Path, template: str, label: str, n: int,
         p.send_signal(signal.SIGINT)
         p.wait(timeout=120)
     return total_ir(out)
+
+
+def _wait_port(port: int, p: subprocess.Popen) -> None:
+    import socket
+    import time
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError("bare-pingora exited before it was ready")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("bare-pingora did not start listening")
 
 
 def _wait_ready(status_port: int, p: subprocess.Popen) -> None:
@@ -98,6 +122,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--post-bytes", type=int)
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--large", type=int, default=12000)
+    ap.add_argument("--floor", type=Path, metavar="BARE_PINGORA_BIN",
+                    help="also measure bare-pingora, the framework floor")
     a = ap.parse_args(argv)
     run_dir = Path(tempfile.mkdtemp(prefix="instr-cost."))
     keys = tokens.make_keys(run_dir)
@@ -112,8 +138,11 @@ def main(argv: list[str]) -> int:
     configs = {"base": a.config, "this": a.this_config or a.config}
     per: dict[str, int] = {}
     try:
-        for label, binary in (("base", a.base), ("this", a.this)):
-            template = f"fenfa-{configs[label]}.yaml"
+        runs = [("base", a.base), ("this", a.this)]
+        if a.floor:
+            runs.append(("floor", a.floor))
+        for label, binary in runs:
+            template = f"fenfa-{configs[label]}.yaml" if label != "floor" else None
             small = measure(ctx, binary, template, label, a.small, token, load_opts)
             large = measure(ctx, binary, template, label, a.large, token, load_opts)
             per[label] = (large - small) // (a.large - a.small)
@@ -123,6 +152,10 @@ def main(argv: list[str]) -> int:
         upstream.stop()
     print(f"this / base = {per['this'] / per['base']:.3f} "
           f"({per['this'] - per['base']:+,} instructions per request); files in {run_dir}")
+    if a.floor:
+        for label in ("base", "this"):
+            print(f"{label} - floor = {per[label] - per['floor']:+,} instructions per request "
+                  f"({per[label] / per['floor']:.3f}x the floor)")
     return 0
 
 

@@ -32,34 +32,64 @@ pub fn sanitize_client_id(value: &[u8]) -> String {
         .collect()
 }
 
-/// A new random request id: 32 lowercase hex characters.
-pub fn new_request_id() -> String {
-    hex128(fastrand::u128(..))
+/// An id made by the gateway, on the stack: `N` ASCII bytes (lowercase hex and `-`). Request
+/// ids and `traceparent` values are made for every request; building them here and turning
+/// them into a header value once costs one allocation, where `format!` and a header insert
+/// from `&str` cost two and the formatting machinery.
+#[derive(Clone, Copy)]
+pub struct AsciiId<const N: usize>([u8; N]);
+
+impl<const N: usize> AsciiId<N> {
+    pub fn as_str(&self) -> &str {
+        // Only hex digits and `-` are ever written into it.
+        std::str::from_utf8(&self.0).expect("ids are ASCII")
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// As a header value (one allocation; the bytes are always a valid value).
+    pub fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from_bytes(&self.0).expect("ids are visible ASCII")
+    }
 }
 
-fn hex128(v: u128) -> String {
-    format!("{v:032x}")
+/// A new random request id: 32 lowercase hex characters.
+pub fn new_request_id() -> AsciiId<32> {
+    let mut out = [0u8; 32];
+    hex::encode_to_slice(fastrand::u128(..).to_be_bytes(), &mut out).expect("32 hex digits");
+    AsciiId(out)
 }
 
 /// The `traceparent` to send upstream when tracing is off: same trace, new span id (which no
 /// trace backend receives). With `tracing:` on, `otel.rs` names an exported span instead.
-pub fn next_traceparent(incoming: Option<&[u8]>) -> String {
+pub fn next_traceparent(incoming: Option<&[u8]>) -> AsciiId<55> {
     let span = loop {
         let s = fastrand::u64(..);
         if s != 0 {
             break s;
         }
     };
-    if let Some((trace, flags)) = incoming.and_then(parse_traceparent) {
-        return format!("00-{trace}-{span:016x}-{flags}");
-    }
-    let trace = loop {
-        let t = fastrand::u128(..);
-        if t != 0 {
-            break t;
+    // 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match incoming.and_then(parse_traceparent) {
+        Some((trace, flags)) => {
+            out[3..35].copy_from_slice(trace.as_bytes());
+            out[53..55].copy_from_slice(flags.as_bytes());
         }
-    };
-    format!("00-{trace:032x}-{span:016x}-01")
+        None => {
+            let trace = loop {
+                let t = fastrand::u128(..);
+                if t != 0 {
+                    break t;
+                }
+            };
+            hex::encode_to_slice(trace.to_be_bytes(), &mut out[3..35]).expect("32 hex digits");
+        }
+    }
+    hex::encode_to_slice(span.to_be_bytes(), &mut out[36..52]).expect("16 hex digits");
+    AsciiId(out)
 }
 
 /// Parses `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; returns (trace id, flags).
@@ -92,6 +122,7 @@ mod tests {
     fn valid_traceparent_keeps_trace_and_flags_with_new_span() {
         let inc = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let out = next_traceparent(Some(inc));
+        let out = out.as_str();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"));
         assert!(!out.contains("00f067aa0ba902b7"));
@@ -105,6 +136,7 @@ mod tests {
             b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             let out = next_traceparent(Some(bad));
+            let out = out.as_str();
             assert_eq!(out.len(), 55);
             assert!(parse_traceparent(out.as_bytes()).is_some());
         }
@@ -116,6 +148,9 @@ mod tests {
         assert_eq!(accept_request_id(b""), None);
         assert_eq!(accept_request_id(b"has space"), None);
         assert_eq!(accept_request_id(&[b'a'; 129]), None);
-        assert_eq!(new_request_id().len(), 32);
+        let id = new_request_id();
+        assert_eq!(id.as_str().len(), 32);
+        assert!(id.as_bytes().iter().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id.as_str(), new_request_id().as_str());
     }
 }

@@ -57,11 +57,12 @@ pub struct Ctx {
     start: Instant,
     rt: Option<Arc<Runtime>>,
     route: Option<Arc<CompiledRoute>>,
-    request_id: String,
+    /// `X-Request-Id` as sent upstream and to the client (the text is `plugin.request_id`).
+    request_id: HeaderValue,
     /// The client's refused `X-Request-Id`, sanitised, for the audit record.
     client_request_id: Option<String>,
     /// The `traceparent` sent upstream when tracing is off.
-    traceparent: String,
+    traceparent: Option<HeaderValue>,
     /// This request's spans when tracing is on (`otel.rs`); then `traceparent` is unused.
     trace: Option<Box<crate::otel::RequestTrace>>,
     upstream_uri: Option<http::Uri>,
@@ -105,9 +106,9 @@ impl ProxyHttp for FenfaProxy {
             start: Instant::now(),
             rt: None,
             route: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             client_request_id: None,
-            traceparent: String::new(),
+            traceparent: None,
             trace: None,
             upstream_uri: None,
             peer_ip: None,
@@ -147,14 +148,21 @@ impl ProxyHttp for FenfaProxy {
         self.gw.metrics.in_flight.fetch_add(1, Relaxed);
         let req = session.req_header();
         let client_id = req.headers.get("x-request-id").map(|v| v.as_bytes());
-        ctx.request_id = match client_id.map(|v| (v, ids::accept_request_id(v))) {
-            Some((_, Some(id))) => id.to_owned(),
-            Some((refused, None)) => {
-                ctx.client_request_id = Some(ids::sanitize_client_id(refused));
-                ids::new_request_id()
+        match client_id.map(|v| (v, ids::accept_request_id(v))) {
+            Some((_, Some(id))) => {
+                ctx.plugin.request_id = id.to_owned();
+                // The client's own value, shared (it passed the safe-token check).
+                ctx.request_id = req.headers["x-request-id"].clone();
             }
-            None => ids::new_request_id(),
-        };
+            refused => {
+                if let Some((refused, _)) = refused {
+                    ctx.client_request_id = Some(ids::sanitize_client_id(refused));
+                }
+                let id = ids::new_request_id();
+                ctx.plugin.request_id = id.as_str().to_owned();
+                ctx.request_id = id.header_value();
+            }
+        }
         ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -165,10 +173,11 @@ impl ProxyHttp for FenfaProxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         match self.gw.traces.get() {
-            Some(t) => ctx.trace = Some(t.request(req, &ctx.request_id, ctx.tls)),
+            Some(t) => ctx.trace = Some(t.request(req, &ctx.plugin.request_id, ctx.tls)),
             None => {
-                ctx.traceparent =
-                    ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()))
+                let tp =
+                    ids::next_traceparent(req.headers.get("traceparent").map(|v| v.as_bytes()));
+                ctx.traceparent = Some(tp.header_value());
             }
         }
         // Strict audit mode: refuse a request whose record would have no room in the queue.
@@ -282,7 +291,6 @@ impl ProxyHttp for FenfaProxy {
             }
         }
         ctx.deadline = Some(ctx.start + route.service.total_timeout);
-        ctx.plugin.request_id = ctx.request_id.clone();
         ctx.plugin.route = route.name.clone();
         ctx.plugin.service = route.service.name.clone();
         ctx.plugin.agency = route.service.agency.clone();
@@ -454,15 +462,22 @@ impl ProxyHttp for FenfaProxy {
             upstream.set_uri(uri.clone());
         }
         // Identity and signature headers are the gateway's to set: never pass a client's on.
-        for h in FENFA_HEADERS {
-            upstream.remove_header(h);
+        // One scan of the names tells whether there is anything to remove (almost never).
+        if upstream.headers.keys().any(|k| {
+            let name = k.as_str();
+            name.starts_with("x-fenfa-") || name.contains('_')
+        }) {
+            for h in FENFA_HEADERS {
+                upstream.remove_header(h);
+            }
+            drop_underscore_aliases(upstream);
         }
-        drop_underscore_aliases(upstream);
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        match (self.gw.traces.get(), &ctx.trace) {
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+        match (self.gw.traces.get(), &ctx.trace, &ctx.traceparent) {
             // The current attempt's client span, exported when sampled.
-            (Some(t), Some(trace)) => trace.inject(t, upstream),
-            _ => upstream.insert_header("traceparent", ctx.traceparent.as_str())?,
+            (Some(t), Some(trace), _) => trace.inject(t, upstream),
+            (_, _, Some(tp)) => upstream.insert_header("traceparent", tp.clone())?,
+            _ => {}
         }
         // Response-body plugins read plain bodies: ask for one (anything else is decoded).
         if ctx
@@ -473,18 +488,27 @@ impl ProxyHttp for FenfaProxy {
             upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
         if let Some(ip) = ctx.peer_ip {
-            // Several header lines are one comma-separated list; keep all of them.
-            let mut xff = String::new();
-            for prev in session.req_header().headers.get_all("x-forwarded-for") {
-                if let Ok(prev) = prev.to_str() {
-                    xff.push_str(prev);
-                    xff.push_str(", ");
+            let prev = session.req_header().headers.get_all("x-forwarded-for");
+            let xff = if prev.iter().next().is_none() {
+                forwarded_for(ip)
+            } else {
+                // Several header lines are one comma-separated list; keep all of them.
+                let mut xff = String::new();
+                for prev in prev {
+                    if let Ok(prev) = prev.to_str() {
+                        xff.push_str(prev);
+                        xff.push_str(", ");
+                    }
                 }
-            }
-            xff.push_str(&ip.to_string());
+                xff.push_str(&ip.to_string());
+                HeaderValue::try_from(xff).map_err(|_| {
+                    Error::explain(ErrorType::InvalidHTTPHeader, "invalid X-Forwarded-For")
+                })?
+            };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+        upstream.insert_header("x-forwarded-proto", proto)?;
         if let Some(route) = &ctx.route {
             if route.service.host_header == HostHeader::Target {
                 if let Some(i) = ctx.target {
@@ -548,7 +572,7 @@ impl ProxyHttp for FenfaProxy {
         if self.gw.draining.load(Relaxed) {
             session.set_keepalive(None);
         }
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some(route) = &ctx.route {
             if route.plugins.response_limit().is_some() {
                 crate::response_body::on_response_head(
@@ -592,7 +616,7 @@ impl ProxyHttp for FenfaProxy {
                     end_of_stream,
                 )
                 .map_err(|e| {
-                    tracing::warn!(request_id = %ctx.request_id, error = %e, "response aborted");
+                    tracing::warn!(request_id = %ctx.plugin.request_id, error = %e, "response aborted");
                     // Answered as 502 if the head is not out yet; else the body is cut off.
                     ctx.error = Some(errors::RESPONSE_UNCHECKED);
                     Error::explain(ErrorType::HTTPStatus(502), e.to_string())
@@ -783,7 +807,7 @@ impl ProxyHttp for FenfaProxy {
         self.gw.audit.record(
             ctx.audit_slot.take(),
             &crate::audit::Parts {
-                request_id: &ctx.request_id,
+                request_id: &ctx.plugin.request_id,
                 client_request_id: ctx.client_request_id.as_deref(),
                 client_ip: ctx.client_ip,
                 identity: ctx.plugin.identity.as_ref(),
@@ -982,6 +1006,27 @@ fn upstream_path(
     None
 }
 
+/// `X-Forwarded-For` for a client that sent none: the peer's address. The value of the last
+/// address seen is kept per proxy thread, so the requests of a keep-alive connection (and of
+/// one client's connections) share one header value instead of formatting it each time.
+fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((seen, value)) if *seen == ip => value.clone(),
+            _ => {
+                let value = HeaderValue::from_str(&ip.to_string()).expect("an address is ASCII");
+                *last = Some((ip, value.clone()));
+                value
+            }
+        }
+    })
+}
+
 /// Headers only the gateway may set on an upstream request.
 const FENFA_HEADERS: [&str; 6] = [
     "x-fenfa-user",
@@ -1040,7 +1085,7 @@ async fn write_empty(
     {
         resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     }
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header("x-request-id", ctx.request_id.clone())?;
     for (k, v) in extra {
         resp.insert_header(k.clone(), v.clone())?;
     }
@@ -1063,12 +1108,12 @@ pub async fn write_json_error(
     ctx: &Ctx,
     extra: &[(HeaderName, HeaderValue)],
 ) -> Result<()> {
-    let request_id = ctx.request_id.as_str();
+    let request_id = ctx.plugin.request_id.as_str();
     let body = errors::json_body(code, message, request_id);
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header("x-request-id", ctx.request_id.clone())?;
     for (k, v) in extra {
         resp.insert_header(k.clone(), v.clone())?;
     }

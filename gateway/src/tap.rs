@@ -197,6 +197,7 @@ impl Tap {
             _ => (crate::errors::BAD_REQUEST, found.reason),
         };
         let request_id = crate::ids::new_request_id();
+        let request_id = request_id.as_str();
         let message = match status {
             405 => reason.to_string(),
             _ => format!("{}: {reason}", err.message),

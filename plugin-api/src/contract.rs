@@ -232,11 +232,17 @@ pub struct RequestCtx {
 
 impl Default for RequestCtx {
     fn default() -> Self {
+        // Made for every request: the three empty names share one allocation per thread
+        // (`Arc::from("")` allocates each time), until routing sets the route's own.
+        thread_local! {
+            static EMPTY: Arc<str> = Arc::from("");
+        }
+        let empty = EMPTY.with(Arc::clone);
         Self {
             request_id: String::new(),
-            route: Arc::from(""),
-            service: Arc::from(""),
-            agency: Arc::from(""),
+            route: empty.clone(),
+            service: empty.clone(),
+            agency: empty,
             client_ip: IpAddr::from([0, 0, 0, 0]),
             identity: None,
             denied_by: None,

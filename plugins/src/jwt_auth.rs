@@ -657,21 +657,18 @@ impl Plugin for JwtAuth {
         headers: &mut dyn HeaderEdits,
     ) {
         headers.remove(AUTHORIZATION.as_str());
-        // Whatever the client sent under these names is not ours to forward.
-        headers.remove("x-fenfa-user");
-        headers.remove("x-fenfa-channel");
-        headers.remove("x-fenfa-app");
-        let Some(id) = &ctx.identity else {
-            return;
-        };
-        // The request phase only admits header-safe values; a value that is not is left out.
+        // Whatever the client sent under these names is not ours to forward: an insert replaces
+        // every value of the name, and a name with nothing to insert is removed. The request
+        // phase only admits header-safe values; a value that is not is left out.
+        let id = ctx.identity.as_ref();
         for (name, value) in [
-            (x_fenfa_user(), &id.user),
-            (x_fenfa_channel(), &id.channel),
-            (x_fenfa_app(), &id.app),
+            (x_fenfa_user(), id.map(|id| &id.user)),
+            (x_fenfa_channel(), id.map(|id| &id.channel)),
+            (x_fenfa_app(), id.map(|id| &id.app)),
         ] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(name, v);
+            match value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                Some(v) => headers.insert(name, v),
+                None => headers.remove(name.as_str()),
             }
         }
     }

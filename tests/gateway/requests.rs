@@ -666,6 +666,17 @@ async fn upstream_receives_forwarded_for_and_proto() {
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
 
+    // Clients on other addresses, in turn, each get their own (the gateway keeps the value of
+    // the last address it formatted and must not hand it to the next client).
+    for from in ["127.0.0.2", "127.0.0.1", "127.0.0.3", "127.0.0.3"] {
+        let c = reqwest::Client::builder()
+            .local_address(from.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(c.get(gw.url("/a")).send().await.unwrap().status(), 200);
+        assert_eq!(up.last().header("x-forwarded-for"), Some(from));
+    }
+
     // An incoming chain gets the client's address appended.
     let resp = client()
         .get(gw.url("/a"))
