@@ -4,7 +4,8 @@ counting (`tap_cost.sh`, `instr_cost.py`), where a fixed amount of work matters,
 
     python3 fixed_load.py PORT N [C] [TOKEN] [--path /api/bench] [--post-bytes 1024]
 
-With TOKEN, every request carries `Authorization: Bearer TOKEN`. With `--post-bytes`, every
+With TOKEN, every request carries `Authorization: Bearer TOKEN`; with `--tokens-file F` (one token
+a line), request i carries line i (modulo their number): a fresh token on every request. With `--post-bytes`, every
 request is a POST of a JSON body of exactly that many bytes (the body `post.lua` sends).
 """
 
@@ -20,7 +21,9 @@ def main() -> None:
     ap.add_argument("token", nargs="?")
     ap.add_argument("--path", default="/api/bench")
     ap.add_argument("--post-bytes", type=int)
+    ap.add_argument("--tokens-file")
     a = ap.parse_args()
+    fresh = open(a.tokens_file).read().split() if a.tokens_file else None
     headers = {"Host": "bench"}
     if a.token:
         headers["Authorization"] = f"Bearer {a.token}"
@@ -33,6 +36,8 @@ def main() -> None:
     closes = 0
     for i in range(a.n):
         c = conns[i % a.conns]
+        if fresh:
+            headers["Authorization"] = f"Bearer {fresh[i % len(fresh)]}"
         c.request(method, a.path, body=body, headers=headers)
         r = c.getresponse()
         data = r.read()

@@ -120,6 +120,8 @@ def main(argv: list[str]) -> int:
                     help="config of the second binary (default: --config)")
     ap.add_argument("--path", default="/api/bench")
     ap.add_argument("--post-bytes", type=int)
+    ap.add_argument("--fresh", action="store_true",
+                    help="a fresh token on every request (minted beforehand), not one reused")
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--large", type=int, default=12000)
     ap.add_argument("--floor", type=Path, metavar="BARE_PINGORA_BIN",
@@ -135,6 +137,9 @@ def main(argv: list[str]) -> int:
     load_opts = ["--path", a.path]
     if a.post_bytes:
         load_opts += ["--post-bytes", str(a.post_bytes)]
+    if a.fresh and token:
+        tokens.mint_many(keys, a.large, run_dir / "fresh-tokens.txt")
+        load_opts += ["--tokens-file", str(run_dir / "fresh-tokens.txt")]
     configs = {"base": a.config, "this": a.this_config or a.config}
     per: dict[str, int] = {}
     try:

@@ -202,8 +202,8 @@ impl Tap {
             405 => reason.to_string(),
             _ => format!("{}: {reason}", err.message),
         };
-        let body = crate::errors::json_body(err.code, &message, &request_id);
-        let answer = render(&canned[..8], err.status, &request_id, &body);
+        let body = crate::errors::json_body(err.code, &message, request_id);
+        let answer = render(&canned[..8], err.status, request_id, &body);
         let latency_us = self
             .started
             .map_or(Duration::ZERO, |s| s.elapsed())
@@ -213,7 +213,7 @@ impl Tap {
         self.gw.audit.record(
             None,
             &crate::audit::Parts {
-                request_id: &request_id,
+                request_id,
                 client_request_id: None,
                 client_ip,
                 identity: None,
