@@ -81,33 +81,31 @@ def measure(ctx: targets.Ctx, binary: Path, template: str | None, label: str, n:
 
 def _wait_port(port: int, p: subprocess.Popen) -> None:
     import socket
-    import time
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            raise RuntimeError("bare-pingora exited before it was ready")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("bare-pingora did not start listening")
+
+    def listening() -> bool:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    _wait_until(listening, p, "bare-pingora")
 
 
 def _wait_ready(status_port: int, p: subprocess.Popen) -> None:
+    _wait_until(lambda: procs.http_get(status_port, "/readyz")[0] == 200, p, "the gateway")
+
+
+def _wait_until(ready, p: subprocess.Popen, what: str) -> None:
+    """Polls `ready()` (an OSError counts as not yet) for up to 120 s while `p` runs."""
     import time
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if p.poll() is not None:
-            raise RuntimeError("the gateway exited before it was ready")
+            raise RuntimeError(f"{what} exited before it was ready")
         try:
-            code, _ = procs.http_get(status_port, "/readyz")
-            if code == 200:
+            if ready():
                 return
         except OSError:
             pass
         time.sleep(0.2)
-    raise RuntimeError("the gateway did not become ready")
+    raise RuntimeError(f"{what} did not become ready")
 
 
 def main(argv: list[str]) -> int:
