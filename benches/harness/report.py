@@ -167,7 +167,8 @@ def _get(rows: list[Row], threads: int, target: str, workload: str) -> Result | 
 
 
 def ratios(rows: list[Row], threads: int, paired=None) -> str:
-    """The ratios issue 6 sets targets for. `paired` is the audit-cost measurement
+    """The ratios issues 6 and 19 set targets for (issue 19 relaxed the fresh-token one from 1.5×
+    to 1.15× HAProxy, which is bounded by ES256 verification on both sides). `paired` is the audit-cost measurement
     (`audit_cost.AuditCost`) for these threads, when it ran: it replaces the comparison of the
     two separate runs, which on a drifting machine mostly measures the drift."""
     full = _get(rows, threads, "fenfa-full", "reused")
@@ -182,7 +183,7 @@ def ratios(rows: list[Row], threads: int, paired=None) -> str:
     def ratio(a, b):
         return a.rps / b.rps if a and b and b.rps else None
 
-    lines = ["| ratio (RPS) | value | issue 6 target | met |", "|---|---:|---:|---|"]
+    lines = ["| ratio (RPS) | value | target (issues 6, 19) | met |", "|---|---:|---:|---|"]
 
     def add(name, value, target, ok, fmt="{:.2f}×"):
         shown = fmt.format(value) if value is not None else "—"
@@ -193,8 +194,8 @@ def ratios(rows: list[Row], threads: int, paired=None) -> str:
         lambda v: v >= 0.9)
     add("full chain / HAProxy same job (reused token)", ratio(full, hap), "≥ 3×",
         lambda v: v >= 3)
-    add("full chain / HAProxy same job (fresh token)", ratio(full_fresh, hap_fresh), "≥ 1.5×",
-        lambda v: v >= 1.5)
+    add("full chain / HAProxy same job (fresh token)", ratio(full_fresh, hap_fresh), "≥ 1.15×",
+        lambda v: v >= 1.15)
     if paired is not None and not paired.aa and paired.cost_pct is not None:
         add("audit cost: throughput lost with audit on (side-by-side runs, see below)",
             paired.cost_pct, "≤ 5%", lambda v: v <= 5 and paired.complete, fmt="{:.1f}%")
