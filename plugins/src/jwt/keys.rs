@@ -344,13 +344,7 @@ fn parse_jwk(jwk: JwkConfig, at: &str) -> Result<Key, SchemaError> {
 
     let verifier = match jwk.alg {
         Alg::Es256 => {
-            require_crv(jwk.crv.as_deref(), "P-256", at)?;
-            let x = decode_fixed(jwk.x.as_deref(), 32, at, "x", "P-256 coordinate")?;
-            let y = decode_fixed(jwk.y.as_deref(), 32, at, "y", "P-256 coordinate")?;
-            let mut point = Vec::with_capacity(65);
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
+            let point = uncompressed_point(&jwk, "P-256", at)?;
             if !p256_point_is_valid(&point) {
                 return Err(err("x", "(x, y) is not a point on the P-256 curve".into()));
             }
@@ -415,13 +409,7 @@ fn parse_jwk(jwk: JwkConfig, at: &str) -> Result<Key, SchemaError> {
             Verifier::Hs256(hmac::Key::new(hmac::HMAC_SHA256, &k))
         }
         Alg::Sm2 => {
-            require_crv(jwk.crv.as_deref(), "SM2", at)?;
-            let x = decode_fixed(jwk.x.as_deref(), 32, at, "x", "SM2 coordinate")?;
-            let y = decode_fixed(jwk.y.as_deref(), 32, at, "y", "SM2 coordinate")?;
-            let mut point = Vec::with_capacity(65);
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
+            let point = uncompressed_point(&jwk, "SM2", at)?;
             let key = sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_DEFAULT_ID, &point)
                 .map_err(|_| err("x", "(x, y) is not a point on the SM2 curve".into()))?;
             Verifier::Sm2(Box::new(key))
@@ -431,6 +419,21 @@ fn parse_jwk(jwk: JwkConfig, at: &str) -> Result<Key, SchemaError> {
         alg: jwk.alg,
         verifier,
     })
+}
+
+/// The public point of an EC key on a 256-bit curve (`P-256`, `SM2`), as SEC1 uncompressed
+/// bytes (`04 || x || y`), after checking `crv` and the coordinates' lengths. Whether the point
+/// is on the curve is the caller's check.
+fn uncompressed_point(jwk: &JwkConfig, curve: &str, at: &str) -> Result<Vec<u8>, SchemaError> {
+    require_crv(jwk.crv.as_deref(), curve, at)?;
+    let what = format!("{curve} coordinate");
+    let x = decode_fixed(jwk.x.as_deref(), 32, at, "x", &what)?;
+    let y = decode_fixed(jwk.y.as_deref(), 32, at, "y", &what)?;
+    let mut point = Vec::with_capacity(65);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    Ok(point)
 }
 
 fn require_crv(crv: Option<&str>, want: &str, at: &str) -> Result<(), SchemaError> {
