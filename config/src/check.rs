@@ -20,7 +20,8 @@ use fenfa_plugins::cidr::CidrSet;
 use fenfa_plugins::{Chain, Plugin, Registry};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 
-use crate::model::{self, Balance, HostHeader, PluginRef, Scheme};
+use crate::h5::{H5Headers, H5Plan};
+use crate::model::{self, Balance, HostHeader, PluginRef, Scheme, ServiceKind};
 use crate::resolve::{split_authority, Resolve};
 use crate::rewrite::{Rewrite, RewritePart};
 use crate::router::{HostPattern, PathPattern, Router, RouterBuilder};
@@ -39,6 +40,8 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: CidrSet,
+    /// The shared H5 domain: verification files and their hosts.
+    pub h5: H5Plan,
 }
 
 /// One route, checked.
@@ -109,6 +112,8 @@ pub struct ServicePlan {
     pub keepalive: Duration,
     pub host_header: HostHeader,
     pub active: Option<ActiveCheck>,
+    /// For `kind: h5`: the security headers of its answers.
+    pub h5: Option<Arc<H5Headers>>,
 }
 
 /// Active health check settings of a service.
@@ -261,6 +266,9 @@ pub fn plan(
                 "use either strip_prefix or rewrite, not both",
             ));
         }
+        if services[svc_idx].h5.is_some() {
+            crate::h5::check_route(&path, &patterns, r.strip_prefix)?;
+        }
         if r.strip_prefix {
             if let Some(j) = patterns.iter().position(|p| !p.is_prefix()) {
                 return Err(ConfigError::at(
@@ -343,7 +351,17 @@ pub fn plan(
         .map_err(|(i, e)| {
             ConfigError::at(format!("gateway.trusted_proxies[{i}]"), e.to_string())
         })?;
+    let h5 = crate::h5::plan(config.h5.as_ref())?;
+    if let Some(bytes) = config.gateway.h5_cache_bytes {
+        if bytes > MAX_H5_CACHE_BYTES {
+            return Err(ConfigError::at(
+                "gateway.h5_cache_bytes",
+                format!("at most {MAX_H5_CACHE_BYTES} (16 GiB); 0 turns the cache off"),
+            ));
+        }
+    }
     Ok(Plan {
+        h5,
         trusted_proxies,
         version,
         router: builder.build(),
@@ -351,6 +369,9 @@ pub fn plan(
         routes,
     })
 }
+
+/// Largest `gateway.h5_cache_bytes`: the cache lives in the gateway's memory.
+const MAX_H5_CACHE_BYTES: u64 = 16 << 30;
 
 fn check_listeners(config: &Config) -> Result<(), ConfigError> {
     let l = &config.listeners;
@@ -613,7 +634,20 @@ fn plan_service(
             Some(load_ca(file).map_err(|m| ConfigError::at(format!("{path}.upstream.tls.ca"), m))?)
         }
     };
+    let h5 = match s.kind {
+        ServiceKind::Api => {
+            if s.h5.is_some() {
+                return Err(ConfigError::at(
+                    format!("{path}.h5"),
+                    "only used with `kind: h5`",
+                ));
+            }
+            None
+        }
+        ServiceKind::H5 => Some(Arc::new(crate::h5::headers(path, s.h5.as_ref())?)),
+    };
     Ok(ServicePlan {
+        h5,
         name: s.name.as_str().into(),
         agency: s.agency.as_deref().unwrap_or("").into(),
         targets,

@@ -10,7 +10,8 @@
 //! [`duration`] (`30s`-style durations), [`path`] (request path normalisation), [`router`] (host,
 //! path and method matching, built once per config), [`rewrite`] (route rewrite templates),
 //! [`resolve`] (target host names, behind a trait), [`check`] (the whole check), [`traces`] (the
-//! `tracing:` section) and [`files`] (atomic, owner-only files).
+//! `tracing:` section) and [`files`] (atomic, owner-only files), [`h5`] (H5 services: their routes, verification files
+//! and security headers).
 //!
 //! **What it must not depend on.** The proxy (pingora): the control plane links this crate
 //! without the data plane. It links the built-in plugins for their schemas, and through them the
@@ -24,6 +25,7 @@
 pub mod check;
 pub mod duration;
 pub mod files;
+pub mod h5;
 pub mod model;
 pub mod path;
 pub mod resolve;

@@ -39,6 +39,10 @@ pub struct Config {
     /// (`docs/tracing.md`). Absent: no spans, no export. Read at startup; changes need a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSettings>,
+    /// The shared H5 domain: its host names and the channels' domain verification files
+    /// (`docs/h5.md`). Hot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h5: Option<H5Settings>,
     /// A config with no services and no routes is refused (an empty or truncated file is the
     /// commonest damage) unless it says `allow_empty: true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -451,6 +455,11 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Bytes of response bodies the H5 static-asset cache may hold (default 64 MiB; `0` turns
+    /// the cache off). Needs a restart. Absent from the serialised form when unset, so that the
+    /// content hash of configs without it does not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h5_cache_bytes: Option<u64>,
 }
 
 impl Default for GatewaySettings {
@@ -462,6 +471,7 @@ impl Default for GatewaySettings {
             node: None,
             trusted_proxies: Vec::new(),
             tls: TlsSettings::default(),
+            h5_cache_bytes: None,
         }
     }
 }
@@ -500,9 +510,81 @@ pub struct Service {
     /// (and apps) reach the service; others get 403 `channel_not_published`.
     #[serde(default)]
     pub publish: Option<Publish>,
+    /// `api` (default) or `h5`: web pages opened in the mini-programs' web-view, served under a
+    /// path prefix of the shared H5 domain (`docs/h5.md`).
+    #[serde(default, skip_serializing_if = "ServiceKind::is_api")]
+    pub kind: ServiceKind,
+    /// Overrides of an `h5` service's security headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h5: Option<H5Service>,
     pub upstream: Upstream,
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
+}
+
+/// What a service serves: an API (the default) or H5 pages.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    #[default]
+    Api,
+    H5,
+}
+
+impl ServiceKind {
+    pub fn is_api(&self) -> bool {
+        *self == ServiceKind::Api
+    }
+}
+
+/// `services[].h5`: the security headers of an `h5` service's answers, when the defaults do not
+/// fit (`docs/h5.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct H5Service {
+    /// `Content-Security-Policy` without `frame-ancestors` (that part comes per channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csp: Option<String>,
+    /// The `frame-ancestors` sources per caller channel.
+    #[serde(default)]
+    pub frame_ancestors: FrameAncestors,
+}
+
+/// `frame-ancestors` source lists by channel; absent ones keep the default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FrameAncestors {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechat: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alipay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baidu: Option<String>,
+}
+
+/// `h5:` — the shared H5 domain.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct H5Settings {
+    /// Host names of the H5 domain; verification files are served on these only (empty: on
+    /// every host).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Files the mini-program platforms ask for at the domain's root to prove it.
+    #[serde(default)]
+    pub verification_files: Vec<VerificationFile>,
+}
+
+/// One domain verification file, served at `/<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationFile {
+    /// `wechat`, `alipay` or `baidu`: whose file it is (for operators; any caller gets it).
+    pub channel: String,
+    /// The file name, e.g. `MP_verify_abc123.txt`.
+    pub name: String,
+    /// The file's content, as the platform gave it.
+    pub content: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

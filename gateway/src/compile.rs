@@ -35,6 +35,8 @@ pub struct Runtime {
     pub certificates: Option<Arc<CertSet>>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: fenfa_plugins::cidr::CidrSet,
+    /// The shared H5 domain: verification files by name, and their hosts.
+    pub h5: fenfa_config::h5::H5Plan,
     /// Every route, for the metrics' label set (the router holds the same `Arc`s).
     pub routes: Vec<Arc<CompiledRoute>>,
     /// The settings a running process reads once (listeners, audit, tracing, threads): kept to
@@ -126,6 +128,8 @@ pub struct CompiledRoute {
     pub rewrite: Option<Rewrite>,
     pub plugins: Chain,
     pub metrics: Arc<RouteMetrics>,
+    /// For a route of a `kind: h5` service: its security headers (`crate::h5`).
+    pub h5: Option<Arc<fenfa_config::h5::H5Headers>>,
 }
 
 /// Compiles a config: [`check::plan`] with the system resolver, then the proxy's own parts.
@@ -141,12 +145,15 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
         routes,
         services,
         trusted_proxies,
+        h5,
     } = check::plan(config, env.plugins, &SystemResolver)?;
+    crate::h5::cache::init(config.gateway.h5_cache_bytes);
     let certificates = if config.gateway.tls.certificates.is_empty() {
         None
     } else {
         Some(Arc::new(CertSet::load(&config.gateway.tls.certificates)?))
     };
+    let service_h5: Vec<_> = services.iter().map(|s| s.h5.clone()).collect();
     let services: Vec<Arc<CompiledService>> = services
         .into_iter()
         .map(|s| Arc::new(compile_service(s, env)))
@@ -162,10 +169,12 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
                 strip_prefix: r.strip_prefix,
                 rewrite: r.rewrite,
                 plugins: r.plugins,
+                h5: service_h5[r.service].clone(),
             })
         })
         .collect();
     Ok(Runtime {
+        h5,
         trusted_proxies,
         version,
         router: router.map(|i| routes[i].clone()),

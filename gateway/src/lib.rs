@@ -23,6 +23,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod errors;
 pub mod gateway;
+pub mod h5;
 pub mod ids;
 pub mod metrics;
 pub mod otel;

@@ -95,6 +95,8 @@ pub struct Ctx {
     plugin: RequestCtx,
     /// Strict audit mode: the queue place reserved for this request's record.
     audit_slot: Option<crate::audit::Slot>,
+    /// On a route of an h5 service: its prefix (`crate::h5`).
+    h5: Option<Box<crate::h5::H5Request>>,
 }
 
 #[async_trait]
@@ -129,6 +131,7 @@ impl ProxyHttp for FenfaProxy {
             pending_reply: None,
             plugin: RequestCtx::default(),
             audit_slot: None,
+            h5: None,
         }
     }
 
@@ -248,10 +251,22 @@ impl ProxyHttp for FenfaProxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
+        // The mini-programs' domain verification files, before routing (`h5.rs`).
+        if let Some(content) = crate::h5::file(&rt, req, host, normalized) {
+            let body = (req.method != http::Method::HEAD).then(|| content.to_owned());
+            let len = content.len();
+            return write_text(session, ctx, len, body).await;
+        }
         let (route, upstream_path) = match rt.router.lookup(host, normalized, &req.method) {
             Lookup::Found(m) => {
                 let route = m.value.clone();
                 let upstream_path = upstream_path(&route, normalized, &m);
+                if route.h5.is_some() {
+                    let prefix = normalized.get(..m.prefix_len).unwrap_or_default();
+                    ctx.h5 = Some(Box::new(crate::h5::H5Request {
+                        prefix: prefix.trim_end_matches('/').into(),
+                    }));
+                }
                 (route, upstream_path)
             }
             Lookup::MethodNotAllowed => {
@@ -372,6 +387,41 @@ impl ProxyHttp for FenfaProxy {
             ));
         }
         Ok(())
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // API routes: nothing is cached, nothing else is paid.
+        if ctx.h5.is_some() {
+            crate::h5::cache::enable(session);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+    ) -> Result<pingora::cache::CacheKey> {
+        let service = ctx.route.as_ref().map_or("", |r| &*r.service.name);
+        Ok(crate::h5::cache::key(service, session.req_header()))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<pingora::cache::RespCacheable> {
+        Ok(crate::h5::cache::cacheable(session.req_header(), resp))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora::cache::CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<pingora::cache::key::HashBinary> {
+        crate::h5::cache::variance(meta, req)
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -594,6 +644,26 @@ impl ProxyHttp for FenfaProxy {
                 for p in route.plugins.iter() {
                     p.response(&ctx.plugin, status, &mut edits);
                 }
+            }
+            if let (Some(h5), Some(headers)) = (&ctx.h5, &route.h5) {
+                let req = session.req_header();
+                let host = req.uri.host().or_else(|| {
+                    req.headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                });
+                crate::h5::respond(
+                    resp,
+                    &crate::h5::Answer {
+                        prefix: &h5.prefix,
+                        headers,
+                        channel: ctx.plugin.identity.as_ref().map(|i| i.channel.as_str()),
+                        tls: ctx.tls,
+                        host,
+                        service: &route.service,
+                        cache_status: crate::h5::cache::status(session.cache.phase()),
+                    },
+                );
             }
         }
         Ok(())
@@ -1097,6 +1167,29 @@ async fn write_empty(
     }
     session.write_response_header(Box::new(resp), true).await?;
     Ok(())
+}
+
+/// Writes a `200 text/plain` answer of `len` bytes (a domain verification file); `body` is
+/// `None` for `HEAD`.
+async fn write_text(
+    session: &mut Session,
+    ctx: &Ctx,
+    len: usize,
+    body: Option<String>,
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.clone())?;
+    session
+        .write_response_header(Box::new(resp), body.is_none())
+        .await?;
+    if let Some(body) = body {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(true)
 }
 
 /// Writes a gateway error in the JSON shape and ends the response.

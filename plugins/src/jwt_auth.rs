@@ -10,6 +10,13 @@
 //! it receives `X-Fenfa-User`, `X-Fenfa-Channel` and `X-Fenfa-App` instead (client-sent copies of
 //! those headers are dropped).
 //!
+//! With `cookie`, a request without an `Authorization` header is authenticated by the token in
+//! that cookie (H5 pages in a web-view cannot set headers on navigations; docs/h5.md). With
+//! `optional`, a request that carries no token at all, or only an expired one, continues without
+//! an identity instead of being refused — an H5 page that also serves visitors who have not
+//! signed in — while every other failure (bad signature, issuer, audience, malformed) is still a
+//! `401`: a token that is present and wrong is an attack or a bug, never a visitor.
+//!
 //! A token that verified once is remembered per worker thread (see [`cache`]); a hit skips the
 //! signature but still re-checks `exp`/`nbf` and `jti` revocation.
 //!
@@ -131,6 +138,12 @@ struct Config {
     revoked_jtis: Vec<String>,
     #[serde(default = "default_cache_size")]
     cache_size: usize,
+    /// The cookie the token is read from when there is no `Authorization` header.
+    #[serde(default)]
+    cookie: Option<String>,
+    /// No token (or an expired one): continue without an identity rather than `401`.
+    #[serde(default)]
+    optional: bool,
 }
 
 fn default_leeway() -> u64 {
@@ -179,6 +192,10 @@ pub struct JwtAuth {
     revoked_kids: HashSet<String>,
     revoked_jtis: HashSet<String>,
     cache: cache::TokenCache,
+    /// `cookie`: the name of the cookie that may carry the token.
+    cookie: Option<Box<str>>,
+    /// `optional`: no token, or an expired one, continues without an identity.
+    optional: bool,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -192,6 +209,8 @@ impl std::fmt::Debug for JwtAuth {
             .field("revoked_kids", &self.revoked_kids.len())
             .field("revoked_jtis", &self.revoked_jtis.len())
             .field("cache", &self.cache)
+            .field("cookie", &self.cookie)
+            .field("optional", &self.optional)
             .finish()
     }
 }
@@ -219,6 +238,7 @@ denials! {
     NOT_BEARER = "missing_token", "Authorization header does not carry a Bearer token";
     EMPTY = "missing_token", "bearer token is empty";
     MANY_HEADERS = "malformed_token", "request has more than one Authorization header";
+    MANY_COOKIES = "malformed_token", "request has more than one token cookie";
     TOO_LONG = "malformed_token", "token is longer than 8192 bytes";
     NOT_JWS = "malformed_token", "token is not three base64url segments";
     BAD_BASE64 = "malformed_token", "token segment is not unpadded base64url";
@@ -338,6 +358,15 @@ impl JwtAuth {
                 format!("at most {MAX_CACHE_SIZE} entries per worker thread"),
             ));
         }
+        if let Some(name) = &cfg.cookie {
+            let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || name.len() > 256 || !name.bytes().all(token_char) {
+                return Err(SchemaError::new(
+                    "cookie",
+                    "expected a cookie name: 1 to 256 characters from A-Z a-z 0-9 !#$%&'*+-.^_`|~",
+                ));
+            }
+        }
         let keys = match (cfg.keys, cfg.jwks_uri) {
             (Some(_), Some(_)) => {
                 return Err(SchemaError::new(
@@ -400,6 +429,8 @@ impl JwtAuth {
             revoked_kids: cfg.revoked_kids.into_iter().collect(),
             revoked_jtis: cfg.revoked_jtis.into_iter().collect(),
             cache: cache::TokenCache::new(cfg.cache_size),
+            cookie: cfg.cookie.map(String::into_boxed_str),
+            optional: cfg.optional,
         })
     }
 
@@ -411,14 +442,20 @@ impl JwtAuth {
         }
     }
 
-    /// Finds the bearer token in `headers` and verifies it at `now` (seconds since the epoch).
+    /// Finds the bearer token in `headers` — the `Authorization` header, else the configured
+    /// cookie — and verifies it at `now` (seconds since the epoch).
     pub fn authenticate(&self, headers: &HeaderMap, now: u64) -> Result<Identity, JwtError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
-        let value = values.next().ok_or(JwtError::NO_HEADER)?;
-        if values.next().is_some() {
-            return Err(JwtError::MANY_HEADERS);
-        }
-        let token = bearer_token(value.as_bytes())?;
+        let token = match (values.next(), &self.cookie) {
+            (Some(value), _) => {
+                if values.next().is_some() {
+                    return Err(JwtError::MANY_HEADERS);
+                }
+                bearer_token(value.as_bytes())?
+            }
+            (None, Some(name)) => cookie_token(headers, name)?.ok_or(JwtError::NO_HEADER)?,
+            (None, None) => return Err(JwtError::NO_HEADER),
+        };
         self.verify(token, now)
     }
 
@@ -609,6 +646,47 @@ fn bearer_token(value: &[u8]) -> Result<&str, JwtError> {
     std::str::from_utf8(token).map_err(|_| JwtError::NOT_JWS)
 }
 
+/// The value of cookie `name` from the request's `Cookie` header lines (RFC 6265 §5.4; HTTP/2
+/// may split the cookies over several lines). `None` when absent; the same name twice is
+/// refused, since which one a browser sends first depends on paths the gateway cannot see.
+fn cookie_token<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, JwtError> {
+    let mut found = None;
+    for line in headers.get_all(http::header::COOKIE) {
+        // A line that is not text carries no token the gateway could verify.
+        let Ok(line) = line.to_str() else { continue };
+        for c in cookie::Cookie::split_parse(line).flatten() {
+            if c.name_raw() != Some(name) {
+                continue;
+            }
+            if found.is_some() {
+                return Err(JwtError::MANY_COOKIES);
+            }
+            let value = c.value_raw().unwrap_or_default().trim_matches('"');
+            if value.is_empty() {
+                return Err(JwtError::EMPTY);
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+/// `line` without the cookie `name`, or `None` when it has no such cookie. The other pairs
+/// are kept as they were sent, in order, joined by `; `.
+fn without_cookie(line: &str, name: &str) -> Option<String> {
+    let is_it = |pair: &str| pair.split_once('=').map_or(pair, |(n, _)| n).trim() == name;
+    if !line.split(';').any(is_it) {
+        return None;
+    }
+    let kept: Vec<&str> = line
+        .split(';')
+        .filter(|p| !is_it(p))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    Some(kept.join("; "))
+}
+
 /// `sub` and `app` become upstream header values: visible ASCII, bounded.
 fn is_header_safe_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
@@ -645,6 +723,10 @@ impl Plugin for JwtAuth {
                 ctx.identity = Some(identity);
                 Flow::Continue
             }
+            // `optional`: a visitor who has not signed in, or whose sign-in has lapsed.
+            Err(e) if self.optional && (e.code == "missing_token" || e == JwtError::EXPIRED) => {
+                Flow::Continue
+            }
             // The gateway records `denied_by` from the reply's code.
             Err(e) => Flow::Respond(e.reply()),
         }
@@ -657,6 +739,23 @@ impl Plugin for JwtAuth {
         headers: &mut dyn HeaderEdits,
     ) {
         headers.remove(AUTHORIZATION.as_str());
+        if let Some(name) = &self.cookie {
+            // Nor does it see the token cookie: a backend that kept it could replay it to
+            // other agencies' services. Only a request that carries it pays for the rewrite.
+            let rebuilt = headers
+                .get(http::header::COOKIE.as_str())
+                .and_then(|v| v.to_str().ok())
+                .and_then(|line| without_cookie(line, name));
+            match rebuilt {
+                Some(rest) if rest.is_empty() => headers.remove(http::header::COOKIE.as_str()),
+                Some(rest) => {
+                    if let Ok(v) = HeaderValue::from_str(&rest) {
+                        headers.insert(http::header::COOKIE, v);
+                    }
+                }
+                None => {}
+            }
+        }
         // Whatever the client sent under these names is not ours to forward: an insert replaces
         // every value of the name, and a name with nothing to insert is removed. The request
         // phase only admits header-safe values; a value that is not is left out.
@@ -1425,6 +1524,175 @@ mod tests {
         };
         plugin().upstream_request(&up, &RequestCtx::default(), &mut edits);
         assert!(edits.0.is_empty());
+    }
+
+    // ---- the token in a cookie, and optional authentication --------------------------------
+
+    fn run_with(p: &JwtAuth, headers: &[(&str, &str)]) -> (Flow, RequestCtx) {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("header"),
+            );
+        }
+        let req = RequestView {
+            method: &Method::GET,
+            path: "/h5/a/",
+            query: None,
+            headers: &map,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            tls: true,
+        };
+        let mut ctx = RequestCtx::default();
+        let flow = p.request(&req, &mut ctx);
+        (flow, ctx)
+    }
+
+    fn cookie_plugin(optional: bool) -> JwtAuth {
+        plugin_with(|c| {
+            c["cookie"] = json!("fenfa_token");
+            c["optional"] = json!(optional);
+        })
+    }
+
+    #[test]
+    fn the_token_is_read_from_the_cookie_when_there_is_no_authorization() {
+        let p = cookie_plugin(false);
+        let token = mint(Signer::Es1, &real_now_claims());
+        let line = format!("theme=dark; fenfa_token={token}; lang=zh");
+        let (flow, ctx) = run_with(&p, &[("cookie", &line)]);
+        assert!(matches!(flow, Flow::Continue));
+        assert_eq!(ctx.identity.expect("identity").user, SUB);
+        // Split over two lines (HTTP/2), quoted.
+        let quoted = format!("fenfa_token=\"{token}\"");
+        let (flow, ctx) = run_with(&p, &[("cookie", "theme=dark"), ("cookie", &quoted)]);
+        assert!(matches!(flow, Flow::Continue));
+        assert!(ctx.identity.is_some());
+        // Authorization wins over the cookie.
+        let (flow, _) = run_with(&p, &[("authorization", "Bearer x.y.z"), ("cookie", &line)]);
+        assert_eq!(denial(flow).code, "malformed_token");
+    }
+
+    #[test]
+    fn a_cookie_is_not_read_unless_configured() {
+        let token = mint(Signer::Es1, &real_now_claims());
+        let line = format!("fenfa_token={token}");
+        assert_eq!(
+            denial(run_with(&plugin(), &[("cookie", &line)]).0).code,
+            "missing_token"
+        );
+        // A cookie of another name is no token.
+        let other = format!("other={token}");
+        assert_eq!(
+            denial(run_with(&cookie_plugin(false), &[("cookie", &other)]).0).code,
+            "missing_token"
+        );
+    }
+
+    #[test]
+    fn two_token_cookies_and_an_empty_one_are_refused() {
+        let p = cookie_plugin(true);
+        let token = mint(Signer::Es1, &real_now_claims());
+        let two = format!("fenfa_token={token}; fenfa_token={token}");
+        assert_eq!(
+            denial(run_with(&p, &[("cookie", &two)]).0).code,
+            "malformed_token"
+        );
+        // Empty: a missing token, which `optional` lets through without an identity.
+        let (flow, ctx) = run_with(&p, &[("cookie", "fenfa_token=")]);
+        assert!(matches!(flow, Flow::Continue));
+        assert!(ctx.identity.is_none());
+    }
+
+    #[test]
+    fn optional_lets_missing_and_expired_tokens_through_without_an_identity() {
+        let p = cookie_plugin(true);
+        let (flow, ctx) = run_with(&p, &[]);
+        assert!(matches!(flow, Flow::Continue));
+        assert!(ctx.identity.is_none());
+        let now = now_secs();
+        let expired = mint(
+            Signer::Es1,
+            &claims_with(|c| {
+                c.insert("iat".into(), json!(now - 7200));
+                c.insert("exp".into(), json!(now - 3600));
+            }),
+        );
+        let (flow, ctx) = run_with(&p, &[("cookie", &format!("fenfa_token={expired}"))]);
+        assert!(matches!(flow, Flow::Continue));
+        assert!(ctx.identity.is_none());
+        // Without `optional` the same requests are refused.
+        assert_eq!(
+            denial(run_with(&cookie_plugin(false), &[]).0).code,
+            "missing_token"
+        );
+    }
+
+    #[test]
+    fn optional_still_refuses_a_token_that_is_present_and_wrong() {
+        let p = cookie_plugin(true);
+        let good = mint(Signer::Es1, &real_now_claims());
+        let (head, _) = good.rsplit_once('.').expect("three parts");
+        let bad_sig = format!("{head}.{}", B64.encode([7u8; 64]));
+        for (token, code) in [
+            (bad_sig.as_str(), "bad_signature"),
+            ("not-a-token", "malformed_token"),
+        ] {
+            let (flow, _) = run_with(&p, &[("cookie", &format!("fenfa_token={token}"))]);
+            assert_eq!(denial(flow).code, code, "{token}");
+        }
+        let wrong_iss = mint(
+            Signer::Es1,
+            &claims_with(|c| {
+                let now = now_secs();
+                c.insert("exp".into(), json!(now + 600));
+                c.insert("iss".into(), json!("https://evil.example"));
+            }),
+        );
+        let (flow, _) = run_with(&p, &[("cookie", &format!("fenfa_token={wrong_iss}"))]);
+        assert_eq!(denial(flow).code, "wrong_issuer");
+    }
+
+    #[test]
+    fn the_backend_never_gets_the_token_cookie() {
+        let p = cookie_plugin(true);
+        let up = UpstreamView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+        };
+        let mut edits = Edits(HeaderMap::new());
+        edits.0.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; fenfa_token=x.y.z; b=2"),
+        );
+        edits
+            .0
+            .insert("x-fenfa-user", HeaderValue::from_static("forged"));
+        p.upstream_request(&up, &RequestCtx::default(), &mut edits);
+        assert_eq!(edits.0.get("cookie").unwrap(), "a=1; b=2");
+        assert!(edits.0.get("x-fenfa-user").is_none());
+        let mut edits = Edits(HeaderMap::new());
+        edits.0.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("fenfa_token=x.y.z"),
+        );
+        p.upstream_request(&up, &RequestCtx::default(), &mut edits);
+        assert!(edits.0.get("cookie").is_none());
+    }
+
+    #[test]
+    fn the_cookie_name_is_checked() {
+        for bad in ["", "a b", "a;b", "a=b"] {
+            let e = JwtAuth::from_config(&{
+                let mut c = config();
+                c["cookie"] = json!(bad);
+                c
+            })
+            .unwrap_err();
+            assert_eq!(e.path, "cookie", "{bad:?}");
+        }
     }
 
     // ---- the verified-token cache -------------------------------------------------------------
