@@ -8,6 +8,7 @@ mod support;
 mod audit;
 mod cluster_limits;
 mod examples;
+mod h5;
 mod hardening;
 mod identity;
 mod jwks;
