@@ -97,6 +97,7 @@ pub fn resource_json(s: &Snapshot, k: &str, id: &str) -> Option<Value> {
         kind::SETTINGS => serde_json::to_value(&s.settings).ok(),
         kind::BLOCK => find(&s.blocks, id, |x| &x.id),
         kind::REVISION => find(&s.revisions, id, |x| &x.id),
+        kind::IDENTITY_KEY => find(&s.identity_keys, id, |x| &x.id),
         _ => None,
     }
 }

@@ -81,6 +81,8 @@ pub struct MasterKey {
     audit: hmac::Key,
     /// The same derived key for HMAC-SM3 (`settings.algorithms.audit_chain: hmac-sm3`).
     audit_sm3: ::hmac::Hmac<sm3::Sm3>,
+    /// Pseudonyms of channel user ids (`crate::identity::users`).
+    pseudonym: hmac::Key,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -106,6 +108,10 @@ impl MasterKey {
             use_sm4: AtomicBool::new(false),
             audit: hmac::Key::new(hmac::HMAC_SHA256, audit_key.as_ref()),
             audit_sm3,
+            pseudonym: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                hmac::sign(&derive, b"fenfa-admin identity pseudonyms v1").as_ref(),
+            ),
         }
     }
 
@@ -252,6 +258,12 @@ impl MasterKey {
     /// HMAC-SHA256 under the audit chain key, hex.
     pub fn audit_mac(&self, data: &[u8]) -> String {
         hex(hmac::sign(&self.audit, data).as_ref())
+    }
+
+    /// A stable pseudonym of `data` (a channel user id): HMAC-SHA256 under a key of its own
+    /// derived from the master key, hex.
+    pub fn pseudonym(&self, data: &[u8]) -> String {
+        hex(hmac::sign(&self.pseudonym, data).as_ref())
     }
 
     /// HMAC with `alg` under the audit chain key, hex.

@@ -32,6 +32,7 @@ pub mod dataplane;
 pub mod demo_env;
 pub mod error;
 pub mod exports;
+pub mod identity;
 pub mod inspection;
 pub mod local_time;
 pub mod model;

@@ -774,6 +774,38 @@ pub struct App {
     pub channel: Channel,
     pub app_id: AppId,
     pub name: Text,
+    /// The app's channel credentials for sign-in (`docs/signin.md`), sealed JSON
+    /// ([`crate::identity::channels::Credentials`]); never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub sealed_signin: Option<String>,
+    /// Where this app's channel platform is called for sign-in (default: the channel's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin_endpoint: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A key the platform signs its unified tokens with (ES256; `docs/signin.md`). The private
+/// key is sealed; the public JWK is served at `/.well-known/jwks.json` and rendered into every
+/// gateway's `jwt-auth`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityKey {
+    pub id: String,
+    pub kid: String,
+    /// The public JWK (`kty`, `crv`, `x`, `y`, `kid`, `alg`, `use`).
+    #[schema(value_type = Object)]
+    pub jwk: serde_json::Map<String, Value>,
+    /// PKCS#8 of the private key, base64, sealed.
+    #[schema(ignore)]
+    pub sealed_private: String,
+    /// `active` (published; the newest active key signs), `retired` (gone from the key set),
+    /// `revoked` (tokens it signed are refused everywhere).
+    pub status: KeyStatus,
+    /// After a rotation: when this (old) key leaves the key set.
+    #[serde(default)]
+    pub retire_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -876,6 +908,13 @@ pub struct Settings {
         skip_serializing_if = "Option::is_none"
     )]
     pub algorithms: Option<Algorithms>,
+    /// Channel sign-in (`docs/signin.md`); absent: the platform signs no one in itself.
+    #[serde(
+        default,
+        deserialize_with = "crate::api::object",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub signin: Option<SigninSettings>,
 }
 
 impl Default for Settings {
@@ -884,8 +923,50 @@ impl Default for Settings {
             token_issuer: "https://id.city.example".into(),
             token_audience: "fenfa".into(),
             algorithms: None,
+            signin: None,
         }
     }
+}
+
+/// How the platform signs users in (`docs/signin.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigninSettings {
+    /// How gateways reach this control plane's sign-in endpoints (an upstream, as a service's).
+    #[schema(value_type = Object)]
+    pub upstream: fenfa_config::model::Upstream,
+    /// Lifetime of a unified access token, seconds (60 to 3600; default 900).
+    #[serde(default = "default_access_ttl")]
+    pub access_ttl: i64,
+    /// Lifetime of a refresh token, seconds (3600 to 90 days; default 30 days).
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl: i64,
+    /// Lifetime of an H5 session cookie, seconds (300 to 86400; default 7200).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl: i64,
+    /// Sign-in calls each client address may make per minute at a gateway (default 30).
+    #[serde(default = "default_login_per_minute")]
+    pub login_per_minute: u32,
+}
+
+// The gateway's `Upstream` has no `PartialEq`; settings compare by their stored form.
+impl PartialEq for SigninSettings {
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
+fn default_access_ttl() -> i64 {
+    900
+}
+fn default_refresh_ttl() -> i64 {
+    30 * 86400
+}
+fn default_session_ttl() -> i64 {
+    7200
+}
+fn default_login_per_minute() -> u32 {
+    30
 }
 
 impl Settings {
@@ -1143,6 +1224,8 @@ pub struct Snapshot {
     pub blocks: Vec<Block>,
     /// Changes to published services (`crate::revisions`).
     pub revisions: Vec<Revision>,
+    /// The platform's own token signing keys (`crate::identity`).
+    pub identity_keys: Vec<IdentityKey>,
 }
 
 /// A client IP every gateway refuses until `expires_at` (rendered into a global

@@ -339,8 +339,41 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Shape {
             json!({"type": "object",
             "required": ["accepted", "duplicates"], "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"}}}),
         ),
+        ("POST", "/v1/login/{channel}") => with(s.of::<crate::identity::api::LoginInput>(), TOKENS()),
+        ("POST", "/v1/token/refresh") => with(s.of::<crate::identity::api::RefreshInput>(), TOKENS()),
+        ("POST", "/v1/token/revoke") => with(
+            s.of::<crate::identity::api::RefreshInput>(),
+            json!({"type": "object", "required": ["revoked"], "properties": {"revoked": {"type": "boolean"}}}),
+        ),
+        ("GET", "/.well-known/jwks.json") => one(object("A JWK Set (RFC 7517): `{keys: [...]}`")),
+        ("POST", "/v1/h5/ticket") => one(json!({"type": "object", "required": ["ticket", "expires_in"],
+            "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "integer"}}})),
+        ("GET", "/v1/h5/enter") => Shape {
+            query: s.params::<crate::identity::api::EnterQuery>(),
+            ..none()
+        },
+        ("PUT", "/v1/apps/{id}/signin") => with(s.of::<crate::identity::api::CredentialsInput>(), s.of::<App>()),
+        ("DELETE", "/v1/apps/{id}/signin") => one(s.of::<App>()),
+        ("GET", "/v1/identity-keys") => list(s.of::<IdentityKey>(), vec![]),
+        ("POST", "/v1/identity-keys/rotate") => with(s.of::<crate::identity::api::RotateInput>(), s.of::<IdentityKey>()),
+        ("POST", "/v1/identity-keys/{id}/revoke") => one(s.of::<IdentityKey>()),
+        ("GET", "/v1/audit/signins") => Shape {
+            response: Some(object("A sign-in event: at, time (Beijing), event, channel, app_id, user_id, outcome")),
+            list: true,
+            query: s.params::<crate::identity::api::EventsQuery>(),
+            ..none()
+        },
         _ => none(),
     }
+}
+
+/// What a sign-in or a refresh answers.
+#[allow(non_snake_case)]
+fn TOKENS() -> Value {
+    json!({"type": "object", "required": ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in", "user_id"],
+        "properties": {"access_token": {"type": "string"}, "token_type": {"type": "string", "enum": ["Bearer"]},
+        "expires_in": {"type": "integer"}, "refresh_token": {"type": "string"},
+        "refresh_expires_in": {"type": "integer"}, "user_id": {"type": "string"}}})
 }
 
 /// `post /v1/services/{id}/publish` → `post_v1_services_id_publish`.

@@ -11,14 +11,71 @@
 
 use fenfa_config::model::{
     Agency as GwAgency, Listeners, PluginRef, Publish, Route as GwRoute, Service as GwService,
-    SignatureAlgorithm, SigningKey as GwSigningKey,
+    ServiceKind as GwServiceKind, SignatureAlgorithm, SigningKey as GwSigningKey,
 };
 use fenfa_config::{Config, ConfigError};
 use serde_json::{json, Value};
 
 use crate::crypto::MasterKey;
 use crate::error::{ApiError, FieldError};
-use crate::model::{KeyStatus, Lifecycle, MacAlgorithm, Snapshot};
+use crate::model::{KeyStatus, Lifecycle, MacAlgorithm, ServiceKind, Snapshot};
+
+/// The name of the rendered service that carries channel sign-in to this control plane.
+pub const SIGNIN_SERVICE: &str = "fenfa-signin";
+
+/// Channel sign-in (`crate::identity`): the public sign-in endpoints on every gateway, carried
+/// to this control plane (`settings.signin.upstream`), rate limited per client address, with
+/// no token required (the global `jwt-auth` is switched off for them: they are how a caller
+/// gets one; `/v1/h5/ticket` checks its token here).
+fn signin_routes(cfg: &mut Config, si: &crate::model::SigninSettings) {
+    cfg.services.push(GwService {
+        name: SIGNIN_SERVICE.into(),
+        agency: None,
+        publish: None,
+        kind: GwServiceKind::Api,
+        h5: None,
+        upstream: si.upstream.clone(),
+        plugins: vec![
+            PluginRef {
+                name: "jwt-auth".into(),
+                config: Value::Null,
+                enabled: false,
+            },
+            PluginRef {
+                name: "rate-limit".into(),
+                config: json!({"limits": [{
+                    "key": "ip",
+                    "rate": si.login_per_minute,
+                    "per": "60s",
+                    "burst": si.login_per_minute,
+                }]}),
+                enabled: true,
+            },
+        ],
+    });
+    let routes: [(&str, &str, &str); 6] = [
+        ("fenfa-signin-login", "POST", "/v1/login/{channel}"),
+        ("fenfa-signin-refresh", "POST", "/v1/token/refresh"),
+        ("fenfa-signin-revoke", "POST", "/v1/token/revoke"),
+        ("fenfa-signin-jwks", "GET", "/.well-known/jwks.json"),
+        ("fenfa-signin-ticket", "POST", "/v1/h5/ticket"),
+        ("fenfa-signin-enter", "GET", "/v1/h5/enter"),
+    ];
+    for (name, method, path) in routes {
+        cfg.routes.push(GwRoute {
+            name: name.into(),
+            service: SIGNIN_SERVICE.into(),
+            hosts: Vec::new(),
+            paths: vec![path.into()],
+            methods: vec![method.into()],
+            // Above any agency route that might overlap.
+            priority: 1_000_000,
+            strip_prefix: false,
+            rewrite: None,
+            plugins: Vec::new(),
+        });
+    }
+}
 
 /// Which resource each rendered entry came from, to translate compiler errors.
 #[derive(Debug, Default)]
@@ -117,7 +174,30 @@ pub fn render(
             _ => revoked.push(k.kid.clone()),
         }
     }
+    // The platform's own signing keys (channel sign-in, `crate::identity`): every active key,
+    // the one that signs and the ones still in their rotation overlap.
+    for k in &s.identity_keys {
+        match k.status {
+            KeyStatus::Active => {
+                token_keys.push(Value::Object(k.jwk.clone()));
+                o.token_keys.push(k.id.clone());
+            }
+            KeyStatus::Revoked => revoked.push(k.kid.clone()),
+            KeyStatus::Retired => {}
+        }
+    }
+    // H5 pages: the same keys, the session cookie's audience, and no token is no identity
+    // rather than a 401 (`crate::identity`, `docs/h5.md`).
+    let mut h5_jwt = None;
     if !token_keys.is_empty() {
+        h5_jwt = Some(json!({
+            "issuer": s.settings.token_issuer,
+            "audience": format!("{}{}", s.settings.token_audience, crate::identity::H5_AUDIENCE_SUFFIX),
+            "keys": {"keys": token_keys},
+            "revoked_kids": revoked,
+            "cookie": crate::identity::SESSION_COOKIE,
+            "optional": true,
+        }));
         cfg.global_plugins.push(PluginRef {
             name: "jwt-auth".into(),
             config: json!({
@@ -174,10 +254,31 @@ pub fn render(
                 enabled: true,
             });
         }
+        let kind = match svc.kind {
+            ServiceKind::Api => GwServiceKind::Api,
+            ServiceKind::H5 => GwServiceKind::H5,
+        };
+        let publish = match svc.kind {
+            ServiceKind::Api => publish,
+            // Pages are opened by anyone the mini-program shows them to: the caller's identity
+            // is optional (the session cookie of `/v1/h5/enter`), so no channel check applies.
+            ServiceKind::H5 => {
+                if let Some(jwt) = &h5_jwt {
+                    plugins.push(PluginRef {
+                        name: "jwt-auth".into(),
+                        config: jwt.clone(),
+                        enabled: true,
+                    });
+                }
+                None
+            }
+        };
         cfg.services.push(GwService {
             name: svc.name.to_string(),
             agency: agency.or_else(|| Some(svc.agency_id.clone())),
             publish,
+            kind,
+            h5: None,
             upstream: svc.upstream.clone(),
             plugins,
         });
@@ -197,6 +298,10 @@ pub fn render(
             });
             o.routes.push(r.id.clone());
         }
+    }
+    // Last, so that the indices of the services and routes above stay those of `o`.
+    if let Some(si) = &s.settings.signin {
+        signin_routes(&mut cfg, si);
     }
     Ok(Rendered {
         config: cfg,

@@ -380,6 +380,8 @@ pub async fn seed_demo(app: &App, upstream: &str) -> ApiResult<String> {
                 app_id: AppId::try_from(DEMO_APP.to_string()).map_err(ApiError::internal)?,
                 name: Text::try_from("演示小程序 (demo app)".to_string())
                     .map_err(ApiError::internal)?,
+                sealed_signin: None,
+                signin_endpoint: None,
                 created_at: now,
                 updated_at: now,
             });

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0006_verification.sql"),
     ),
     (7, "guomi", include_str!("../migrations/0007_guomi.sql")),
+    (
+        8,
+        "identity",
+        include_str!("../migrations/0008_identity.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -224,6 +229,7 @@ pub mod kind {
     pub const SETTINGS: &str = "settings";
     pub const BLOCK: &str = "alert-block";
     pub const REVISION: &str = "revision";
+    pub const IDENTITY_KEY: &str = "identity-key";
 }
 
 fn parse_body<T: DeserializeOwned>(kind: &str, id: &str, body: &str) -> DbResult<T> {
@@ -251,6 +257,7 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
             kind::SETTINGS => s.settings = parse_body(&k, &id, &body)?,
             kind::BLOCK => s.blocks.push(parse_body(&k, &id, &body)?),
             kind::REVISION => s.revisions.push(parse_body(&k, &id, &body)?),
+            kind::IDENTITY_KEY => s.identity_keys.push(parse_body(&k, &id, &body)?),
             other => tracing::warn!(kind = other, id, "unknown resource kind in the store"),
         }
     }
@@ -268,6 +275,7 @@ pub async fn load_snapshot(conn: &mut AnyConnection) -> DbResult<Snapshot> {
     by_time(&mut s.limits, |x| (x.created_at, x.id.clone()));
     by_time(&mut s.blocks, |x| (x.created_at, x.id.clone()));
     by_time(&mut s.revisions, |x| (x.created_at, x.id.clone()));
+    by_time(&mut s.identity_keys, |x| (x.created_at, x.id.clone()));
     Ok(s)
 }
 

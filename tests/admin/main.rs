@@ -33,6 +33,7 @@ mod resources;
 mod revisions;
 mod schemathesis;
 mod serve;
+mod signin;
 mod tls;
 mod verification;
 mod walkthrough;

@@ -399,6 +399,19 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep!("GET", "/v1/reports", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Kept reports, newest first (`?kind=`, `?limit=`)"), get(crate::reports::api::list)),
         (ep!("GET", "/v1/reports/{id}", "reports", ReportRead, "system-admin, security-admin, audit-admin", false, "Download a report (`?format=html|csv|json`)"), get(crate::reports::api::download)),
 
+        (ep!("POST", "/v1/login/{channel}", "signin", "public", true, "Sign in with a channel's one-time code (`wechat`, `alipay`, `baidu`); answers the unified token and a refresh token. Reached through a gateway's sign-in route"), post(crate::identity::api::login)),
+        (ep!("POST", "/v1/token/refresh", "signin", "public", true, "Trade a refresh token for a new pair (the old one is used up; reusing it revokes its sign-in)"), post(crate::identity::api::refresh)),
+        (ep!("POST", "/v1/token/revoke", "signin", "public", true, "Sign out: revoke a refresh token and every token of its sign-in"), post(crate::identity::api::revoke)),
+        (ep!("GET", "/.well-known/jwks.json", "signin", "public", false, "The platform's token signing keys (JWKS)"), get(crate::identity::api::jwks)),
+        (ep!("POST", "/v1/h5/ticket", "signin", "public", false, "A one-time ticket for an H5 page (`Authorization: Bearer <access token>`)"), post(crate::identity::api::ticket)),
+        (ep!("GET", "/v1/h5/enter", "signin", "public", false, "Redeem a ticket: sets the H5 session cookie for the page's prefix and redirects to `to`"), get(crate::identity::api::enter)),
+        (ep!("PUT", "/v1/apps/{id}/signin", "apps", TokenKeyWrite, "security-admin", true, "Set an app's sign-in credentials (sealed; never shown again)"), put(crate::identity::api::set_credentials)),
+        (ep!("DELETE", "/v1/apps/{id}/signin", "apps", TokenKeyWrite, "security-admin", false, "Remove an app's sign-in credentials"), delete(crate::identity::api::delete_credentials)),
+        (ep!("GET", "/v1/identity-keys", "keys", TokenKeyRead, "system-admin, security-admin", false, "The platform's token signing keys (public parts)"), get(crate::identity::api::list_keys)),
+        (ep!("POST", "/v1/identity-keys/rotate", "keys", TokenKeyWrite, "security-admin", true, "Make a new signing key; the old one stays in the key set for `overlap` seconds"), post(crate::identity::api::rotate)),
+        (ep!("POST", "/v1/identity-keys/{id}/revoke", "keys", TokenKeyWrite, "security-admin", false, "Revoke a signing key now: tokens it signed are refused everywhere"), post(crate::identity::api::revoke_key)),
+        (ep!("GET", "/v1/audit/signins", "audit", AuditRead, "audit-admin", false, "The newest sign-in events (no channel ids)"), get(crate::identity::api::events)),
+
         (ep!("GET", "/v1/dataplane/watch", "dataplane", "node token", false, "Long-poll for a config newer than `?version=N` (200 with config, or 304 after ~25 s)"), get(crate::dataplane::watch)),
         (ep!("POST", "/v1/dataplane/audit", "dataplane", "node token", true, "Ingest a request-audit batch (idempotent by node, segment, offset)"), post(crate::dataplane::ingest)),
     ]

@@ -440,6 +440,8 @@ pub async fn create_app(
             channel: input.channel,
             app_id: input.app_id,
             name: input.name,
+            sealed_signin: None,
+            signin_endpoint: None,
             created_at: now,
             updated_at: now,
         });
@@ -482,6 +484,11 @@ pub async fn update_app(
             ));
         }
         let a = &mut s.apps[i];
+        if a.channel != input.channel || a.app_id != input.app_id {
+            // Credentials belong to one app on one channel.
+            a.sealed_signin = None;
+            a.signin_endpoint = None;
+        }
         a.channel = input.channel;
         a.app_id = input.app_id;
         a.name = input.name;
@@ -972,13 +979,33 @@ pub async fn put_settings(
             return Err(ApiError::invalid(path, "expected 1 to 256 characters"));
         }
     }
+    if let Some(si) = &input.signin {
+        for (path, v, lo, hi) in [
+            ("signin.access_ttl", si.access_ttl, 60, 3600),
+            ("signin.refresh_ttl", si.refresh_ttl, 3600, 90 * 86400),
+            ("signin.session_ttl", si.session_ttl, 300, 86400),
+            (
+                "signin.login_per_minute",
+                i64::from(si.login_per_minute),
+                1,
+                100_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(ApiError::invalid(path, format!("expected {lo} to {hi}")));
+            }
+        }
+    }
     let mut chain = input.audit_chain();
     let c = commit(&app, &Actor::from(&p), "settings.update", |s, _| {
         let mut input = input;
         // Left out, the algorithms stay as they are: changing the token issuer must not
-        // switch the platform's cryptography back to its defaults.
+        // switch the platform's cryptography back to its defaults. So does sign-in.
         if input.algorithms.is_none() {
             input.algorithms = s.settings.algorithms.clone();
+        }
+        if input.signin.is_none() {
+            input.signin = s.settings.signin.clone();
         }
         chain = input.audit_chain();
         s.settings = input;

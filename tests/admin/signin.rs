@@ -1,0 +1,893 @@
+//! Channel sign-in on the real platform (`fenfa-admin serve --demo`: control plane, in-process
+//! gateway, echo upstream) against fakes of the three channels' platforms, each of which checks
+//! the exact request its platform expects and answers in its documented shapes: WeChat's
+//! `jscode2session` query, Alipay's RSA2-signed form (the signature checked with the `rsa`
+//! crate, not the platform's ring), Baidu's `jscode2sessionkey` form.
+//!
+//! Through the gateway: code → unified token → API call with `X-Fenfa-User` = the platform
+//! user id; a code used twice is refused; refresh rotates and a reused refresh token is
+//! refused (and revokes its sign-in); a key rotation keeps old tokens valid while new ones
+//! carry the new `kid`; the JWKS has both; H5 tickets are single use and become an
+//! `HttpOnly` cookie for the page's prefix; the sign-in audit names users, never channel ids.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Query};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::serve::{get_json, login, start_demo, wait_for};
+
+/// A fake channel platform on a loopback port; what it saw, for the test to check.
+struct Fake {
+    url: String,
+    state: Shared,
+}
+
+impl Fake {
+    /// Every request's parameters, in order.
+    fn seen(&self) -> Vec<BTreeMap<String, String>> {
+        self.state.lock().unwrap().seen.clone()
+    }
+}
+
+#[derive(Default)]
+struct FakeState {
+    used: HashSet<String>,
+    seen: Vec<BTreeMap<String, String>>,
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+async fn serve(router: Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, router).await });
+    format!("http://{addr}")
+}
+
+/// A code the fake "issued": `code-<openid>[~<unionid>][.<nonce>]`; `quota` means the
+/// platform is limiting the caller.
+fn decode_code(code: &str) -> Option<(String, Option<String>)> {
+    let rest = code.strip_prefix("code-")?;
+    let rest = rest.split('.').next().unwrap_or(rest);
+    Some(match rest.split_once('~') {
+        Some((o, u)) => (o.to_string(), Some(u.to_string())),
+        None => (rest.to_string(), None),
+    })
+}
+
+/// WeChat's `GET /sns/jscode2session` for apps with these secrets.
+async fn wechat_fake(secrets: HashMap<&'static str, &'static str>) -> Fake {
+    let state: Shared = Default::default();
+    let handler = {
+        let state = state.clone();
+        move |Query(q): Query<BTreeMap<String, String>>| {
+            let state = state.clone();
+            let secrets = secrets.clone();
+            async move {
+                let mut st = state.lock().unwrap();
+                st.seen.push(q.clone());
+                let keys: Vec<&str> = q.keys().map(String::as_str).collect();
+                if keys != ["appid", "grant_type", "js_code", "secret"]
+                    || q["grant_type"] != "authorization_code"
+                {
+                    return Json(json!({"errcode": 40002, "errmsg": "invalid grant_type"}));
+                }
+                if secrets.get(q["appid"].as_str()) != Some(&q["secret"].as_str()) {
+                    return Json(json!({"errcode": 40125, "errmsg": "invalid appsecret"}));
+                }
+                let code = &q["js_code"];
+                if code == "quota" {
+                    return Json(
+                        json!({"errcode": 45011, "errmsg": "api minute-quota reach limit"}),
+                    );
+                }
+                let Some((openid, union)) = decode_code(code) else {
+                    return Json(json!({"errcode": 40029, "errmsg": "invalid code"}));
+                };
+                if !st.used.insert(code.clone()) {
+                    return Json(json!({"errcode": 40163, "errmsg": "code been used"}));
+                }
+                let mut v = json!({"openid": openid, "session_key": "c2Vzc2lvbi1rZXktc2VjcmV0"});
+                if let Some(u) = union {
+                    v["unionid"] = json!(u);
+                }
+                Json(v)
+            }
+        }
+    };
+    let url = serve(Router::new().route("/sns/jscode2session", get(handler))).await;
+    Fake { url, state }
+}
+
+/// Alipay's gateway for one app whose public key is `public_pem`: checks the common
+/// parameters and the RSA2 signature over the sorted parameters.
+async fn alipay_fake(app_id: &'static str, public_pem: String) -> Fake {
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::signature::Verifier;
+    let key = rsa::RsaPublicKey::from_public_key_pem(&public_pem).unwrap();
+    let verifier = VerifyingKey::<rsa::sha2::Sha256>::new(key);
+    let state: Shared = Default::default();
+    let handler = {
+        let state = state.clone();
+        move |Form(f): Form<BTreeMap<String, String>>| {
+            let state = state.clone();
+            let verifier = verifier.clone();
+            async move {
+                let mut st = state.lock().unwrap();
+                st.seen.push(f.clone());
+                let err = |sub: &str, msg: &str| {
+                    Json(
+                        json!({"error_response": {"code": "40002", "msg": "Invalid Arguments", "sub_code": sub, "sub_msg": msg}, "sign": "ERITJKEIJKJHKKKKKKKHJEREEEEEEEEEEE"}),
+                    )
+                };
+                let want = [
+                    ("method", "alipay.system.oauth.token"),
+                    ("format", "JSON"),
+                    ("charset", "utf-8"),
+                    ("sign_type", "RSA2"),
+                    ("version", "1.0"),
+                    ("grant_type", "authorization_code"),
+                    ("app_id", app_id),
+                ];
+                for (k, v) in want {
+                    if f.get(k).map(String::as_str) != Some(v) {
+                        return err("isv.missing-parameter", k);
+                    }
+                }
+                // `yyyy-MM-dd HH:mm:ss`
+                let ts = f.get("timestamp").cloned().unwrap_or_default();
+                let shape = ts.len() == 19
+                    && ts.bytes().enumerate().all(|(i, b)| match i {
+                        4 | 7 => b == b'-',
+                        10 => b == b' ',
+                        13 | 16 => b == b':',
+                        _ => b.is_ascii_digit(),
+                    });
+                if !shape {
+                    return err("isv.invalid-timestamp", "timestamp");
+                }
+                let content = f
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "sign" && !v.is_empty())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let sig = STANDARD.decode(f.get("sign").cloned().unwrap_or_default());
+                let ok = sig
+                    .ok()
+                    .and_then(|s| Signature::try_from(s.as_slice()).ok())
+                    .is_some_and(|s| verifier.verify(content.as_bytes(), &s).is_ok());
+                if !ok {
+                    return err("isv.invalid-signature", "验签出错");
+                }
+                let code = f.get("code").cloned().unwrap_or_default();
+                let Some((user, _)) = decode_code(&code) else {
+                    return err("isv.code-invalid", "授权码code无效");
+                };
+                if !st.used.insert(code) {
+                    return err("isv.code-invalid", "授权码code无效");
+                }
+                Json(json!({"alipay_system_oauth_token_response": {
+                    "user_id": user, "access_token": "authusrB2f3c", "expires_in": "3600",
+                    "refresh_token": "authusrB9d8e", "re_expires_in": "3600"},
+                    "sign": "ERITJKEIJKJHKKKKKKKHJEREEEEEEEEEEE"}))
+            }
+        }
+    };
+    let url = serve(Router::new().route("/gateway.do", post(handler))).await;
+    Fake {
+        url: format!("{url}/gateway.do"),
+        state,
+    }
+}
+
+/// Baidu's `POST /oauth/jscode2sessionkey` for one App Key and Secret.
+async fn baidu_fake(app_key: &'static str, secret: &'static str) -> Fake {
+    let state: Shared = Default::default();
+    let handler = {
+        let state = state.clone();
+        move |Form(f): Form<BTreeMap<String, String>>| {
+            let state = state.clone();
+            async move {
+                let mut st = state.lock().unwrap();
+                st.seen.push(f.clone());
+                let keys: Vec<&str> = f.keys().map(String::as_str).collect();
+                if keys != ["client_id", "code", "sk"]
+                    || f["client_id"] != app_key
+                    || f["sk"] != secret
+                {
+                    return Json(
+                        json!({"error": "invalid_client", "error_description": "unknown client id"}),
+                    );
+                }
+                let code = f["code"].clone();
+                let Some((openid, _)) = decode_code(&code) else {
+                    return Json(
+                        json!({"error": "invalid_grant", "error_description": "invalid code"}),
+                    );
+                };
+                if !st.used.insert(code) {
+                    return Json(
+                        json!({"error": "invalid_grant", "error_description": "code has been used"}),
+                    );
+                }
+                Json(json!({"openid": openid, "session_key": "YmFpZHUtc2Vzc2lvbi1rZXk="}))
+            }
+        }
+    };
+    let url = serve(Router::new().route("/oauth/jscode2sessionkey", post(handler))).await;
+    Fake { url, state }
+}
+
+/// An RSA key pair made by openssl: (PKCS#8 PEM private key, SPKI PEM public key).
+fn rsa_pair(dir: &std::path::Path) -> (String, String) {
+    let key = dir.join("alipay-app.key");
+    let st = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http.request(method, &url);
+    if let Some(t) = bearer {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v = resp.json().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+fn kid_of(token: &str) -> String {
+    let head = token.split('.').next().unwrap();
+    let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).unwrap()).unwrap();
+    v["kid"].as_str().unwrap().to_string()
+}
+
+fn claims_of(token: &str) -> Value {
+    let body = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+}
+
+const WX_SECRET: &str = "wx-app-secret-0123456789abcdef";
+const WX2_SECRET: &str = "wx-second-secret-fedcba9876543210";
+const BD_KEY: &str = "bd-app-key-4a5b";
+const BD_SECRET: &str = "bd-app-secret-6c7d";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys() {
+    let demo = start_demo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (admin, gw) = (demo.admin.clone(), demo.gw.clone());
+    let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
+    let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
+    let aud = login(&http, &admin, "auditor", AUDIT_PW, AUDIT_TOTP).await;
+
+    let wechat = wechat_fake(HashMap::from([
+        ("wx-demo-app", WX_SECRET),
+        ("wx-second-app", WX2_SECRET),
+    ]))
+    .await;
+    let (private_pem, public_pem) = rsa_pair(dir.path());
+    let alipay = alipay_fake("2021000000000001", public_pem).await;
+    let baidu = baidu_fake(BD_KEY, BD_SECRET).await;
+
+    // Sign-in on: gateways reach this control plane; a first key; apps with credentials.
+    let mut settings = get_json(&http, format!("{admin}/v1/settings"), &sec).await;
+    let cp_addr = admin.trim_start_matches("http://");
+    settings["signin"] = json!({"upstream": {"targets": [{"addr": cp_addr}]}, "access_ttl": 300});
+    let (st, v) = send(
+        &http,
+        reqwest::Method::PUT,
+        format!("{admin}/v1/settings"),
+        Some(&sec),
+        Some(settings.clone()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let mut bad = settings.clone();
+    bad["signin"]["access_ttl"] = json!(5);
+    let (st, v) = send(
+        &http,
+        reqwest::Method::PUT,
+        format!("{admin}/v1/settings"),
+        Some(&sec),
+        Some(bad),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("signin.access_ttl")),
+        "{v}"
+    );
+
+    let (st, first_key) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/identity-keys/rotate"),
+        Some(&sec),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{first_key}");
+    assert!(
+        first_key.get("sealed_private").is_none(),
+        "the private key is never shown"
+    );
+
+    let apps = get_json(&http, format!("{admin}/v1/apps"), &sys).await;
+    let wx_app = apps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app_id"] == "wx-demo-app")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut app_ids = HashMap::new();
+    for (channel, app_id) in [
+        ("wechat", "wx-second-app"),
+        ("alipay", "2021000000000001"),
+        ("baidu", "bd-000001"),
+    ] {
+        let (st, v) = send(
+            &http,
+            reqwest::Method::POST,
+            format!("{admin}/v1/apps"),
+            Some(&sys),
+            Some(json!({"channel": channel, "app_id": app_id, "name": "城市服务"})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        app_ids.insert(app_id, v["id"].as_str().unwrap().to_string());
+    }
+    let put_creds = async |id: &str, body: Value| {
+        send(
+            &http,
+            reqwest::Method::PUT,
+            format!("{admin}/v1/apps/{id}/signin"),
+            Some(&sec),
+            Some(body),
+        )
+        .await
+    };
+    // Bad input names the field and changes nothing.
+    let (st, v) = put_creds(
+        &app_ids["bd-000001"],
+        json!({"secret": BD_SECRET, "endpoint": baidu.url}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("app_key")),
+        "{v}"
+    );
+    let (st, v) = put_creds(
+        &app_ids["2021000000000001"],
+        json!({"private_key": "not a key", "endpoint": alipay.url}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("private_key")),
+        "{v}"
+    );
+    let (st, v) = put_creds(
+        &wx_app,
+        json!({"secret": WX_SECRET, "endpoint": "http://10.1.2.3/"}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("endpoint")),
+        "plain http off loopback: {v}"
+    );
+
+    for (id, body) in [
+        (
+            wx_app.clone(),
+            json!({"secret": WX_SECRET, "endpoint": wechat.url}),
+        ),
+        (
+            app_ids["wx-second-app"].clone(),
+            json!({"secret": WX2_SECRET, "endpoint": wechat.url}),
+        ),
+        (
+            app_ids["2021000000000001"].clone(),
+            json!({"private_key": private_pem, "endpoint": alipay.url}),
+        ),
+        (
+            app_ids["bd-000001"].clone(),
+            json!({"app_key": BD_KEY, "secret": BD_SECRET, "endpoint": baidu.url}),
+        ),
+    ] {
+        let (st, v) = put_creds(&id, body).await;
+        assert_eq!(st, 200, "{v}");
+        assert!(
+            v.get("sealed_signin").is_none() && !v.to_string().contains("secret-"),
+            "credentials are never shown: {v}"
+        );
+    }
+
+    // The gateway serves sign-in once the commit reached it.
+    let login_at = |channel: &str| format!("{gw}/v1/login/{channel}");
+    let code_n = std::sync::atomic::AtomicU32::new(0);
+    // A new code each time, as `wx.login` gives.
+    let fresh = |openid: &str| {
+        format!(
+            "code-{openid}.{}",
+            code_n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    };
+    wait_for("sign-in on the gateway", &demo.cp, async || {
+        let (st, _) = send(
+            &http,
+            reqwest::Method::POST,
+            login_at("wechat"),
+            None,
+            Some(json!({"app_id": "wx-demo-app", "code": "not-a-code"})),
+        )
+        .await;
+        st == 401
+    })
+    .await;
+
+    // code → unified token → API call through jwt-auth with the platform user id.
+    let code = fresh("oWx-alice-1");
+    let (st, t) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "code": code})),
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    let (access, refresh, user) = (
+        t["access_token"].as_str().unwrap().to_string(),
+        t["refresh_token"].as_str().unwrap().to_string(),
+        t["user_id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(t["expires_in"], 300);
+    let c = claims_of(&access);
+    assert_eq!(
+        (c["sub"].as_str(), c["chn"].as_str(), c["app"].as_str()),
+        (Some(user.as_str()), Some("wechat"), Some("wx-demo-app"))
+    );
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300);
+    assert_eq!(kid_of(&access), first_key["kid"].as_str().unwrap());
+    let echo = get_json(&http, &demo.url, &access).await;
+    assert_eq!(echo["headers"]["x-fenfa-user"], user.as_str(), "{echo}");
+    assert_eq!(echo["headers"]["x-fenfa-channel"], "wechat");
+    assert_eq!(echo["headers"]["x-fenfa-app"], "wx-demo-app");
+    {
+        let seen = wechat.seen();
+        let q = seen
+            .iter()
+            .find(|q| q.get("js_code") == Some(&code))
+            .expect("the fake saw the exchange");
+        assert_eq!(q["appid"], "wx-demo-app");
+        assert_eq!(q["secret"], WX_SECRET);
+    }
+
+    // The same code twice is refused; so are unknown codes, apps and channels.
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "code": code})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("code_used")),
+        "{v}"
+    );
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-nobody", "code": fresh("x")})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("unknown_app")),
+        "{v}"
+    );
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-demo-app"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("code")),
+        "{v}"
+    );
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "code": "quota"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (503, Some("channel_rate_limited")),
+        "{v}"
+    );
+
+    // The same person in a second WeChat app of the account (same union id) is the same user;
+    // a different person is not.
+    let (_, a1) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-bob-1~uBob")})),
+    )
+    .await;
+    let (_, a2) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-second-app", "code": fresh("oWx-bob-2~uBob")})),
+    )
+    .await;
+    assert_eq!(a1["user_id"], a2["user_id"], "{a1} {a2}");
+    assert_ne!(a1["user_id"], json!(user));
+    let (_, again) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("wechat"),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-alice-1")})),
+    )
+    .await;
+    assert_eq!(
+        again["user_id"],
+        json!(user),
+        "a second sign-in is the same user"
+    );
+
+    // Alipay (RSA2-signed, checked by the fake with the rsa crate) and Baidu.
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("alipay"),
+        None,
+        Some(json!({"app_id": "2021000000000001", "code": fresh("2088102104794936")})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        claims_of(v["access_token"].as_str().unwrap())["chn"],
+        "alipay"
+    );
+    assert!(alipay.seen().iter().all(|f| f.contains_key("sign")));
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("baidu"),
+        None,
+        Some(json!({"app_id": "bd-000001", "code": fresh("bd-open-1")})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        claims_of(v["access_token"].as_str().unwrap())["chn"],
+        "baidu"
+    );
+    assert!(!baidu.seen().is_empty());
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("baidu"),
+        None,
+        Some(json!({"app_id": "bd-000001", "code": "garbage"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("invalid_code")),
+        "{v}"
+    );
+
+    // Refresh rotates: the new pair works, the old refresh token is refused and revokes its
+    // sign-in, so the newest refresh token stops working too.
+    let refresh_at = format!("{gw}/v1/token/refresh");
+    let (st, r1) = send(
+        &http,
+        reqwest::Method::POST,
+        refresh_at.clone(),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "refresh_token": refresh})),
+    )
+    .await;
+    assert_eq!(st, 200, "{r1}");
+    assert_ne!(r1["refresh_token"], json!(refresh));
+    assert_eq!(r1["user_id"], json!(user));
+    assert_eq!(
+        get_json(&http, &demo.url, r1["access_token"].as_str().unwrap()).await["headers"]
+            ["x-fenfa-user"],
+        user.as_str()
+    );
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        refresh_at.clone(),
+        None,
+        Some(json!({"app_id": "wx-second-app", "refresh_token": r1["refresh_token"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("invalid_refresh_token")),
+        "bound to its app: {v}"
+    );
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        refresh_at.clone(),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "refresh_token": refresh})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("refresh_token_reused")),
+        "{v}"
+    );
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        refresh_at.clone(),
+        None,
+        Some(json!({"app_id": "wx-demo-app", "refresh_token": r1["refresh_token"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("invalid_refresh_token")),
+        "the family is revoked: {v}"
+    );
+
+    // Key rotation with overlap: tokens of the old key still verify; new ones carry the new kid.
+    let old_access = access.clone();
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/identity-keys/rotate"),
+        Some(&sec),
+        Some(json!({"overlap": 60})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("overlap")),
+        "shorter than a token's life: {v}"
+    );
+    let (st, second_key) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/identity-keys/rotate"),
+        Some(&sec),
+        Some(json!({"overlap": 600})),
+    )
+    .await;
+    assert_eq!(st, 201, "{second_key}");
+    let new_kid = second_key["kid"].as_str().unwrap().to_string();
+    assert_ne!(new_kid, first_key["kid"].as_str().unwrap());
+    let mut new_access = String::new();
+    wait_for(
+        "a token of the new key through the gateway",
+        &demo.cp,
+        async || {
+            let (st, v) = send(
+                &http,
+                reqwest::Method::POST,
+                login_at("wechat"),
+                None,
+                Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-alice-1")})),
+            )
+            .await;
+            assert_eq!(st, 200, "{v}");
+            new_access = v["access_token"].as_str().unwrap().to_string();
+            assert_eq!(kid_of(&new_access), new_kid);
+            let (st, _) = send(
+                &http,
+                reqwest::Method::GET,
+                demo.url.clone(),
+                Some(&new_access),
+                None,
+            )
+            .await;
+            st == 200
+        },
+    )
+    .await;
+    let echo = get_json(&http, &demo.url, &old_access).await;
+    assert_eq!(
+        echo["headers"]["x-fenfa-user"],
+        user.as_str(),
+        "the old key's token still verifies: {echo}"
+    );
+    let (st, jwks) = send(
+        &http,
+        reqwest::Method::GET,
+        format!("{gw}/.well-known/jwks.json"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let kids: HashSet<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(
+        kids,
+        HashSet::from([new_kid.as_str(), first_key["kid"].as_str().unwrap()]),
+        "{jwks}"
+    );
+    assert!(jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.get("d").is_none()));
+    // A revoked key's tokens are refused on the gateway.
+    let (st, _) = send(
+        &http,
+        reqwest::Method::POST,
+        format!(
+            "{admin}/v1/identity-keys/{}/revoke",
+            first_key["id"].as_str().unwrap()
+        ),
+        Some(&sec),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    wait_for("the revoked key's token refused", &demo.cp, async || {
+        send(
+            &http,
+            reqwest::Method::GET,
+            demo.url.clone(),
+            Some(&old_access),
+            None,
+        )
+        .await
+        .0 == 401
+    })
+    .await;
+
+    // H5: a ticket (single use) becomes an HttpOnly cookie for the page's prefix.
+    let (st, tk) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{gw}/v1/h5/ticket"),
+        Some(&new_access),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{tk}");
+    let ticket = tk["ticket"].as_str().unwrap();
+    let enter = format!("{gw}/v1/h5/enter?ticket={ticket}&to=/h5/agency-a/index.html");
+    let r = http.get(&enter).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(r.headers()["location"], "/h5/agency-a/index.html");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("fenfa_session="), "{cookie}");
+    for attr in ["Path=/h5/agency-a;", "HttpOnly", "Secure", "SameSite=Lax"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    let session = cookie
+        .trim_start_matches("fenfa_session=")
+        .split(';')
+        .next()
+        .unwrap();
+    assert_eq!(claims_of(session)["sub"], user.as_str());
+    assert_eq!(
+        claims_of(session)["aud"],
+        format!("{}:h5", settings["token_audience"].as_str().unwrap())
+    );
+    let r = http.get(&enter).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a ticket is single use");
+    let (st, _) = send(
+        &http,
+        reqwest::Method::GET,
+        format!("{gw}/v1/h5/enter?ticket=x&to=https://evil.example/"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 422, "no open redirect");
+    let (st, _) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{gw}/v1/h5/ticket"),
+        Some(session),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401, "a session cookie is not an access token");
+
+    // The sign-in audit names platform users and outcomes, never channel ids; nothing logs them.
+    let events = get_json(&http, format!("{admin}/v1/audit/signins?limit=100"), &aud).await;
+    let items = events["items"].as_array().unwrap();
+    assert!(items
+        .iter()
+        .any(|e| e["event"] == "login" && e["outcome"] == "ok" && e["user_id"] == user.as_str()));
+    assert!(items.iter().any(|e| e["outcome"] == "code_used"));
+    assert!(items
+        .iter()
+        .any(|e| e["event"] == "refresh" && e["outcome"] == "refresh_token_reused"));
+    let text = events.to_string();
+    let log = demo.cp.log();
+    for secret in [
+        "oWx-alice-1",
+        "uBob",
+        "2088102104794936",
+        WX_SECRET,
+        BD_SECRET,
+        "c2Vzc2lvbi1rZXktc2VjcmV0",
+        &refresh,
+        &access,
+    ] {
+        assert!(!text.contains(secret), "{secret} in the sign-in audit");
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
