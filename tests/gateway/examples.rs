@@ -11,7 +11,7 @@ use std::process::Command;
 const MARKER: &str = "# fenfa-config";
 
 /// Pages whose complete configs are checked.
-const CHECKED_DOCS: [&str; 9] = [
+const CHECKED_DOCS: [&str; 10] = [
     "config.md",
     "metrics.md",
     "routing.md",
@@ -21,6 +21,7 @@ const CHECKED_DOCS: [&str; 9] = [
     "plugins/rate-limit.md",
     "plugins/jwt-auth.md",
     "tracing.md",
+    "h5.md",
 ];
 
 fn repo_dir(name: &str) -> PathBuf {
