@@ -21,11 +21,14 @@ use crate::support::Gateway;
 
 const HOST: &str = "h5.city.example";
 
+/// Every request an [`Origin`] got: its path and headers.
+type Seen = Arc<Mutex<Vec<(String, HashMap<String, String>)>>>;
+
 /// An agency's web origin: pages, redirects, cookies and assets with caching headers. Records
 /// every request (path and headers).
 struct Origin {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    seen: Seen,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -34,7 +37,7 @@ impl Origin {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(String, HashMap<String, String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let st = seen.clone();
         std::thread::spawn(move || {
@@ -92,7 +95,7 @@ impl Origin {
 }
 
 async fn answer(
-    seen: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    seen: Seen,
     me: SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
