@@ -915,6 +915,15 @@ pub struct Settings {
         skip_serializing_if = "Option::is_none"
     )]
     pub signin: Option<SigninSettings>,
+    /// The shared H5 domain (`docs/h5.md`): its host names and the channels' domain
+    /// verification files, served at its root by every gateway.
+    #[serde(
+        default,
+        deserialize_with = "crate::api::object",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub h5: Option<fenfa_config::model::H5Settings>,
 }
 
 impl Default for Settings {
@@ -924,6 +933,7 @@ impl Default for Settings {
             token_audience: "fenfa".into(),
             algorithms: None,
             signin: None,
+            h5: None,
         }
     }
 }

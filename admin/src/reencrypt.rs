@@ -94,8 +94,22 @@ pub async fn reencrypt(State(app): State<AppState>, p: Principal) -> ApiResult<J
         })
         .map(|k| k.id.clone())
         .collect();
+    let identity = snap
+        .identity_keys
+        .iter()
+        .filter(|k| SecretCipher::of(&k.sealed_private) != Some(cipher))
+        .count();
+    let app_signin = snap
+        .apps
+        .iter()
+        .filter(|a| {
+            a.sealed_signin
+                .as_deref()
+                .is_some_and(|s| SecretCipher::of(s) != Some(cipher))
+        })
+        .count();
     let (signing, token) = (stale_signing.len(), stale_token.len());
-    if signing + token > 0 {
+    if signing + token + identity + app_signin > 0 {
         commit(&app, &actor, "secrets.re-encrypt", |s, _| {
             let mut touched: Vec<(&'static str, String)> = Vec::new();
             for k in s.signing_keys.iter_mut() {
@@ -113,6 +127,23 @@ pub async fn reencrypt(State(app): State<AppState>, p: Principal) -> ApiResult<J
                 if let Some(new) = reseal(master, cipher, &context, sealed)? {
                     k.sealed_k = Some(new);
                     touched.push((kind::TOKEN_KEY, k.id.clone()));
+                }
+            }
+            for k in s.identity_keys.iter_mut() {
+                let context = format!("identity-key:{}", k.id);
+                if let Some(new) = reseal(master, cipher, &context, &k.sealed_private)? {
+                    k.sealed_private = new;
+                    touched.push((kind::IDENTITY_KEY, k.id.clone()));
+                }
+            }
+            for a in s.apps.iter_mut() {
+                let Some(sealed) = a.sealed_signin.as_deref() else {
+                    continue;
+                };
+                let context = format!("app-signin:{}", a.id);
+                if let Some(new) = reseal(master, cipher, &context, sealed)? {
+                    a.sealed_signin = Some(new);
+                    touched.push((kind::APP, a.id.clone()));
                 }
             }
             let mut it = touched.into_iter();
@@ -164,6 +195,8 @@ pub async fn reencrypt(State(app): State<AppState>, p: Principal) -> ApiResult<J
     let counts = json!({
         "signing_keys": signing,
         "token_keys": token,
+        "identity_keys": identity,
+        "app_signin_secrets": app_signin,
         "totp_secrets": totp,
         "alert_destination_secrets": destinations,
         "stored_config": config,

@@ -114,6 +114,7 @@ pub fn render(
     // Nodes keep their own `audit:` section (`fenfa_gateway::control_plane::merge`); the
     // in-process gateway of a single node takes this one, from its next start.
     cfg.audit.chain = s.settings.audit_chain();
+    cfg.h5 = s.settings.h5.clone();
     let mut o = Origins::default();
 
     for a in &s.agencies {

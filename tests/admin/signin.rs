@@ -241,6 +241,7 @@ fn rsa_pair(dir: &std::path::Path) -> (String, String) {
             "-out",
         ])
         .arg(&key)
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("openssl");
     assert!(st.success());
@@ -643,6 +644,42 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         (401, Some("invalid_code")),
         "{v}"
     );
+    // The channel's platform down: 502, and sign-in works again once it is back.
+    let closed = crate::serve::free_port();
+    let (st, _) = put_creds(
+        &app_ids["bd-000001"],
+        json!({"app_key": BD_KEY, "secret": BD_SECRET, "endpoint": format!("http://127.0.0.1:{closed}")}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("baidu"),
+        None,
+        Some(json!({"app_id": "bd-000001", "code": fresh("bd-open-1")})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("channel_unavailable")),
+        "{v}"
+    );
+    let (st, _) = put_creds(
+        &app_ids["bd-000001"],
+        json!({"app_key": BD_KEY, "secret": BD_SECRET, "endpoint": baidu.url}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        login_at("baidu"),
+        None,
+        Some(json!({"app_id": "bd-000001", "code": fresh("bd-open-1")})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
 
     // Refresh rotates: the new pair works, the old refresh token is refused and revokes its
     // sign-in, so the newest refresh token stops working too.
@@ -890,4 +927,293 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         assert!(!text.contains(secret), "{secret} in the sign-in audit");
         assert!(!log.contains(secret), "{secret} in the log");
     }
+
+    // H5: the shared domain's verification files and an agency's pages, managed here, served
+    // by the gateway; the ticket's cookie makes the page's backend see the user.
+    let mut with_h5 = get_json(&http, format!("{admin}/v1/settings"), &sec).await;
+    with_h5["h5"] = json!({"hosts": ["h5.city.example"], "verification_files": [
+        {"channel": "wechat", "name": "MP_verify_Wx8aB3.txt", "content": "Wx8aB3"},
+        {"channel": "alipay", "name": "alipay_verify_2021.txt", "content": "alipay-2021000000000001"},
+        {"channel": "baidu", "name": "baidu_verify_codeva-Bd7.html", "content": "bd7-verify"},
+    ]});
+    let (st, v) = send(
+        &http,
+        reqwest::Method::PUT,
+        format!("{admin}/v1/settings"),
+        Some(&sec),
+        Some(with_h5),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let services = get_json(&http, format!("{admin}/v1/services"), &sys).await;
+    let echo_svc = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "demo-echo")
+        .unwrap()
+        .clone();
+    let (st, h5) = send(&http, reqwest::Method::POST, format!("{admin}/v1/services"), Some(&sys), Some(json!({
+        "agency_id": echo_svc["agency_id"], "name": "agency-a-pages", "title": "办事指南 (H5)", "kind": "h5",
+        "upstream": echo_svc["upstream"],
+    }))).await;
+    assert_eq!(st, 201, "{h5}");
+    let h5_id = h5["id"].as_str().unwrap();
+    let (st, v) = send(&http, reqwest::Method::POST, format!("{admin}/v1/routes"), Some(&sys), Some(json!({
+        "service_id": h5_id, "name": "agency-a-h5", "paths": ["/h5/agency-a/*"], "strip_prefix": true,
+    }))).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/services/{h5_id}/submit"),
+        Some(&sys),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, ver) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/services/{h5_id}/verifications"),
+        Some(&sec),
+        Some(json!({"load": {"step_ms": 200}})),
+    )
+    .await;
+    assert_eq!(st, 201, "{ver}");
+    if ver["result"] == "failed" {
+        let (st, v) = send(
+            &http,
+            reqwest::Method::POST,
+            format!(
+                "{admin}/v1/verifications/{}/override",
+                ver["id"].as_str().unwrap()
+            ),
+            Some(&sec),
+            Some(json!({"reason": "test fixture: the echo backend is not a web page"})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/services/{h5_id}/publish"),
+        Some(&sys),
+        Some(json!({"channels": ["wechat", "alipay", "baidu"]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let page = format!("{gw}/h5/agency-a/index.html");
+    wait_for("the H5 page on the gateway", &demo.cp, async || {
+        http.get(&page).send().await.unwrap().status().as_u16() == 200
+    })
+    .await;
+    for (name, content) in [
+        ("MP_verify_Wx8aB3.txt", "Wx8aB3"),
+        ("alipay_verify_2021.txt", "alipay-2021000000000001"),
+        ("baidu_verify_codeva-Bd7.html", "bd7-verify"),
+    ] {
+        let r = http
+            .get(format!("{gw}/{name}"))
+            .header("host", "h5.city.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{name}");
+        assert_eq!(r.text().await.unwrap(), content);
+    }
+    // Without a session the page is served, to nobody in particular (a forged header is dropped).
+    let anon: Value = http
+        .get(&page)
+        .header("x-fenfa-user", "u_forged")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anon["path"], "/index.html", "{anon}");
+    assert!(anon["headers"].get("x-fenfa-user").is_none(), "{anon}");
+    // With the ticket's cookie the backend sees the user, and never the cookie itself.
+    let (st, tk) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{gw}/v1/h5/ticket"),
+        Some(&new_access),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{tk}");
+    let r = http
+        .get(format!(
+            "{gw}/v1/h5/enter?ticket={}&to=/h5/agency-a/index.html",
+            tk["ticket"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let seen: Value = http
+        .get(&page)
+        .header("cookie", format!("theme=dark; {cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["headers"]["x-fenfa-user"], user.as_str(), "{seen}");
+    assert_eq!(seen["headers"]["x-fenfa-channel"], "wechat");
+    assert_eq!(
+        seen["headers"]["cookie"], "theme=dark",
+        "the page's own cookies pass: {seen}"
+    );
+    assert!(
+        !seen.to_string().contains("fenfa_session"),
+        "the backend never sees the session cookie: {seen}"
+    );
+    // An access token is not a session cookie.
+    let wrong: u16 = http
+        .get(&page)
+        .header("cookie", format!("fenfa_session={new_access}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(wrong, 401);
 }
+
+/// The sign-in store on SQLite and on PostgreSQL: one user per channel identity (union ids
+/// link apps; two first sign-ins at once get one user), refresh rotation with reuse
+/// detection, single-use tickets that expire, the sign-in audit.
+async fn the_sign_in_store_keeps_one_user_and_uses_tokens_once(env: &Env) {
+    use fenfa_admin::identity::{tokens, users};
+    use fenfa_admin::model::Channel;
+    let (pool, master, now) = (&env.app.store.pool, &env.app.master, env.now());
+    let p = |app: &str, sub: &str, union: Option<&str>| {
+        users::pseudonyms(master, Channel::Wechat, app, sub, union)
+    };
+    let first = p("wx1", "o-1", Some("un-1"));
+    let (a, b) = tokio::join!(
+        users::link(pool, Channel::Wechat, "wx1", &first, now),
+        users::link(pool, Channel::Wechat, "wx1", &first, now),
+    );
+    let u1 = a.unwrap();
+    assert_eq!(b.unwrap(), u1, "two first sign-ins at once are one user");
+    assert!(
+        !p("wx1", "o-1", None).subject.contains("o-1"),
+        "stored as a pseudonym"
+    );
+    let same_union = users::link(
+        pool,
+        Channel::Wechat,
+        "wx2",
+        &p("wx2", "o-2", Some("un-1")),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(same_union, u1);
+    let other = users::link(pool, Channel::Wechat, "wx1", &p("wx1", "o-3", None), now)
+        .await
+        .unwrap();
+    assert_ne!(other, u1);
+    // The same id on another channel is another identity.
+    let alipay = users::pseudonyms(master, Channel::Alipay, "wx1", "o-1", None);
+    assert_ne!(
+        users::link(pool, Channel::Alipay, "wx1", &alipay, now)
+            .await
+            .unwrap(),
+        u1
+    );
+
+    let h = tokens::Holder {
+        user: u1.clone(),
+        channel: "wechat".into(),
+        app_id: "wx1".into(),
+    };
+    let r1 = tokens::issue_refresh(pool, &h, None, now, 3600)
+        .await
+        .unwrap();
+    let (held, family) = tokens::use_refresh(pool, &r1, "wx1", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.user, u1);
+    let r2 = tokens::issue_refresh(pool, &h, Some(&family), now, 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokens::use_refresh(pool, &r1, "wx1", now)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        tokens::RefreshRefused::Reused
+    );
+    assert_eq!(
+        tokens::use_refresh(pool, &r2, "wx1", now)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        tokens::RefreshRefused::Invalid,
+        "the family is revoked"
+    );
+    let r3 = tokens::issue_refresh(pool, &h, None, now, 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokens::use_refresh(pool, &r3, "wx1", now + 3600)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        tokens::RefreshRefused::Invalid,
+        "expired"
+    );
+
+    let t = tokens::issue_ticket(pool, &h, now).await.unwrap();
+    assert_eq!(
+        tokens::redeem_ticket(pool, &t, now + 59)
+            .await
+            .unwrap()
+            .map(|h| h.user),
+        Some(u1.clone())
+    );
+    assert!(
+        tokens::redeem_ticket(pool, &t, now + 59)
+            .await
+            .unwrap()
+            .is_none(),
+        "single use"
+    );
+    let late = tokens::issue_ticket(pool, &h, now).await.unwrap();
+    assert!(
+        tokens::redeem_ticket(pool, &late, now + 60)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+
+    let e = users::Event {
+        event: "login",
+        channel: "wechat",
+        app_id: "wx1",
+        user_id: Some(&u1),
+        outcome: "ok",
+    };
+    users::record(pool, &e, now).await.unwrap();
+    let rows = users::recent(pool, 10).await.unwrap();
+    assert_eq!(rows[0]["user_id"], u1.as_str());
+    assert_eq!(rows[0]["time"], fenfa_admin::local_time::display(now));
+}
+
+crate::both_backends!(the_sign_in_store_keeps_one_user_and_uses_tokens_once);

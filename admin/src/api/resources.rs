@@ -1007,6 +1007,9 @@ pub async fn put_settings(
         if input.signin.is_none() {
             input.signin = s.settings.signin.clone();
         }
+        if input.h5.is_none() {
+            input.h5 = s.settings.h5.clone();
+        }
         chain = input.audit_chain();
         s.settings = input;
         Ok(Touched::new(kind::SETTINGS, "global"))
