@@ -1090,6 +1090,132 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         .status()
         .as_u16();
     assert_eq!(wrong, 401);
+
+    // 国密: a rotation to SM2. Its tokens pass every gateway's jwt-auth, verify with an
+    // implementation that is not Fenfa's (Python gmssl), and a tampered one is refused.
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/identity-keys/rotate"),
+        Some(&sec),
+        Some(json!({"alg": "SM3"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["fields"][0]["path"].as_str()),
+        (422, Some("alg")),
+        "{v}"
+    );
+    let (st, sm2_key) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{admin}/v1/identity-keys/rotate"),
+        Some(&sec),
+        Some(json!({"alg": "SM2", "overlap": 600})),
+    )
+    .await;
+    assert_eq!(st, 201, "{sm2_key}");
+    assert_eq!(
+        (
+            sm2_key["jwk"]["crv"].as_str(),
+            sm2_key["jwk"]["alg"].as_str()
+        ),
+        (Some("SM2"), Some("SM2"))
+    );
+    let sm2_kid = sm2_key["kid"].as_str().unwrap().to_string();
+    let mut sm2_access = String::new();
+    wait_for("an SM2 token through the gateway", &demo.cp, async || {
+        let (st, v) = send(
+            &http,
+            reqwest::Method::POST,
+            login_at("wechat"),
+            None,
+            Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-alice-1")})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        sm2_access = v["access_token"].as_str().unwrap().to_string();
+        send(
+            &http,
+            reqwest::Method::GET,
+            demo.url.clone(),
+            Some(&sm2_access),
+            None,
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    let head: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(sm2_access.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (head["alg"].as_str(), head["kid"].as_str()),
+        (Some("SM2"), Some(sm2_kid.as_str()))
+    );
+    assert_eq!(
+        get_json(&http, &demo.url, &sm2_access).await["headers"]["x-fenfa-user"],
+        user.as_str()
+    );
+    let gmssl = r#"
+import sys, base64
+from gmssl import sm2
+def d(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+signed, sig = sys.stdin.read().strip().rsplit(".", 1)
+key = sm2.CryptSM2(private_key="", public_key=(d(sys.argv[1]) + d(sys.argv[2])).hex())
+print("valid" if key.verify_with_sm3(d(sig).hex(), signed.encode()) else "invalid")
+"#;
+    let (x, y) = (
+        sm2_key["jwk"]["x"].as_str().unwrap(),
+        sm2_key["jwk"]["y"].as_str().unwrap(),
+    );
+    assert_eq!(
+        crate::python::run(gmssl, &[x, y], sm2_access.as_bytes()),
+        "valid"
+    );
+    let mut parts: Vec<String> = sm2_access.split('.').map(str::to_string).collect();
+    let mut claims = claims_of(&sm2_access);
+    claims["sub"] = json!("u_someone_else");
+    parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let forged = parts.join(".");
+    assert_eq!(
+        crate::python::run(gmssl, &[x, y], forged.as_bytes()),
+        "invalid"
+    );
+    assert_eq!(
+        send(
+            &http,
+            reqwest::Method::GET,
+            demo.url.clone(),
+            Some(&forged),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    // The control plane checks SM2 tokens too (a ticket for an H5 page).
+    let (st, v) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{gw}/v1/h5/ticket"),
+        Some(&sm2_access),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = send(
+        &http,
+        reqwest::Method::POST,
+        format!("{gw}/v1/h5/ticket"),
+        Some(&forged),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
 }
 
 /// The sign-in store on SQLite and on PostgreSQL: one user per channel identity (union ids

@@ -611,6 +611,9 @@ pub struct RotateInput {
     /// default: twice that lifetime).
     #[serde(default)]
     pub overlap: Option<i64>,
+    /// What the new key signs with: `ES256` (default) or `SM2` (国密, `docs/guomi.md`).
+    #[serde(default)]
+    pub alg: Option<String>,
 }
 
 pub async fn rotate(
@@ -619,6 +622,11 @@ pub async fn rotate(
     Input(input): Input<RotateInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     p.authorize(Action::TokenKeyWrite)?;
+    let alg = match input.alg.as_deref() {
+        None => keys::KeyAlg::Es256,
+        Some(a) => keys::KeyAlg::parse(a)
+            .ok_or_else(|| ApiError::invalid("alg", "expected ES256 or SM2"))?,
+    };
     let master = &app.master;
     let c = commit(&app, &Actor::from(&p), "identity-key.rotate", |s, now| {
         let ttl = s.settings.signin.as_ref().map_or(900, |si| si.access_ttl);
@@ -629,7 +637,7 @@ pub async fn rotate(
                 format!("expected {ttl} (the access-token lifetime) to 2592000 seconds"),
             ));
         }
-        let key = keys::generate(master, now).map_err(ApiError::internal)?;
+        let key = keys::generate(master, now, alg).map_err(ApiError::internal)?;
         let id = key.id.clone();
         let mut touched = Touched::new(kind::IDENTITY_KEY, id.clone());
         for k in s

@@ -1,5 +1,9 @@
-//! The platform's token signing keys: ES256 (P-256) made with ring, the private key sealed
-//! with the master key, tokens encoded and checked with `jsonwebtoken`.
+//! The platform's token signing keys: ES256 (P-256) made with ring, tokens encoded and checked
+//! with `jsonwebtoken`; or, chosen at a rotation, SM2 (国密, GB/T 32918) with RustCrypto's `sm2`
+//! — `alg: SM2`, the user id `1234567812345678`, the signature `r ‖ s`, exactly what `jwt-auth`
+//! verifies (`docs/guomi.md`). `jsonwebtoken` has no SM2, so an SM2 token's compact form is put
+//! together here (base64url of the header and claims JSON; the signature from `sm2`). The
+//! private key is sealed with the master key either way.
 //!
 //! The newest `active` key without a `retire_at` signs. A rotation makes a new key and gives
 //! the old one a `retire_at` at least one access-token lifetime away: until then both are in
@@ -12,38 +16,96 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Map, Value};
 
-use crate::crypto::{new_id, MasterKey};
+use crate::crypto::{new_id, random_array, MasterKey};
 use crate::model::{IdentityKey, KeyStatus};
+
+/// The distinguishing identifier of SM2 signatures: GM/T 0009-2012's default, as `jwt-auth`.
+const SM2_ID: &str = "1234567812345678";
+
+/// What a platform key signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlg {
+    Es256,
+    Sm2,
+}
+
+impl KeyAlg {
+    /// `ES256` or `SM2` (as in JWKs and token headers).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(Self::Es256),
+            "SM2" => Some(Self::Sm2),
+            _ => None,
+        }
+    }
+
+    fn of(key: &IdentityKey) -> Self {
+        match key.jwk.get("alg").and_then(Value::as_str) {
+            Some("SM2") => Self::Sm2,
+            _ => Self::Es256,
+        }
+    }
+}
 
 fn context(id: &str) -> String {
     format!("identity-key:{id}")
 }
 
+/// The private key and public point (x, y) of a new key.
+fn key_pair(alg: KeyAlg) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
+    match alg {
+        KeyAlg::Es256 => {
+            let rng = SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| "cannot generate a P-256 key".to_string())?;
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .map_err(|_| "cannot read the generated key".to_string())?;
+            // SEC1 uncompressed point: 0x04 || x || y.
+            let point = pair.public_key().as_ref();
+            let (x, y) = point[1..].split_at(32);
+            Ok((pkcs8.as_ref().to_vec(), x.to_vec(), y.to_vec()))
+        }
+        KeyAlg::Sm2 => {
+            use sm2::elliptic_curve::sec1::ToEncodedPoint as _;
+            // A random scalar; the rare one out of range (zero, or ≥ n) is drawn again.
+            let (secret, key) = loop {
+                let secret = random_array::<32>();
+                if let Ok(k) = sm2::dsa::SigningKey::from_slice(SM2_ID, &secret) {
+                    break (secret, k);
+                }
+            };
+            let point = key.verifying_key().as_affine().to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err("the SM2 public key is the identity point".into());
+            };
+            Ok((secret.to_vec(), x.to_vec(), y.to_vec()))
+        }
+    }
+}
+
 /// A new key pair: the resource to store (private key sealed).
-pub fn generate(master: &MasterKey, now: i64) -> Result<IdentityKey, String> {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .map_err(|_| "cannot generate a P-256 key".to_string())?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|_| "cannot read the generated key".to_string())?;
-    // SEC1 uncompressed point: 0x04 || x || y.
-    let point = pair.public_key().as_ref();
-    let (x, y) = point[1..].split_at(32);
+pub fn generate(master: &MasterKey, now: i64, alg: KeyAlg) -> Result<IdentityKey, String> {
+    let (private, x, y) = key_pair(alg)?;
     let id = new_id("ik");
     let kid = format!(
         "fenfa-{}-{}",
         crate::local_time::day(now),
         &id[id.len().saturating_sub(6)..]
     );
+    let (crv, alg) = match alg {
+        KeyAlg::Es256 => ("P-256", "ES256"),
+        KeyAlg::Sm2 => ("SM2", "SM2"),
+    };
     let jwk = json!({
-        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "kty": "EC", "crv": crv, "alg": alg, "use": "sig", "kid": kid,
         "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
     });
     let Value::Object(jwk) = jwk else {
         unreachable!("a JSON object literal")
     };
     Ok(IdentityKey {
-        sealed_private: master.seal(&context(&id), STANDARD.encode(pkcs8.as_ref()).as_bytes()),
+        sealed_private: master.seal(&context(&id), STANDARD.encode(&private).as_bytes()),
         id,
         kid,
         jwk,
@@ -85,10 +147,30 @@ pub fn sign(
     let der = STANDARD
         .decode(&b64)
         .map_err(|e| format!("identity key {}: {e}", key.id))?;
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&der))
-        .map_err(|e| format!("cannot sign a token: {e}"))
+    match KeyAlg::of(key) {
+        KeyAlg::Es256 => {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(key.kid.clone());
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&der))
+                .map_err(|e| format!("cannot sign a token: {e}"))
+        }
+        KeyAlg::Sm2 => {
+            use sm2::dsa::signature::Signer as _;
+            let sk = sm2::dsa::SigningKey::from_slice(SM2_ID, &der)
+                .map_err(|e| format!("identity key {}: {e}", key.id))?;
+            let header = json!({"alg": "SM2", "typ": "JWT", "kid": key.kid});
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(Value::Object(claims.clone()).to_string())
+            );
+            let sig: sm2::dsa::Signature = sk.sign(input.as_bytes());
+            Ok(format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(sig.to_bytes())
+            ))
+        }
+    }
 }
 
 /// Why a token was not accepted.
@@ -108,32 +190,94 @@ pub fn verify(
     issuer: &str,
     audience: &str,
 ) -> Result<Map<String, Value>, Refused> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| Refused::Invalid)?;
-    let kid = header.kid.ok_or(Refused::Invalid)?;
+    // The header names the key (jsonwebtoken's own header type knows no `SM2`).
+    let head = token.split('.').next().ok_or(Refused::Invalid)?;
+    let head: Value = URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(Refused::Invalid)?;
+    let kid = head
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(Refused::Invalid)?;
     let key = published(keys, now)
         .find(|k| k.kid == kid)
         .ok_or(Refused::Invalid)?;
     let coord = |n: &str| key.jwk.get(n).and_then(Value::as_str).unwrap_or("");
-    let dk =
-        DecodingKey::from_ec_components(coord("x"), coord("y")).map_err(|_| Refused::Invalid)?;
-    let mut v = Validation::new(Algorithm::ES256);
-    v.set_issuer(&[issuer]);
-    v.set_audience(&[audience]);
-    // Expiry is checked here against the control plane's clock, not jsonwebtoken's.
-    v.validate_exp = false;
-    v.leeway = 0;
-    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    let data =
-        jsonwebtoken::decode::<Map<String, Value>>(token, &dk, &v).map_err(|_| Refused::Invalid)?;
-    let exp = data
-        .claims
+    let claims = match KeyAlg::of(key) {
+        KeyAlg::Es256 => {
+            let dk = DecodingKey::from_ec_components(coord("x"), coord("y"))
+                .map_err(|_| Refused::Invalid)?;
+            let mut v = Validation::new(Algorithm::ES256);
+            v.set_issuer(&[issuer]);
+            v.set_audience(&[audience]);
+            // Expiry is checked below against the control plane's clock, not jsonwebtoken's.
+            v.validate_exp = false;
+            v.leeway = 0;
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            jsonwebtoken::decode::<Map<String, Value>>(token, &dk, &v)
+                .map_err(|_| Refused::Invalid)?
+                .claims
+        }
+        KeyAlg::Sm2 => sm2_claims(token, &head, coord("x"), coord("y"), issuer, audience)?,
+    };
+    let exp = claims
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or(Refused::Invalid)?;
     if exp <= now {
         return Err(Refused::Expired);
     }
-    Ok(data.claims)
+    Ok(claims)
+}
+
+/// The claims of an SM2 token whose signature, issuer and audience check out.
+fn sm2_claims(
+    token: &str,
+    head: &Value,
+    x: &str,
+    y: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<Map<String, Value>, Refused> {
+    use sm2::dsa::signature::Verifier as _;
+    if head.get("alg").and_then(Value::as_str) != Some("SM2") {
+        return Err(Refused::Invalid);
+    }
+    let (input, sig) = token.rsplit_once('.').ok_or(Refused::Invalid)?;
+    let body = input
+        .split_once('.')
+        .map(|(_, b)| b)
+        .ok_or(Refused::Invalid)?;
+    let mut point = vec![4u8];
+    for c in [x, y] {
+        point.extend(URL_SAFE_NO_PAD.decode(c).map_err(|_| Refused::Invalid)?);
+    }
+    let vk =
+        sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_ID, &point).map_err(|_| Refused::Invalid)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .ok()
+        .and_then(|s| sm2::dsa::Signature::from_slice(&s).ok())
+        .ok_or(Refused::Invalid)?;
+    vk.verify(input.as_bytes(), &sig)
+        .map_err(|_| Refused::Invalid)?;
+    let claims: Map<String, Value> = URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(Refused::Invalid)?;
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == audience,
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(audience)),
+        _ => false,
+    };
+    let iss_ok = claims.get("iss").and_then(Value::as_str) == Some(issuer);
+    if !aud_ok || !iss_ok || claims.get("sub").and_then(Value::as_str).is_none() {
+        return Err(Refused::Invalid);
+    }
+    Ok(claims)
 }
 
 #[cfg(test)]
@@ -146,8 +290,14 @@ mod tests {
 
     #[test]
     fn a_signed_token_verifies_with_its_key_and_is_refused_when_tampered_or_expired() {
+        for alg in [KeyAlg::Es256, KeyAlg::Sm2] {
+            signs_and_verifies(alg);
+        }
+    }
+
+    fn signs_and_verifies(alg: KeyAlg) {
         let m = master();
-        let key = generate(&m, 1_800_000_000).unwrap();
+        let key = generate(&m, 1_800_000_000, alg).unwrap();
         let mut claims = Map::new();
         claims.insert("sub".into(), json!("u_1"));
         claims.insert("iss".into(), json!("https://id"));
@@ -183,8 +333,8 @@ mod tests {
     #[test]
     fn the_newest_unretired_key_signs_and_retired_keys_leave_the_set_after_their_date() {
         let m = master();
-        let mut a = generate(&m, 100).unwrap();
-        let b = generate(&m, 200).unwrap();
+        let mut a = generate(&m, 100, KeyAlg::Es256).unwrap();
+        let b = generate(&m, 200, KeyAlg::Sm2).unwrap();
         a.retire_at = Some(1000);
         let keys = vec![a.clone(), b.clone()];
         assert_eq!(signer(&keys).unwrap().kid, b.kid);
