@@ -51,8 +51,14 @@ fn context(id: &str) -> String {
     format!("identity-key:{id}")
 }
 
-/// The private key and public point (x, y) of a new key.
-fn key_pair(alg: KeyAlg) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
+/// A new key's private part (PKCS#8 for ES256, the scalar for SM2) and public point.
+struct Pair {
+    private: Vec<u8>,
+    x: Vec<u8>,
+    y: Vec<u8>,
+}
+
+fn key_pair(alg: KeyAlg) -> Result<Pair, String> {
     match alg {
         KeyAlg::Es256 => {
             let rng = SystemRandom::new();
@@ -64,7 +70,11 @@ fn key_pair(alg: KeyAlg) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
             // SEC1 uncompressed point: 0x04 || x || y.
             let point = pair.public_key().as_ref();
             let (x, y) = point[1..].split_at(32);
-            Ok((pkcs8.as_ref().to_vec(), x.to_vec(), y.to_vec()))
+            Ok(Pair {
+                private: pkcs8.as_ref().to_vec(),
+                x: x.to_vec(),
+                y: y.to_vec(),
+            })
         }
         KeyAlg::Sm2 => {
             use sm2::elliptic_curve::sec1::ToEncodedPoint as _;
@@ -79,14 +89,18 @@ fn key_pair(alg: KeyAlg) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
             let (Some(x), Some(y)) = (point.x(), point.y()) else {
                 return Err("the SM2 public key is the identity point".into());
             };
-            Ok((secret.to_vec(), x.to_vec(), y.to_vec()))
+            Ok(Pair {
+                private: secret.to_vec(),
+                x: x.to_vec(),
+                y: y.to_vec(),
+            })
         }
     }
 }
 
 /// A new key pair: the resource to store (private key sealed).
 pub fn generate(master: &MasterKey, now: i64, alg: KeyAlg) -> Result<IdentityKey, String> {
-    let (private, x, y) = key_pair(alg)?;
+    let Pair { private, x, y } = key_pair(alg)?;
     let id = new_id("ik");
     let kid = format!(
         "fenfa-{}-{}",
