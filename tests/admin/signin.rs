@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -277,6 +278,16 @@ async fn send(
     (status, v)
 }
 
+/// The `error.code` of an answer.
+fn code(v: &Value) -> Option<&str> {
+    v["error"]["code"].as_str()
+}
+
+/// The first field a `422` names.
+fn field(v: &Value) -> Option<&str> {
+    v["error"]["fields"][0]["path"].as_str()
+}
+
 fn kid_of(token: &str) -> String {
     let head = token.split('.').next().unwrap();
     let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).unwrap()).unwrap();
@@ -301,6 +312,9 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let api = async |m: Method, url: String, bearer: Option<&str>, body: Option<Value>| {
+        send(&http, m, url, bearer, body).await
+    };
     let (admin, gw) = (demo.admin.clone(), demo.gw.clone());
     let sys = login(&http, &admin, "admin", ADMIN_PW, ADMIN_TOTP).await;
     let sec = login(&http, &admin, "security", SECURITY_PW, SECURITY_TOTP).await;
@@ -319,9 +333,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     let mut settings = get_json(&http, format!("{admin}/v1/settings"), &sec).await;
     let cp_addr = admin.trim_start_matches("http://");
     settings["signin"] = json!({"upstream": {"targets": [{"addr": cp_addr}]}, "access_ttl": 300});
-    let (st, v) = send(
-        &http,
-        reqwest::Method::PUT,
+    let (st, v) = api(
+        Method::PUT,
         format!("{admin}/v1/settings"),
         Some(&sec),
         Some(settings.clone()),
@@ -330,23 +343,17 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     assert_eq!(st, 200, "{v}");
     let mut bad = settings.clone();
     bad["signin"]["access_ttl"] = json!(5);
-    let (st, v) = send(
-        &http,
-        reqwest::Method::PUT,
+    let (st, v) = api(
+        Method::PUT,
         format!("{admin}/v1/settings"),
         Some(&sec),
         Some(bad),
     )
     .await;
-    assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
-        (422, Some("signin.access_ttl")),
-        "{v}"
-    );
+    assert_eq!((st, field(&v)), (422, Some("signin.access_ttl")), "{v}");
 
-    let (st, first_key) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, first_key) = api(
+        Method::POST,
         format!("{admin}/v1/identity-keys/rotate"),
         Some(&sec),
         Some(json!({})),
@@ -374,9 +381,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         ("alipay", "2021000000000001"),
         ("baidu", "bd-000001"),
     ] {
-        let (st, v) = send(
-            &http,
-            reqwest::Method::POST,
+        let (st, v) = api(
+            Method::POST,
             format!("{admin}/v1/apps"),
             Some(&sys),
             Some(json!({"channel": channel, "app_id": app_id, "name": "城市服务"})),
@@ -386,9 +392,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         app_ids.insert(app_id, v["id"].as_str().unwrap().to_string());
     }
     let put_creds = async |id: &str, body: Value| {
-        send(
-            &http,
-            reqwest::Method::PUT,
+        api(
+            Method::PUT,
             format!("{admin}/v1/apps/{id}/signin"),
             Some(&sec),
             Some(body),
@@ -401,28 +406,20 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         json!({"secret": BD_SECRET, "endpoint": baidu.url}),
     )
     .await;
-    assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
-        (422, Some("app_key")),
-        "{v}"
-    );
+    assert_eq!((st, field(&v)), (422, Some("app_key")), "{v}");
     let (st, v) = put_creds(
         &app_ids["2021000000000001"],
         json!({"private_key": "not a key", "endpoint": alipay.url}),
     )
     .await;
-    assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
-        (422, Some("private_key")),
-        "{v}"
-    );
+    assert_eq!((st, field(&v)), (422, Some("private_key")), "{v}");
     let (st, v) = put_creds(
         &wx_app,
         json!({"secret": WX_SECRET, "endpoint": "http://10.1.2.3/"}),
     )
     .await;
     assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
+        (st, field(&v)),
         (422, Some("endpoint")),
         "plain http off loopback: {v}"
     );
@@ -455,6 +452,10 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
 
     // The gateway serves sign-in once the commit reached it.
     let login_at = |channel: &str| format!("{gw}/v1/login/{channel}");
+    let sign_in = async |channel: &str, app_id: &str, code: &str| {
+        let body = json!({"app_id": app_id, "code": code});
+        api(Method::POST, login_at(channel), None, Some(body)).await
+    };
     let code_n = std::sync::atomic::AtomicU32::new(0);
     // A new code each time, as `wx.login` gives.
     let fresh = |openid: &str| {
@@ -464,28 +465,14 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         )
     };
     wait_for("sign-in on the gateway", &demo.cp, async || {
-        let (st, _) = send(
-            &http,
-            reqwest::Method::POST,
-            login_at("wechat"),
-            None,
-            Some(json!({"app_id": "wx-demo-app", "code": "not-a-code"})),
-        )
-        .await;
+        let (st, _) = sign_in("wechat", "wx-demo-app", "not-a-code").await;
         st == 401
     })
     .await;
 
     // code → unified token → API call through jwt-auth with the platform user id.
-    let code = fresh("oWx-alice-1");
-    let (st, t) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "code": code})),
-    )
-    .await;
+    let first_code = fresh("oWx-alice-1");
+    let (st, t) = sign_in("wechat", "wx-demo-app", &first_code).await;
     assert_eq!(st, 200, "{t}");
     let (access, refresh, user) = (
         t["access_token"].as_str().unwrap().to_string(),
@@ -508,94 +495,35 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         let seen = wechat.seen();
         let q = seen
             .iter()
-            .find(|q| q.get("js_code") == Some(&code))
+            .find(|q| q.get("js_code") == Some(&first_code))
             .expect("the fake saw the exchange");
         assert_eq!(q["appid"], "wx-demo-app");
         assert_eq!(q["secret"], WX_SECRET);
     }
 
     // The same code twice is refused; so are unknown codes, apps and channels.
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "code": code})),
-    )
-    .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (401, Some("code_used")),
-        "{v}"
-    );
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-nobody", "code": fresh("x")})),
-    )
-    .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (404, Some("unknown_app")),
-        "{v}"
-    );
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = sign_in("wechat", "wx-demo-app", &first_code).await;
+    assert_eq!((st, code(&v)), (401, Some("code_used")), "{v}");
+    let (st, v) = sign_in("wechat", "wx-nobody", &fresh("x")).await;
+    assert_eq!((st, code(&v)), (404, Some("unknown_app")), "{v}");
+    let (st, v) = api(
+        Method::POST,
         login_at("wechat"),
         None,
         Some(json!({"app_id": "wx-demo-app"})),
     )
     .await;
-    assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
-        (422, Some("code")),
-        "{v}"
-    );
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "code": "quota"})),
-    )
-    .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (503, Some("channel_rate_limited")),
-        "{v}"
-    );
+    assert_eq!((st, field(&v)), (422, Some("code")), "{v}");
+    let (st, v) = sign_in("wechat", "wx-demo-app", "quota").await;
+    assert_eq!((st, code(&v)), (503, Some("channel_rate_limited")), "{v}");
 
     // The same person in a second WeChat app of the account (same union id) is the same user;
     // a different person is not.
-    let (_, a1) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-bob-1~uBob")})),
-    )
-    .await;
-    let (_, a2) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-second-app", "code": fresh("oWx-bob-2~uBob")})),
-    )
-    .await;
+    let (_, a1) = sign_in("wechat", "wx-demo-app", &fresh("oWx-bob-1~uBob")).await;
+    let (_, a2) = sign_in("wechat", "wx-second-app", &fresh("oWx-bob-2~uBob")).await;
     assert_eq!(a1["user_id"], a2["user_id"], "{a1} {a2}");
     assert_ne!(a1["user_id"], json!(user));
-    let (_, again) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("wechat"),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-alice-1")})),
-    )
-    .await;
+    let (_, again) = sign_in("wechat", "wx-demo-app", &fresh("oWx-alice-1")).await;
     assert_eq!(
         again["user_id"],
         json!(user),
@@ -603,47 +531,22 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     );
 
     // Alipay (RSA2-signed, checked by the fake with the rsa crate) and Baidu.
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("alipay"),
-        None,
-        Some(json!({"app_id": "2021000000000001", "code": fresh("2088102104794936")})),
-    )
-    .await;
+    let (st, v) = sign_in("alipay", "2021000000000001", &fresh("2088102104794936")).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         claims_of(v["access_token"].as_str().unwrap())["chn"],
         "alipay"
     );
     assert!(alipay.seen().iter().all(|f| f.contains_key("sign")));
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("baidu"),
-        None,
-        Some(json!({"app_id": "bd-000001", "code": fresh("bd-open-1")})),
-    )
-    .await;
+    let (st, v) = sign_in("baidu", "bd-000001", &fresh("bd-open-1")).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         claims_of(v["access_token"].as_str().unwrap())["chn"],
         "baidu"
     );
     assert!(!baidu.seen().is_empty());
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("baidu"),
-        None,
-        Some(json!({"app_id": "bd-000001", "code": "garbage"})),
-    )
-    .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (401, Some("invalid_code")),
-        "{v}"
-    );
+    let (st, v) = sign_in("baidu", "bd-000001", "garbage").await;
+    assert_eq!((st, code(&v)), (401, Some("invalid_code")), "{v}");
     // The channel's platform down: 502, and sign-in works again once it is back.
     let closed = crate::serve::free_port();
     let (st, _) = put_creds(
@@ -652,41 +555,22 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     )
     .await;
     assert_eq!(st, 200);
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("baidu"),
-        None,
-        Some(json!({"app_id": "bd-000001", "code": fresh("bd-open-1")})),
-    )
-    .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (502, Some("channel_unavailable")),
-        "{v}"
-    );
+    let (st, v) = sign_in("baidu", "bd-000001", &fresh("bd-open-1")).await;
+    assert_eq!((st, code(&v)), (502, Some("channel_unavailable")), "{v}");
     let (st, _) = put_creds(
         &app_ids["bd-000001"],
         json!({"app_key": BD_KEY, "secret": BD_SECRET, "endpoint": baidu.url}),
     )
     .await;
     assert_eq!(st, 200);
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
-        login_at("baidu"),
-        None,
-        Some(json!({"app_id": "bd-000001", "code": fresh("bd-open-1")})),
-    )
-    .await;
+    let (st, v) = sign_in("baidu", "bd-000001", &fresh("bd-open-1")).await;
     assert_eq!(st, 200, "{v}");
 
     // Refresh rotates: the new pair works, the old refresh token is refused and revokes its
     // sign-in, so the newest refresh token stops working too.
     let refresh_at = format!("{gw}/v1/token/refresh");
-    let (st, r1) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, r1) = api(
+        Method::POST,
         refresh_at.clone(),
         None,
         Some(json!({"app_id": "wx-demo-app", "refresh_token": refresh})),
@@ -700,64 +584,55 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
             ["x-fenfa-user"],
         user.as_str()
     );
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         refresh_at.clone(),
         None,
         Some(json!({"app_id": "wx-second-app", "refresh_token": r1["refresh_token"]})),
     )
     .await;
     assert_eq!(
-        (st, v["error"]["code"].as_str()),
+        (st, code(&v)),
         (401, Some("invalid_refresh_token")),
         "bound to its app: {v}"
     );
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         refresh_at.clone(),
         None,
         Some(json!({"app_id": "wx-demo-app", "refresh_token": refresh})),
     )
     .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (401, Some("refresh_token_reused")),
-        "{v}"
-    );
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    assert_eq!((st, code(&v)), (401, Some("refresh_token_reused")), "{v}");
+    let (st, v) = api(
+        Method::POST,
         refresh_at.clone(),
         None,
         Some(json!({"app_id": "wx-demo-app", "refresh_token": r1["refresh_token"]})),
     )
     .await;
     assert_eq!(
-        (st, v["error"]["code"].as_str()),
+        (st, code(&v)),
         (401, Some("invalid_refresh_token")),
         "the family is revoked: {v}"
     );
 
     // Key rotation with overlap: tokens of the old key still verify; new ones carry the new kid.
     let old_access = access.clone();
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         format!("{admin}/v1/identity-keys/rotate"),
         Some(&sec),
         Some(json!({"overlap": 60})),
     )
     .await;
     assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
+        (st, field(&v)),
         (422, Some("overlap")),
         "shorter than a token's life: {v}"
     );
-    let (st, second_key) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, second_key) = api(
+        Method::POST,
         format!("{admin}/v1/identity-keys/rotate"),
         Some(&sec),
         Some(json!({"overlap": 600})),
@@ -771,25 +646,11 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         "a token of the new key through the gateway",
         &demo.cp,
         async || {
-            let (st, v) = send(
-                &http,
-                reqwest::Method::POST,
-                login_at("wechat"),
-                None,
-                Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-alice-1")})),
-            )
-            .await;
+            let (st, v) = sign_in("wechat", "wx-demo-app", &fresh("oWx-alice-1")).await;
             assert_eq!(st, 200, "{v}");
             new_access = v["access_token"].as_str().unwrap().to_string();
             assert_eq!(kid_of(&new_access), new_kid);
-            let (st, _) = send(
-                &http,
-                reqwest::Method::GET,
-                demo.url.clone(),
-                Some(&new_access),
-                None,
-            )
-            .await;
+            let (st, _) = api(Method::GET, demo.url.clone(), Some(&new_access), None).await;
             st == 200
         },
     )
@@ -800,9 +661,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         user.as_str(),
         "the old key's token still verifies: {echo}"
     );
-    let (st, jwks) = send(
-        &http,
-        reqwest::Method::GET,
+    let (st, jwks) = api(
+        Method::GET,
         format!("{gw}/.well-known/jwks.json"),
         None,
         None,
@@ -826,9 +686,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         .iter()
         .all(|k| k.get("d").is_none()));
     // A revoked key's tokens are refused on the gateway.
-    let (st, _) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, _) = api(
+        Method::POST,
         format!(
             "{admin}/v1/identity-keys/{}/revoke",
             first_key["id"].as_str().unwrap()
@@ -839,22 +698,16 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     .await;
     assert_eq!(st, 200);
     wait_for("the revoked key's token refused", &demo.cp, async || {
-        send(
-            &http,
-            reqwest::Method::GET,
-            demo.url.clone(),
-            Some(&old_access),
-            None,
-        )
-        .await
-        .0 == 401
+        api(Method::GET, demo.url.clone(), Some(&old_access), None)
+            .await
+            .0
+            == 401
     })
     .await;
 
     // H5: a ticket (single use) becomes an HttpOnly cookie for the page's prefix.
-    let (st, tk) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, tk) = api(
+        Method::POST,
         format!("{gw}/v1/h5/ticket"),
         Some(&new_access),
         None,
@@ -883,18 +736,16 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     );
     let r = http.get(&enter).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "a ticket is single use");
-    let (st, _) = send(
-        &http,
-        reqwest::Method::GET,
+    let (st, _) = api(
+        Method::GET,
         format!("{gw}/v1/h5/enter?ticket=x&to=https://evil.example/"),
         None,
         None,
     )
     .await;
     assert_eq!(st, 422, "no open redirect");
-    let (st, _) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, _) = api(
+        Method::POST,
         format!("{gw}/v1/h5/ticket"),
         Some(session),
         None,
@@ -936,9 +787,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         {"channel": "alipay", "name": "alipay_verify_2021.txt", "content": "alipay-2021000000000001"},
         {"channel": "baidu", "name": "baidu_verify_codeva-Bd7.html", "content": "bd7-verify"},
     ]});
-    let (st, v) = send(
-        &http,
-        reqwest::Method::PUT,
+    let (st, v) = api(
+        Method::PUT,
         format!("{admin}/v1/settings"),
         Some(&sec),
         Some(with_h5),
@@ -953,28 +803,26 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         .find(|x| x["name"] == "demo-echo")
         .unwrap()
         .clone();
-    let (st, h5) = send(&http, reqwest::Method::POST, format!("{admin}/v1/services"), Some(&sys), Some(json!({
+    let (st, h5) = api(Method::POST, format!("{admin}/v1/services"), Some(&sys), Some(json!({
         "agency_id": echo_svc["agency_id"], "name": "agency-a-pages", "title": "办事指南 (H5)", "kind": "h5",
         "upstream": echo_svc["upstream"],
     }))).await;
     assert_eq!(st, 201, "{h5}");
     let h5_id = h5["id"].as_str().unwrap();
-    let (st, v) = send(&http, reqwest::Method::POST, format!("{admin}/v1/routes"), Some(&sys), Some(json!({
+    let (st, v) = api(Method::POST, format!("{admin}/v1/routes"), Some(&sys), Some(json!({
         "service_id": h5_id, "name": "agency-a-h5", "paths": ["/h5/agency-a/*"], "strip_prefix": true,
     }))).await;
     assert_eq!(st, 201, "{v}");
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         format!("{admin}/v1/services/{h5_id}/submit"),
         Some(&sys),
         Some(json!({})),
     )
     .await;
     assert_eq!(st, 200, "{v}");
-    let (st, ver) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, ver) = api(
+        Method::POST,
         format!("{admin}/v1/services/{h5_id}/verifications"),
         Some(&sec),
         Some(json!({"load": {"step_ms": 200}})),
@@ -982,9 +830,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     .await;
     assert_eq!(st, 201, "{ver}");
     if ver["result"] == "failed" {
-        let (st, v) = send(
-            &http,
-            reqwest::Method::POST,
+        let (st, v) = api(
+            Method::POST,
             format!(
                 "{admin}/v1/verifications/{}/override",
                 ver["id"].as_str().unwrap()
@@ -995,9 +842,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
         .await;
         assert_eq!(st, 200, "{v}");
     }
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         format!("{admin}/v1/services/{h5_id}/publish"),
         Some(&sys),
         Some(json!({"channels": ["wechat", "alipay", "baidu"]})),
@@ -1036,9 +882,8 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     assert_eq!(anon["path"], "/index.html", "{anon}");
     assert!(anon["headers"].get("x-fenfa-user").is_none(), "{anon}");
     // With the ticket's cookie the backend sees the user, and never the cookie itself.
-    let (st, tk) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, tk) = api(
+        Method::POST,
         format!("{gw}/v1/h5/ticket"),
         Some(&new_access),
         None,
@@ -1093,22 +938,16 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
 
     // 国密: a rotation to SM2. Its tokens pass every gateway's jwt-auth, verify with an
     // implementation that is not Fenfa's (Python gmssl), and a tampered one is refused.
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         format!("{admin}/v1/identity-keys/rotate"),
         Some(&sec),
         Some(json!({"alg": "SM3"})),
     )
     .await;
-    assert_eq!(
-        (st, v["error"]["fields"][0]["path"].as_str()),
-        (422, Some("alg")),
-        "{v}"
-    );
-    let (st, sm2_key) = send(
-        &http,
-        reqwest::Method::POST,
+    assert_eq!((st, field(&v)), (422, Some("alg")), "{v}");
+    let (st, sm2_key) = api(
+        Method::POST,
         format!("{admin}/v1/identity-keys/rotate"),
         Some(&sec),
         Some(json!({"alg": "SM2", "overlap": 600})),
@@ -1125,25 +964,13 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     let sm2_kid = sm2_key["kid"].as_str().unwrap().to_string();
     let mut sm2_access = String::new();
     wait_for("an SM2 token through the gateway", &demo.cp, async || {
-        let (st, v) = send(
-            &http,
-            reqwest::Method::POST,
-            login_at("wechat"),
-            None,
-            Some(json!({"app_id": "wx-demo-app", "code": fresh("oWx-alice-1")})),
-        )
-        .await;
+        let (st, v) = sign_in("wechat", "wx-demo-app", &fresh("oWx-alice-1")).await;
         assert_eq!(st, 200, "{v}");
         sm2_access = v["access_token"].as_str().unwrap().to_string();
-        send(
-            &http,
-            reqwest::Method::GET,
-            demo.url.clone(),
-            Some(&sm2_access),
-            None,
-        )
-        .await
-        .0 == 200
+        api(Method::GET, demo.url.clone(), Some(&sm2_access), None)
+            .await
+            .0
+            == 200
     })
     .await;
     let head: Value = serde_json::from_slice(
@@ -1186,30 +1013,22 @@ print("valid" if key.verify_with_sm3(d(sig).hex(), signed.encode()) else "invali
         "invalid"
     );
     assert_eq!(
-        send(
-            &http,
-            reqwest::Method::GET,
-            demo.url.clone(),
-            Some(&forged),
-            None
-        )
-        .await
-        .0,
+        api(Method::GET, demo.url.clone(), Some(&forged), None)
+            .await
+            .0,
         401
     );
     // The control plane checks SM2 tokens too (a ticket for an H5 page).
-    let (st, v) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, v) = api(
+        Method::POST,
         format!("{gw}/v1/h5/ticket"),
         Some(&sm2_access),
         None,
     )
     .await;
     assert_eq!(st, 200, "{v}");
-    let (st, _) = send(
-        &http,
-        reqwest::Method::POST,
+    let (st, _) = api(
+        Method::POST,
         format!("{gw}/v1/h5/ticket"),
         Some(&forged),
         None,
