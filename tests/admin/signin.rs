@@ -569,13 +569,11 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
     // Refresh rotates: the new pair works, the old refresh token is refused and revokes its
     // sign-in, so the newest refresh token stops working too.
     let refresh_at = format!("{gw}/v1/token/refresh");
-    let (st, r1) = api(
-        Method::POST,
-        refresh_at.clone(),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "refresh_token": refresh})),
-    )
-    .await;
+    let refresh_with = async |app_id: &str, token: Value| {
+        let body = json!({"app_id": app_id, "refresh_token": token});
+        api(Method::POST, refresh_at.clone(), None, Some(body)).await
+    };
+    let (st, r1) = refresh_with("wx-demo-app", json!(refresh)).await;
     assert_eq!(st, 200, "{r1}");
     assert_ne!(r1["refresh_token"], json!(refresh));
     assert_eq!(r1["user_id"], json!(user));
@@ -584,33 +582,15 @@ async fn three_channels_sign_in_to_one_identity_with_rotating_refresh_and_keys()
             ["x-fenfa-user"],
         user.as_str()
     );
-    let (st, v) = api(
-        Method::POST,
-        refresh_at.clone(),
-        None,
-        Some(json!({"app_id": "wx-second-app", "refresh_token": r1["refresh_token"]})),
-    )
-    .await;
+    let (st, v) = refresh_with("wx-second-app", json!(r1["refresh_token"])).await;
     assert_eq!(
         (st, code(&v)),
         (401, Some("invalid_refresh_token")),
         "bound to its app: {v}"
     );
-    let (st, v) = api(
-        Method::POST,
-        refresh_at.clone(),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "refresh_token": refresh})),
-    )
-    .await;
+    let (st, v) = refresh_with("wx-demo-app", json!(refresh)).await;
     assert_eq!((st, code(&v)), (401, Some("refresh_token_reused")), "{v}");
-    let (st, v) = api(
-        Method::POST,
-        refresh_at.clone(),
-        None,
-        Some(json!({"app_id": "wx-demo-app", "refresh_token": r1["refresh_token"]})),
-    )
-    .await;
+    let (st, v) = refresh_with("wx-demo-app", json!(r1["refresh_token"])).await;
     assert_eq!(
         (st, code(&v)),
         (401, Some("invalid_refresh_token")),
