@@ -12,6 +12,7 @@ throughput runs this one can run on a loaded machine.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import statistics
 import threading
@@ -44,6 +45,8 @@ def main() -> None:
     p.add_argument("--every", type=float, default=0.0,
                    help="seconds from one reload's start to the next (default: back to back)")
     p.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release")
+    p.add_argument("--keep-config", type=Path,
+                   help="copy the generated config here (for the snapshot-memory bin)")
     a = p.parse_args()
     run_dir = REPO / "target" / "bench" / f"reload-memory-{int(time.time())}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,8 @@ def main() -> None:
                              audit=True, values=values, ready_timeout=600)
     try:
         assert gw.proc is not None and gw.status_port is not None
+        if a.keep_config:
+            shutil.copyfile(run_dir / f"reload-{a.routes}-t1.yaml", a.keep_config)
         time.sleep(5.0)
         boot_peak = procs.status_kib(gw.proc.pid, "VmHWM") / 1024
         steady = procs.status_kib(gw.proc.pid, "VmRSS") / 1024
@@ -82,6 +87,8 @@ def main() -> None:
             settled = procs.status_kib(gw.proc.pid, "VmRSS") / 1024
             print(f"  reload {i + 1}: peak {out[0]:.0f} MiB, live after {after:.0f} MiB, "
                   f"before the next {settled:.0f} MiB")
+        if not peaks:
+            return
         peak = statistics.median(peaks)
         settled = statistics.median(afters)
         print(f"median reload peak {peak:.0f} MiB / RSS after reloads {settled:.0f} MiB "
