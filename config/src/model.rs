@@ -811,29 +811,67 @@ fn default_true() -> bool {
 }
 
 /// Parses YAML (JSON is YAML too) into a [`Config`], naming the field on error.
+///
+/// The parser is `serde-saphyr`, which deserializes straight from the parser's events. The
+/// parser used before (`yaml_serde`) first loaded every event of the document into a list: for
+/// a 100k-route config (8 MiB of text) that list peaked at 240 MiB, held beside the running
+/// snapshot on every reload, more than the snapshot itself (BENCHMARKS.md, "Reload memory").
+/// `serde-saphyr` peaks at 47 MiB on the same file, of which 43 MiB is the parsed config.
+///
+/// Limits: YAML aliases stay bounded by the parser's defaults (alias bombs), nesting to 64
+/// levels; the counts that grow with the number of routes are raised to [`MAX_NODES`].
 pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
-    let de = yaml_serde::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let location = inner
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = MAX_NODES;
+    budget.max_nodes = MAX_NODES;
+    budget.max_total_scalar_bytes = MAX_TEXT_BYTES;
+    let options = serde_saphyr::options! {
+        budget: Some(budget),
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
+    };
+    let mut path = String::new();
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| {
+        let e = e.without_snippet();
+        let location = e
             .location()
             .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
             .unwrap_or_default();
-        let path = if path == "." { String::new() } else { path };
-        let msg = strip_location(&inner.to_string());
-        // the YAML parser may prefix its message with the (parent) path; we print the path once.
-        let msg = match msg.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => {
-                rest.to_string()
-            }
-            _ => msg,
+        // serde_path_to_error ends the path with `?` where it did not know the key yet.
+        let path = path.trim_end_matches('?').trim_end_matches('.');
+        let path = if path == "." { "" } else { path };
+        let (path, msg) = match e {
+            serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => (
+                if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                },
+                format!("duplicate key `{key}`: each key may appear once"),
+            ),
+            serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => (
+                path.to_string(),
+                "duplicate key: each key may appear once".to_string(),
+            ),
+            _ => (path.to_string(), strip_location(&e.to_string())),
         };
         super::ConfigError::at(path, format!("{msg}{location}"))
     })
 }
 
-/// The YAML parser appends "at line X column Y" to messages; we print the location once, our way.
+/// Largest number of YAML nodes (and parser events) a config may have: ~25 per route, so room
+/// for well over a million routes.
+pub const MAX_NODES: usize = 64 << 20;
+
+/// Largest total of scalar text in a config.
+pub const MAX_TEXT_BYTES: usize = 256 << 20;
+
+/// The YAML parser appends "at line X, column Y" to messages; we print the location once, our way.
 fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
@@ -869,6 +907,7 @@ mod tests {
     fn duplicate_keys_are_refused_not_overwritten() {
         let text = MINIMAL.replace("  - name: s\n", "  - name: s\n    name: t\n");
         let e = parse(&text).unwrap_err();
-        assert!(e.to_string().contains("duplicate"), "{e}");
+        assert_eq!(e.path, "services[0].name");
+        assert!(e.message.contains("duplicate key `name`"), "{e}");
     }
 }
