@@ -19,7 +19,7 @@ pub use fenfa_config::rewrite::Rewrite;
 
 use crate::config::model::HostHeader;
 use crate::config::{Config, ConfigError};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Metrics, RouteMetrics, SnapshotCount};
 use crate::router::Router;
 use crate::tls::CertSet;
 use crate::upstream::health::HealthRegistry;
@@ -44,6 +44,8 @@ pub struct Runtime {
     /// itself is not kept (for 100k routes it is as large as the snapshot, and a reload would
     /// hold two of it).
     pub settings: Settings,
+    /// Counts this snapshot in `fenfa_config_snapshots` until it is freed.
+    pub counted: SnapshotCount,
 }
 
 /// The process-level settings of the config a snapshot was compiled from.
@@ -187,6 +189,7 @@ pub fn compile(config: &Config, env: &CompileEnv<'_>) -> Result<Runtime, ConfigE
             audit: config.audit.clone(),
             tracing: config.tracing.clone(),
         },
+        counted: SnapshotCount::new(env.metrics),
     })
 }
 

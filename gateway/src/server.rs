@@ -78,22 +78,24 @@ pub fn run(opts: Options) -> Result<(), String> {
             Some((cp.clone(), base, version))
         }
     };
-    let rt = gw.current().ok_or("no config is live")?;
-    let settings = rt.settings.gateway.clone();
-    let listeners = rt.settings.listeners.clone();
+    // The settings only: a clone of the snapshot held here would live as long as the server
+    // does, and keep the first config in memory after every reload.
+    let boot = gw.current().ok_or("no config is live")?.settings.clone();
+    let settings = boot.gateway;
+    let listeners = boot.listeners;
     if let Some(node) = &settings.node {
         tracing::info!(node, "node name from config");
     }
     gw.name_node(settings.node.as_deref());
     // The audit trail starts before any listener: no request goes unrecorded.
     gw.audit.start(
-        &rt.settings.audit,
+        &boot.audit,
         &opts.data_dir,
         gw.node(),
         gw.metrics.audit.clone(),
     )?;
     // Tracing too, with the node name the audit records carry.
-    if let Some(t) = &rt.settings.tracing {
+    if let Some(t) = &boot.tracing {
         let tracing = crate::otel::Tracing::start(t, gw.node())?;
         let _ = gw.traces.set(tracing);
     }
