@@ -903,6 +903,38 @@ mod tests {
         );
     }
 
+    /// A service whose plugin config (free-form, checked later by the plugin) is `value`.
+    fn with_plugin_config(value: &str) -> String {
+        format!("{MINIMAL}    plugins:\n      - name: p\n        config: {value}\n")
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_not_expanded() {
+        // Nine levels of nine aliases each, inside a plugin's config: 9^9 (387 million) strings
+        // if expanded.
+        let mut levels = vec!["a0: &a0 [x, x, x, x, x, x, x, x, x]".to_string()];
+        for i in 1..=9 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            levels.push(format!("a{i}: &a{i} [{refs}]"));
+        }
+        let text = with_plugin_config(&format!("{{{}}}", levels.join(", ")));
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("budget breached"), "{e}");
+    }
+
+    #[test]
+    fn nesting_deeper_than_64_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let e = parse(&with_plugin_config(&deep)).unwrap_err();
+        assert!(e.message.contains("depth"), "{e}");
+        parse(&with_plugin_config(&format!(
+            "{}{}",
+            "[".repeat(20),
+            "]".repeat(20)
+        )))
+        .expect("20 levels are fine");
+    }
+
     #[test]
     fn duplicate_keys_are_refused_not_overwritten() {
         let text = MINIMAL.replace("  - name: s\n", "  - name: s\n    name: t\n");
