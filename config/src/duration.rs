@@ -120,7 +120,7 @@ mod tests {
         assert!(e.contains("no unit"), "{e}");
         let e = "3d".parse::<HumanDuration>().unwrap_err();
         assert!(e.contains("unknown unit `d`"), "{e}");
-        let e: Result<HumanDuration, _> = yaml_serde::from_str("30");
+        let e: Result<HumanDuration, _> = serde_saphyr::from_str("30");
         assert!(e.unwrap_err().to_string().contains("no unit"));
     }
 }
