@@ -844,7 +844,6 @@ pub fn parse(text: &str) -> Result<Config, super::ConfigError> {
             .unwrap_or_default();
         // serde_path_to_error ends the path with `?` where it did not know the key yet.
         let path = path.trim_end_matches('?').trim_end_matches('.');
-        let path = if path == "." { "" } else { path };
         let (path, msg) = match e {
             serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => (
                 if path.is_empty() {

@@ -68,6 +68,13 @@ fn row(what: &str, bytes: usize) {
     println!("| {what} | {:.1} |", mib(bytes));
 }
 
+/// Two rows: what a stage left live since `before`, and its peak above `before`.
+fn stage(what: &str, doing: &str, above: &str, before: usize) {
+    let (live, peak) = (LIVE.load(Relaxed) - before, PEAK.load(Relaxed) - before);
+    row(what, live);
+    row(&format!("  peak of {doing}, above {above}"), peak);
+}
+
 fn main() {
     let path = std::env::args()
         .nth(1)
@@ -92,13 +99,11 @@ fn main() {
     row("config text", LIVE.load(Relaxed) - base);
     let before = mark();
     let config = fenfa_gateway::config::parse(&text).expect("parse the config");
-    row(
+    stage(
         "parsed config (held while compiling)",
-        LIVE.load(Relaxed) - before,
-    );
-    row(
-        "  peak of parsing, above the text",
-        PEAK.load(Relaxed) - before,
+        "parsing",
+        "the text",
+        before,
     );
     let before = mark();
     let p = plan(&config, &plugins, &SystemResolver).expect("check the config");
@@ -107,14 +112,8 @@ fn main() {
     let before = mark();
     let first = compile(&config, &env).expect("compile the config");
     let route_metrics = metrics.route_count();
-    row(
-        "compiled snapshot, with route metrics",
-        LIVE.load(Relaxed) - before,
-    );
-    row(
-        "  peak of compiling, above the parsed config",
-        PEAK.load(Relaxed) - before,
-    );
+    let what = "compiled snapshot, with route metrics";
+    stage(what, "compiling", "the parsed config", before);
     drop(config);
     drop(text);
     let steady = LIVE.load(Relaxed) - base;
@@ -133,6 +132,7 @@ fn main() {
         reload_peak as f64 / steady as f64
     );
     drop(first);
+    println!("\n| after the reload | MiB |\n|---|---:|");
     row(
         "live once the first snapshot is freed",
         LIVE.load(Relaxed) - base,
