@@ -815,7 +815,8 @@ fn default_true() -> bool {
 /// The parser is `serde-saphyr`, which deserializes straight from the parser's events. The
 /// parser used before (`yaml_serde`) first loaded every event of the document into a list: for
 /// a 100k-route config (8 MiB of text) that list peaked at 240 MiB, held beside the running
-/// snapshot on every reload, more than the snapshot itself (BENCHMARKS.md, "Reload memory").
+/// snapshot on every reload, more than the snapshot itself (BENCHMARKS.md, "Reload memory,
+/// round two").
 /// `serde-saphyr` peaks at 47 MiB on the same file, of which 43 MiB is the parsed config.
 ///
 /// Limits: YAML aliases stay bounded by the parser's defaults (alias bombs), nesting to 64
