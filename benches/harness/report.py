@@ -175,6 +175,7 @@ def ratios(rows: list[Row], threads: int, paired=None) -> str:
     full_fresh = _get(rows, threads, "fenfa-full", "fresh")
     noaudit = _get(rows, threads, "fenfa-full-noaudit", "reused")
     bare = _get(rows, threads, "bare-pingora", "reused")
+    floor_fresh = _get(rows, threads, "bare-pingora-es256", "fresh")
     hap = _get(rows, threads, "haproxy", "reused")
     hap_fresh = _get(rows, threads, "haproxy", "fresh")
     fbare = _get(rows, threads, "fenfa-bare", "reused")
@@ -207,6 +208,10 @@ def ratios(rows: list[Row], threads: int, paired=None) -> str:
     add("Fenfa no plugins / bare pingora", ratio(fbare, bare), "", None)
     add("full chain / nginx plain proxy", ratio(full, ngx), "", None)
     add("full chain fresh / reused token", ratio(full_fresh, full), "", None)
+    add("bare pingora + ES256 / HAProxy same job (fresh token): the floor's own ratio",
+        ratio(floor_fresh, hap_fresh), "", None)
+    add("full chain / bare pingora + ES256 (fresh token)", ratio(full_fresh, floor_fresh), "",
+        None)
     if threads != 1:
         lines.append("")
         lines.append("(Issue 6 states its targets for 1 proxy thread; shown here for comparison.)")

@@ -147,6 +147,19 @@ def _bare_pingora(ctx: Ctx, threads: int, cpus: str | None) -> Running:
     return Running("bare-pingora", port, p)
 
 
+def _bare_pingora_es256(ctx: Ctx, threads: int, cpus: str | None) -> Running:
+    port = procs.free_port()
+    p = Proc("bare-pingora-es256",
+             [str(ctx.bin_dir / "bare-pingora"), f"127.0.0.1:{port}",
+              f"127.0.0.1:{ctx.upstream_port}", str(threads), str(ctx.run_dir / "jwks.json")],
+             ctx.run_dir / f"bare-pingora-es256-t{threads}.log", cpus)
+    procs.wait_http(p, port, PATH, timeout=20)
+    status, _ = procs.http_get(port, PATH)
+    if status != 401:
+        raise RuntimeError(f"bare-pingora-es256 answered {status} without a token, not 401")
+    return Running("bare-pingora-es256", port, p)
+
+
 # --- HAProxy ---------------------------------------------------------------------------------
 
 def _haproxy(ctx: Ctx, threads: int, cpus: str | None) -> Running:
@@ -250,6 +263,9 @@ TARGETS: list[Target] = [
     Target("bare-pingora", "`bare-pingora`: a pingora ProxyHttp that forwards everything to "
            "the upstream, no routing/plugins/metrics (src/bin/bare-pingora.rs)", False,
            _bare_pingora),
+    Target("bare-pingora-es256", "`bare-pingora JWKS_FILE`: the same, plus one ES256 "
+           "signature check per request (ring, as Fenfa; no claims, no cache): the floor of a "
+           "fresh-token request", False, _bare_pingora_es256, fresh=True),
     Target("fenfa-bare", "Fenfa, one route, no plugins, audit off, metrics on "
            "(configs/fenfa-bare.yaml)", False, _fenfa_bare),
     Target("fenfa-full-noaudit", "Fenfa full chain as below with `audit.enabled: false`",
