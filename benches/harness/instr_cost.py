@@ -12,7 +12,9 @@ check, rate-limit, audit on; or `fenfa-bare.yaml`) with 1 proxy thread under cal
 the benchmark's nginx upstream, serves N_SMALL and then, in a fresh process, N_LARGE keep-alive
 requests (fixed_load.py, 4 connections), and is stopped. The per-request figure is
 (Ir(N_LARGE) - Ir(N_SMALL)) / (N_LARGE - N_SMALL): start-up and shutdown cancel out.
-`--this-config` gives the second binary another config (`full-waf`, `full-masking`, ...);
+`--this-config` gives the second binary another config (`full-waf`, `full-masking`, ...;
+`full-noaudit` is the full chain with `audit.enabled: false`: `--config full-noaudit
+--this-config full` is what the audit record costs, writer thread included);
 `callgrind_annotate` on the files it names shows where the difference goes.
 `--floor BARE_PINGORA_BIN` also measures `bare-pingora` (benches/src/bin/bare-pingora.rs) the
 same way: the framework floor the full chain is compared against (issue 19).
@@ -34,7 +36,7 @@ from sidebyside import write_big_json
 from load import HERE
 
 REPO = HERE.parent.parent
-CONFIGS = ["full", "bare", "full-waf", "full-masking"]
+CONFIGS = ["full", "bare", "full-waf", "full-masking", "full-noaudit"]
 
 
 def total_ir(out: Path) -> int:
@@ -46,9 +48,11 @@ def total_ir(out: Path) -> int:
     raise RuntimeError(f"no totals in {out}")
 
 
-def measure(ctx: targets.Ctx, binary: Path, template: str | None, label: str, n: int,
+def measure(ctx: targets.Ctx, binary: Path, config: str | None, label: str, n: int,
             token: str | None, load_opts: list[str]) -> int:
-    """Ir of one process serving `n` requests; `template` None runs `binary` as bare-pingora."""
+    """Ir of one process serving `n` requests of `config` (a name in CONFIGS); None runs
+    `binary` as bare-pingora."""
+    template = None if config is None else f"fenfa-{config.removesuffix('-noaudit')}.yaml"
     port, status = procs.free_port(), procs.free_port()
     out = ctx.run_dir / f"callgrind.{label}.{n}"
     log = open(ctx.run_dir / f"{label}-{n}.log", "w")
@@ -58,7 +62,8 @@ def measure(ctx: targets.Ctx, binary: Path, template: str | None, label: str, n:
         data = ctx.run_dir / f"{label}-{n}-data"
         data.mkdir()
         conf = procs.render(ctx.configs / template,
-                            targets.fenfa_values(ctx, 1, port, status, True),
+                            targets.fenfa_values(ctx, 1, port, status,
+                                                   not config.endswith("-noaudit")),
                             ctx.run_dir / f"{label}-{n}.yaml")
         argv = [str(binary), "--config", str(conf), "--data-dir", str(data)]
     p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + argv,
@@ -145,9 +150,9 @@ def main(argv: list[str]) -> int:
         if a.floor:
             runs.append(("floor", a.floor))
         for label, binary in runs:
-            template = f"fenfa-{configs[label]}.yaml" if label != "floor" else None
-            small = measure(ctx, binary, template, label, a.small, token, load_opts)
-            large = measure(ctx, binary, template, label, a.large, token, load_opts)
+            config = configs[label] if label != "floor" else None
+            small = measure(ctx, binary, config, label, a.small, token, load_opts)
+            large = measure(ctx, binary, config, label, a.large, token, load_opts)
             per[label] = (large - small) // (a.large - a.small)
             print(f"{label}: Ir({a.small})={small:,} Ir({a.large})={large:,} "
                   f"per request={per[label]:,}", flush=True)
