@@ -137,23 +137,26 @@ def _nginx(ctx: Ctx, threads: int, cpus: str | None) -> Running:
 
 # --- bare pingora ----------------------------------------------------------------------------
 
-def _bare_pingora(ctx: Ctx, threads: int, cpus: str | None) -> Running:
+def _start_bare(ctx: Ctx, name: str, threads: int, cpus: str | None,
+                *extra: str) -> tuple[int, Proc]:
+    """Starts `bare-pingora` with `extra` arguments after its three, and waits until it answers."""
     port = procs.free_port()
-    p = Proc("bare-pingora",
+    p = Proc(name,
              [str(ctx.bin_dir / "bare-pingora"), f"127.0.0.1:{port}",
-              f"127.0.0.1:{ctx.upstream_port}", str(threads)],
-             ctx.run_dir / f"bare-pingora-t{threads}.log", cpus)
+              f"127.0.0.1:{ctx.upstream_port}", str(threads), *extra],
+             ctx.run_dir / f"{name}-t{threads}.log", cpus)
     procs.wait_http(p, port, PATH, timeout=20)
+    return port, p
+
+
+def _bare_pingora(ctx: Ctx, threads: int, cpus: str | None) -> Running:
+    port, p = _start_bare(ctx, "bare-pingora", threads, cpus)
     return Running("bare-pingora", port, p)
 
 
 def _bare_pingora_es256(ctx: Ctx, threads: int, cpus: str | None) -> Running:
-    port = procs.free_port()
-    p = Proc("bare-pingora-es256",
-             [str(ctx.bin_dir / "bare-pingora"), f"127.0.0.1:{port}",
-              f"127.0.0.1:{ctx.upstream_port}", str(threads), str(ctx.run_dir / "jwks.json")],
-             ctx.run_dir / f"bare-pingora-es256-t{threads}.log", cpus)
-    procs.wait_http(p, port, PATH, timeout=20)
+    port, p = _start_bare(ctx, "bare-pingora-es256", threads, cpus,
+                          str(ctx.run_dir / "jwks.json"))
     # It must really check: a floor that let a forged signature through would flatter itself.
     for what, headers in [("no token", {}),
                           ("forged signature", {"Authorization": f"Bearer {forged(ctx.keys)}"})]:

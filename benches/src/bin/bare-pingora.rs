@@ -21,28 +21,26 @@ struct Bare {
     es256: Option<Vec<u8>>,
 }
 
-impl Bare {
-    /// True when the `Authorization: Bearer` token's ES256 signature verifies.
-    fn signature_verifies(&self, key: &[u8], session: &Session) -> bool {
-        let Some(token) = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        let Some((signed, signature)) = token.rsplit_once('.') else {
-            return false;
-        };
-        let mut sig = [0u8; 64];
-        match URL_SAFE_NO_PAD.decode_slice(signature, &mut sig) {
-            Ok(64) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
-                .verify(signed.as_bytes(), &sig)
-                .is_ok(),
-            _ => false,
-        }
+/// True when the `Authorization: Bearer` token's ES256 signature verifies under `key`.
+fn signature_verifies(key: &[u8], session: &Session) -> bool {
+    let Some(token) = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let Some((signed, signature)) = token.rsplit_once('.') else {
+        return false;
+    };
+    let mut sig = [0u8; 64];
+    match URL_SAFE_NO_PAD.decode_slice(signature, &mut sig) {
+        Ok(64) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
+            .verify(signed.as_bytes(), &sig)
+            .is_ok(),
+        _ => false,
     }
 }
 
@@ -55,7 +53,7 @@ impl ProxyHttp for Bare {
         let Some(key) = &self.es256 else {
             return Ok(false);
         };
-        if self.signature_verifies(key, session) {
+        if signature_verifies(key, session) {
             return Ok(false);
         }
         session.respond_error(401).await?;
